@@ -1,0 +1,1 @@
+"""mri2mri.benchmarks: registration and throughput benchmarks (pytest-benchmark)."""

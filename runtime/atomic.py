@@ -1,0 +1,41 @@
+"""Write files so that a crash or an error never leaves a partial output behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import InputError
+
+
+def check_output_path(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Fail early, before any work, if `path` cannot be written."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(path, f"output directory {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise InputError(path, "output exists; pass --overwrite to replace it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
+
+    The temporary name keeps the full suffix (``.nii.gz``), so writers that pick a
+    format from the extension (nibabel, matplotlib) behave as for the real name.
+    """
+    path = check_output_path(path, overwrite=overwrite)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=suffix,
+                                    dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,22 @@
+"""What every mri2mri command shares: one-line errors with a non-zero exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .errors import InputError
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
+    """Run a typer app; bad input becomes one line on stderr and exit code 1.
+
+    Usage errors (unknown options, missing arguments) are reported by typer itself
+    with exit code 2.
+    """
+    try:
+        app(args=argv)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

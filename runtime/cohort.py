@@ -1,0 +1,165 @@
+"""Discover a BIDS-like cohort and split it into train/validation/test subjects.
+
+Layout read (what `mri2mri-data` writes)::
+
+    DIR/sub-<id>/anat/sub-<id>_T1w.nii.gz    (also _T2w, _PDw, _angio)
+    DIR/sub-<id>/dwi/sub-<id>_dwi.nii.gz     with sub-<id>_dwi.bval (and .bvec)
+    DIR/splits.json       optional: {"train": [...], "validation": [...], "test": [...]}
+
+The ``b0`` contrast of a subject is the mean of its DWI's b=0 volumes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .contrasts import canonical_contrast
+from .errors import InputError
+from .nifti import load_volume
+
+SPLITS = ("train", "validation", "test")
+SPLIT_FILE = "splits.json"
+_ANAT = re.compile(r"^(sub-[A-Za-z0-9]+)_(?:[a-z]+-[A-Za-z0-9]+_)*(T1w|T2w|PDw|angio)\.nii(\.gz)?$")
+_DWI = re.compile(r"^(sub-[A-Za-z0-9]+)_(?:[a-z]+-[A-Za-z0-9]+_)*dwi\.nii(\.gz)?$")
+
+
+@dataclass
+class Subject:
+    """One subject's image files, by canonical contrast name."""
+
+    id: str
+    files: dict[str, Path] = field(default_factory=dict)
+    bvals: Path | None = None
+
+    @property
+    def contrasts(self) -> list[str]:
+        return sorted(self.files)
+
+    def has(self, *contrasts: str) -> bool:
+        return all(canonical_contrast(c) in self.files for c in contrasts)
+
+    def path(self, contrast: str) -> Path:
+        contrast = canonical_contrast(contrast)
+        if contrast not in self.files:
+            raise InputError(None, f"subject {self.id} has no {contrast} image "
+                                   f"(it has {', '.join(self.contrasts) or 'none'})")
+        return self.files[contrast]
+
+    def load(self, contrast: str) -> nib.Nifti1Image:
+        """Load one contrast as a validated 3D float image (b0: mean of the b=0 volumes)."""
+        contrast = canonical_contrast(contrast)
+        return load_volume(self.path(contrast), self.bvals if contrast == "b0" else None)
+
+
+def _bval_for(dwi: Path) -> Path | None:
+    stem = dwi.name[: -len("".join(dwi.suffixes[-2:]))] if dwi.name.endswith(".nii.gz") \
+        else dwi.stem
+    candidate = dwi.with_name(stem + ".bval")
+    return candidate if candidate.exists() else None
+
+
+@dataclass
+class Cohort:
+    """The subjects found under `root`, sorted by id."""
+
+    root: Path
+    subjects: list[Subject]
+
+    @classmethod
+    def discover(cls, root: str | Path) -> Cohort:
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(root, "dataset directory not found")
+        found: dict[str, Subject] = {}
+        for path in sorted(root.glob("sub-*/**/*.nii*")):
+            if "derivatives" in path.relative_to(root).parts:
+                continue
+            if (m := _ANAT.match(path.name)) and path.parent.name == "anat":
+                sub = found.setdefault(m.group(1), Subject(m.group(1)))
+                sub.files.setdefault(m.group(2), path)
+            elif (m := _DWI.match(path.name)) and path.parent.name == "dwi":
+                bval = _bval_for(path)
+                if bval is None:
+                    continue  # a DWI without b-values cannot give a b=0 image
+                sub = found.setdefault(m.group(1), Subject(m.group(1)))
+                sub.files.setdefault("b0", path)
+                sub.bvals = bval
+        if not found:
+            raise InputError(root, "no BIDS subjects (sub-*/anat/*.nii.gz) found")
+        return cls(root, [found[k] for k in sorted(found)])
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.subjects]
+
+    def subject(self, subject_id: str) -> Subject:
+        for s in self.subjects:
+            if s.id == subject_id:
+                return s
+        raise InputError(self.root, f"no subject {subject_id}")
+
+    def with_contrasts(self, *contrasts: str) -> list[Subject]:
+        return [s for s in self.subjects if s.has(*contrasts)]
+
+    def splits(self, seed: int = 0) -> dict[str, list[str]]:
+        """Subject ids per split: from splits.json when present, else `make_splits`."""
+        split_file = self.root / SPLIT_FILE
+        if split_file.exists():
+            try:
+                data = json.loads(split_file.read_text())
+                splits = {name: list(data.get(name, [])) for name in SPLITS}
+            except (json.JSONDecodeError, AttributeError) as exc:
+                raise InputError(split_file, f"invalid split file ({exc})") from None
+            check_splits(splits)
+            return {k: [i for i in v if i in set(self.ids)] for k, v in splits.items()}
+        return make_splits(self.ids, seed=seed)
+
+    def split(self, name: str, seed: int = 0) -> list[Subject]:
+        if name == "all":
+            return list(self.subjects)
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}, all")
+        wanted = set(self.splits(seed)[name])
+        return [s for s in self.subjects if s.id in wanted]
+
+
+def split_sizes(n: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+                ) -> tuple[int, int, int]:
+    """Subjects per split: proportional, at least one validation and test subject when n >= 3."""
+    if n < 3:
+        return n, 0, 0
+    n_val = max(1, round(n * fractions[1]))
+    n_test = max(1, round(n * fractions[2]))
+    return n - n_val - n_test, n_val, n_test
+
+
+def make_splits(ids: list[str], seed: int = 0,
+                sizes: tuple[int, int, int] | None = None) -> dict[str, list[str]]:
+    """Deterministic subject-level split: the same ids and seed always give the same split."""
+    ordered = sorted(set(ids))
+    n_train, n_val, n_test = sizes or split_sizes(len(ordered))
+    if n_train + n_val + n_test != len(ordered):
+        raise ValueError(f"split sizes {n_train}+{n_val}+{n_test} != {len(ordered)} subjects")
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    shuffled = [ordered[i] for i in order]
+    return {
+        "train": sorted(shuffled[:n_train]),
+        "validation": sorted(shuffled[n_train:n_train + n_val]),
+        "test": sorted(shuffled[n_train + n_val:]),
+    }
+
+
+def check_splits(splits: dict[str, list[str]]) -> None:
+    """Raise if a subject appears in two splits."""
+    seen: dict[str, str] = {}
+    for name, ids in splits.items():
+        for i in ids:
+            if i in seen:
+                raise ValueError(f"subject {i} is in both {seen[i]} and {name}")
+            seen[i] = name

@@ -1,0 +1,14 @@
+"""One exception type for everything a user can get wrong, so CLIs print one line and exit 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad input: a file that cannot be used, with the file named in the message."""
+
+    def __init__(self, path: str | Path | None, problem: str) -> None:
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path}: {problem}")

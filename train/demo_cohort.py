@@ -1,0 +1,360 @@
+"""The offline demo cohort: a simulated, physically grounded multi-contrast brain MRI dataset.
+
+Anatomy comes from the real MNI152 2009c template's grey- and white-matter
+probability maps that nilearn ships (CSF = brain mask minus GM minus WM).
+Each subject gets a random smooth nonlinear deformation plus a small global
+affine of that anatomy and its own tissue parameters (literature 1.5 T values
+±10 %, see `mri2mri.train.tissue`). Images are computed with the signal
+equations of the IXI protocols, each with its own smooth multiplicative bias
+field and Rician noise, and written as a BIDS dataset.
+
+Noise: Rician, with sigma set so that the mean white-matter signal over sigma
+equals the SNR (defaults: T1w 30, T2w 20, PDw 30, DWI b=0 15, typical of 1.5 T
+clinical scans and EPI). Bias fields: exp of a smooth random field with peak
+±15 % (correlation length 60 mm). Anatomy: affine rotations up to ±5°,
+translations up to ±5 mm, scaling ±6 %; nonlinear displacement up to 4 mm
+(correlation length 15 mm). DWI: IXI-like grid (1.75 × 1.75 × 2.35 mm,
+128 × 128 × 56, oblique by 4-9° about x), susceptibility displacement along
+the phase-encode (A-P) axis peaking at 3-6 mm over the orbitofrontal cortex
+and about half that over the temporal poles, with the matching intensity
+pile-up (Jacobian), 2 b=0 and 6 b=1000 s/mm² volumes (isotropic diffusion).
+
+Honest limits: no vessels, so no MRA/angio contrast; no skull, scalp or eyes
+(the template is brain-extracted), so background is pure noise; diffusion is
+isotropic (mean diffusivity only); no motion, ghosting or Gibbs ringing; the
+T1w inversion prepulse is an assumption (see `mri2mri.train.tissue`).
+All images of a subject share one world space: the anatomical contrasts are
+on one grid, the DWI on its own, and their affines place them correctly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from mri2mri.runtime import __version__
+from mri2mri.runtime.errors import InputError
+
+from .fields import grid_points, random_field, rotation_matrix
+from .tissue import LITERATURE_1P5T, PROTOCOLS, TISSUES, signal, subject_tissues
+
+ANAT_CONTRASTS = ("T1w", "T2w", "PDw")
+DWI_VOXEL_MM = (1.75, 1.75, 2.35)
+DWI_MATRIX = (128, 128, 56)
+#: Unit-norm diffusion directions of the 6 DW volumes (the DTI minimum).
+BVECS_6 = np.array([[1, 0, 1], [-1, 0, 1], [0, 1, 1], [0, 1, -1], [1, 1, 0], [-1, 1, 0]],
+                   dtype=float) / np.sqrt(2)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Every parameter of the simulation; written to dataset_description.json."""
+
+    subjects: int = 12
+    seed: int = 0
+    resolution: float = 2.0
+    snr: dict[str, float] = field(default_factory=lambda: {"T1w": 30.0, "T2w": 20.0,
+                                                           "PDw": 30.0, "dwi": 15.0})
+    tissue_variation: float = 0.10
+    bias_peak: float = 0.15
+    bias_correlation_mm: float = 60.0
+    max_rotation_deg: float = 5.0
+    max_translation_mm: float = 5.0
+    max_scaling: float = 0.06
+    deformation_mm: float = 4.0
+    deformation_correlation_mm: float = 15.0
+    epi_peak_displacement_mm: tuple[float, float] = (3.0, 6.0)
+    dwi_tilt_deg: tuple[float, float] = (4.0, 9.0)
+    bvalues: tuple[float, ...] = (0.0, 0.0) + (1000.0,) * 6
+
+
+@dataclass
+class Template:
+    """MNI152 2009 tissue probability maps (1 mm) and the world box of the brain."""
+
+    gm: np.ndarray
+    wm: np.ndarray
+    csf: np.ndarray
+    affine: np.ndarray
+    box_lo: np.ndarray
+    box_hi: np.ndarray
+
+    @classmethod
+    def load(cls) -> Template:
+        from nilearn import datasets
+
+        def arr(img: nib.Nifti1Image) -> np.ndarray:
+            data = np.asarray(img.dataobj, dtype=np.float32)
+            return data / max(float(data.max()), 1e-6)
+
+        gm_img = datasets.load_mni152_gm_template(resolution=1)
+        gm, wm = arr(gm_img), arr(datasets.load_mni152_wm_template(resolution=1))
+        mask = arr(datasets.load_mni152_brain_mask(resolution=1)) > 0.5
+        csf = np.clip(mask.astype(np.float32) - gm - wm, 0.0, 1.0)
+        ijk = np.argwhere(mask)
+        lo = gm_img.affine[:3, :3] @ ijk.min(0) + gm_img.affine[:3, 3]
+        hi = gm_img.affine[:3, :3] @ ijk.max(0) + gm_img.affine[:3, 3]
+        return cls(gm, wm, csf, gm_img.affine, np.minimum(lo, hi), np.maximum(lo, hi))
+
+
+class _Anatomy:
+    """One subject's anatomy: subject world -> template world mapping and tissue sampling."""
+
+    def __init__(self, template: Template, cfg: DemoConfig, rng: np.random.Generator) -> None:
+        self.template = template
+        angles = np.deg2rad(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg, 3))
+        scale = 1.0 + rng.uniform(-cfg.max_scaling, cfg.max_scaling, 3)
+        self.linear = rotation_matrix(angles) @ np.diag(scale)
+        self.centre = (template.box_lo + template.box_hi) / 2
+        self.shift = rng.uniform(-cfg.max_translation_mm, cfg.max_translation_mm, 3)
+        lo, hi = template.box_lo - 30, template.box_hi + 30
+        self.displacement = [random_field(rng, lo, hi, 5.0, cfg.deformation_correlation_mm,
+                                          cfg.deformation_mm) for _ in range(3)]
+        self.params = {"rotation_deg": np.rad2deg(angles).round(3).tolist(),
+                       "scaling": scale.round(4).tolist(),
+                       "translation_mm": self.shift.round(3).tolist()}
+
+    def fractions(self, points: np.ndarray) -> dict[str, np.ndarray]:
+        """GM/WM/CSF fractions at subject-world points (N, 3)."""
+        disp = np.stack([f(points) for f in self.displacement], axis=1)
+        warped = (points + disp - self.centre) @ self.linear.T + self.centre + self.shift
+        inv = np.linalg.inv(self.template.affine)
+        idx = (warped @ inv[:3, :3].T + inv[:3, 3]).T
+        t = self.template
+        return {name: ndimage.map_coordinates(getattr(t, name), idx, order=1, mode="constant",
+                                              cval=0.0) for name in TISSUES}
+
+
+def _anat_grid(template: Template, resolution: float) -> tuple[tuple[int, int, int], np.ndarray]:
+    lo, hi = template.box_lo - 12, template.box_hi + 12
+    shape = tuple(int(n) for n in np.ceil((hi - lo) / resolution).astype(int) + 1)
+    affine = np.diag([resolution] * 3 + [1.0])
+    affine[:3, 3] = lo
+    return shape, affine
+
+
+def _dwi_grid(template: Template, resolution: float, rng: np.random.Generator,
+              cfg: DemoConfig) -> tuple[tuple[int, int, int], np.ndarray]:
+    """IXI-like oblique LAS grid; coarser voxels (same field of view) for resolution > 2 mm."""
+    factor = max(1.0, resolution / 2.0)
+    voxel = np.array(DWI_VOXEL_MM) * factor
+    shape = tuple(int(round(n / factor)) for n in DWI_MATRIX)
+    tilt = np.deg2rad(rng.uniform(*cfg.dwi_tilt_deg))
+    linear = rotation_matrix(np.array([tilt, 0.0, 0.0])) @ np.diag(voxel * [-1, 1, 1])
+    centre = (template.box_lo + template.box_hi) / 2 + rng.uniform(-5, 5, 3) + [0, 0, 8]
+    affine = np.eye(4)
+    affine[:3, :3] = linear
+    affine[:3, 3] = centre - linear @ ((np.array(shape) - 1) / 2)
+    return shape, affine
+
+
+def _rician(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    real = clean + rng.normal(0.0, sigma, clean.shape)
+    imag = rng.normal(0.0, sigma, clean.shape)
+    return np.sqrt(real * real + imag * imag)
+
+
+def _bias(rng: np.random.Generator, points: np.ndarray, template: Template,
+          cfg: DemoConfig) -> np.ndarray:
+    field_ = random_field(rng, template.box_lo - 30, template.box_hi + 30, 10.0,
+                          cfg.bias_correlation_mm, cfg.bias_peak)
+    return np.exp(field_(points))
+
+
+def _to_int16_image(data: np.ndarray, affine: np.ndarray, max_value: float) -> nib.Nifti1Image:
+    """Store like a scanner: int16 magnitude, brightest tissue around `max_value`."""
+    scaled = np.clip(np.round(data * max_value), 0, 32767).astype(np.int16)
+    img = nib.Nifti1Image(scaled, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return img
+
+
+def simulate_subject(template: Template, cfg: DemoConfig, index: int
+                     ) -> tuple[dict[str, nib.Nifti1Image], dict]:
+    """All images of subject `index` (0-based) plus the parameters that made them."""
+    rng = np.random.default_rng([cfg.seed, index])
+    tissues = subject_tissues(rng, cfg.tissue_variation)
+    anatomy = _Anatomy(template, cfg, rng)
+    images: dict[str, nib.Nifti1Image] = {}
+
+    shape, affine = _anat_grid(template, cfg.resolution)
+    points = grid_points(shape, affine)
+    frac = anatomy.fractions(points)
+    wm_voxels = frac["wm"] > 0.9
+    for contrast in ANAT_CONTRASTS:
+        clean = sum(frac[t] * signal(contrast, tissues[t]) for t in TISSUES)
+        clean = clean * _bias(rng, points, template, cfg)
+        sigma = float(clean[wm_voxels].mean()) / cfg.snr[contrast]
+        noisy = _rician(clean, sigma, rng).reshape(shape)
+        peak = max(signal(contrast, t) for t in LITERATURE_1P5T.values())
+        images[contrast] = _to_int16_image(noisy / peak, affine, 1000.0)
+
+    dshape, daffine = _dwi_grid(template, cfg.resolution, rng, cfg)
+    dpoints = grid_points(dshape, daffine)
+    pe_dir = daffine[:3, 1] / np.linalg.norm(daffine[:3, 1])
+    peak_mm = rng.uniform(*cfg.epi_peak_displacement_mm)
+    # Susceptibility hot spots (subject world, mm): orbitofrontal cortex, temporal poles.
+    spots = [((0.0, 35.0, -18.0), 1.0), ((-40.0, 8.0, -30.0), 0.5), ((40.0, 8.0, -30.0), 0.5)]
+    shift = np.zeros(len(dpoints))
+    for centre, weight in spots:
+        d2 = ((dpoints - np.array(centre)) ** 2).sum(1)
+        shift += weight * peak_mm * np.exp(-d2 / (2 * 15.0**2))
+    dfrac = anatomy.fractions(dpoints + shift[:, None] * pe_dir)
+    jac = 1.0 + np.gradient(shift.reshape(dshape), axis=1) / np.linalg.norm(daffine[:3, 1])
+    jac = np.clip(jac, 0.2, None).ravel()
+    bias = _bias(rng, dpoints, template, cfg)
+    b0_clean = sum(dfrac[t] * signal("dwi", tissues[t]) for t in TISSUES) * jac * bias
+    sigma = float(b0_clean[dfrac["wm"] > 0.9].mean()) / cfg.snr["dwi"]
+    volumes = []
+    for b in cfg.bvalues:
+        clean = sum(dfrac[t] * signal("dwi", tissues[t], b) for t in TISSUES) * jac * bias
+        volumes.append(_rician(clean, sigma, rng).reshape(dshape))
+    peak = max(signal("dwi", t) for t in LITERATURE_1P5T.values())
+    images["dwi"] = _to_int16_image(np.stack(volumes, axis=3) / peak, daffine, 1000.0)
+
+    params = {"tissues": {k: asdict(v) for k, v in tissues.items()}, **anatomy.params,
+              "epi_peak_displacement_mm": round(float(peak_mm), 3)}
+    return images, params
+
+
+def _bvecs(cfg: DemoConfig) -> np.ndarray:
+    vecs, k = [], 0
+    for b in cfg.bvalues:
+        if b == 0:
+            vecs.append(np.zeros(3))
+        else:
+            vecs.append(BVECS_6[k % len(BVECS_6)])
+            k += 1
+    return np.array(vecs).T
+
+
+def _sidecar(contrast: str) -> dict:
+    p = PROTOCOLS[contrast]
+    meta = {"MagneticFieldStrength": 1.5, "RepetitionTime": p.tr / 1000,
+            "EchoTime": p.te / 1000, "FlipAngle": p.flip, "PulseSequenceType": p.sequence,
+            "Simulated": True}
+    if p.ti:
+        meta["InversionTime"] = p.ti / 1000
+    if contrast == "dwi":
+        meta.update(PhaseEncodingDirection="j", TotalReadoutTime=0.05)
+    return meta
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _write_subject(root: Path, sub: str, images: dict[str, nib.Nifti1Image],
+                   cfg: DemoConfig) -> None:
+    anat, dwi = root / sub / "anat", root / sub / "dwi"
+    anat.mkdir(parents=True)
+    dwi.mkdir(parents=True)
+    for contrast in ANAT_CONTRASTS:
+        nib.save(images[contrast], str(anat / f"{sub}_{contrast}.nii.gz"))
+        _write_json(anat / f"{sub}_{contrast}.json", _sidecar(contrast))
+    nib.save(images["dwi"], str(dwi / f"{sub}_dwi.nii.gz"))
+    _write_json(dwi / f"{sub}_dwi.json", _sidecar("dwi"))
+    (dwi / f"{sub}_dwi.bval").write_text(" ".join(f"{b:g}" for b in cfg.bvalues) + "\n")
+    (dwi / f"{sub}_dwi.bvec").write_text(
+        "\n".join(" ".join(f"{v:.6f}" for v in row) for row in _bvecs(cfg)) + "\n")
+
+
+_TEMPLATE: Template | None = None
+
+
+def _subject_job(args: tuple[DemoConfig, int, str]) -> tuple[str, dict]:
+    cfg, index, tmp_root = args
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        _TEMPLATE = Template.load()
+    sub = subject_label(index)
+    images, params = simulate_subject(_TEMPLATE, cfg, index)
+    _write_subject(Path(tmp_root), sub, images, cfg)
+    return sub, params
+
+
+def subject_label(index: int) -> str:
+    return f"sub-{index + 1:03d}"
+
+
+def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
+    return {
+        "Name": "mri2mri simulated demo cohort",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "License": "CC BY 4.0 (simulation); anatomy from the MNI ICBM152 2009c template",
+        "GeneratedBy": [{"Name": "mri2mri", "Version": __version__,
+                         "Description": "mri2mri-data demo: simulated phantom, not real data"}],
+        "ReferencesAndLinks": [
+            "Fonov VS et al., NeuroImage 2011;54:313-327 and NeuroImage 2009;47:S102 "
+            "(MNI ICBM152 2009 template, via nilearn)",
+            "Tissue parameters and sequence models: see mri2mri.train.tissue",
+        ],
+        "SimulatedPhantom": True,
+        "SimulationParameters": asdict(cfg),
+        "Limits": "no vessels (no MRA), no skull or scalp, isotropic diffusion, no motion",
+        "SubjectParameters": params,
+    }
+
+
+def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
+                    resolution: float = 2.0, preview: bool = False, jobs: int = 1,
+                    overwrite: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write a simulated BIDS cohort to `out_dir`; deterministic for a seed.
+
+    The dataset is built in a temporary sibling folder and renamed into place,
+    so an interrupted run leaves nothing behind.
+    """
+    out = Path(out_dir)
+    if subjects < 1:
+        raise InputError(None, "--subjects must be at least 1")
+    if not 0.5 <= resolution <= 8:
+        raise InputError(None, f"--resolution {resolution} mm is outside 0.5-8 mm")
+    if not out.parent.is_dir():
+        raise InputError(out, f"parent directory {out.parent} does not exist")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(out, "exists and is not empty; pass --overwrite to replace it")
+    cfg = DemoConfig(subjects=subjects, seed=seed, resolution=float(resolution))
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        tasks = [(cfg, i, str(tmp)) for i in range(subjects)]
+        params: dict[str, dict] = {}
+        if jobs > 1:
+            with ProcessPoolExecutor(jobs) as pool:
+                results = pool.map(_subject_job, tasks)
+                for done, (sub, p) in enumerate(results, 1):
+                    params[sub] = p
+                    if progress:
+                        progress(done, subjects)
+        else:
+            for done, task in enumerate(tasks, 1):
+                sub, p = _subject_job(task)
+                params[sub] = p
+                if progress:
+                    progress(done, subjects)
+        _write_json(tmp / "dataset_description.json", _dataset_description(cfg, params))
+        (tmp / "participants.tsv").write_text(
+            "participant_id\tsimulated\n" + "".join(f"{s}\tyes\n" for s in sorted(params)))
+        if preview:
+            from .preview import write_preview
+
+            write_preview(tmp, subject_label(0), tmp / "preview.png")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

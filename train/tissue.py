@@ -1,0 +1,102 @@
+"""Tissue relaxation parameters at 1.5 T and the signal equations of the IXI protocols.
+
+Sources of the tissue values (representative in-vivo 1.5 T values; per subject
+each is varied by up to ±10 %):
+
+* GM and WM T2: Stanisz GJ et al., "T1, T2 relaxation and magnetization transfer
+  in tissue at 3T", Magn Reson Med 2005;54:507-512 (Table 1 also lists 1.5 T:
+  WM T2 72 ms, GM T2 95 ms).
+* GM and WM T1 at 1.5 T: Rooney WD et al., "Magnetic field and tissue dependencies
+  of human brain longitudinal 1H2O relaxation in vivo", Magn Reson Med
+  2007;57:308-318 (WM ≈ 0.7 s, GM ≈ 1.2 s, CSF ≈ 4.3 s at 1.5 T).
+* CSF T2 ≈ 2 s: Spijkerman JM et al., "T2 mapping of cerebrospinal fluid: 3 T
+  versus 7 T", MAGMA 2018;31:415-424.
+* Proton density (water content relative to CSF): WM 0.69, GM 0.80, CSF 1.0,
+  Tofts P (ed.), "Quantitative MRI of the Brain", Wiley 2003, ch. 4.
+* Mean diffusivity (b=1000 signal): WM 0.7, GM 0.8, CSF 3.0 × 10⁻³ mm²/s,
+  Pierpaoli C et al., Radiology 1996;201:637-648.
+
+IXI protocol parameters (brain-development.org, Philips 1.5 T, Guy's Hospital):
+T1w 3D T1-TFE TR 9.8 ms, TE 4.6 ms, flip 8°; T2w and PD dual-echo turbo spin
+echo TR 8178 ms, TE 100 / 8 ms; DWI single-shot spin-echo EPI, TE ≈ 100 ms.
+
+Assumption, stated: IXI's T1-TFE images show WM brighter than GM. A plain
+spoiled gradient echo with these TR/flip and the literature T1s would make GM
+slightly brighter than WM, so the TFE readout is modelled with the inversion
+prepulse such sequences use (TI 1100 ms, shot interval 3000 ms, centric
+ordering: the k-space centre is read right after the inversion delay).
+The DWI repetition time is not published; 12 s (long-TR SE-EPI) is assumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+TISSUES = ("gm", "wm", "csf")
+
+
+@dataclass(frozen=True)
+class Tissue:
+    t1: float  # ms
+    t2: float  # ms
+    pd: float  # relative proton density
+    md: float  # mean diffusivity, mm^2/s
+
+    def scaled(self, factors: np.ndarray) -> Tissue:
+        return Tissue(*(np.asarray(list(asdict(self).values())) * factors).tolist())
+
+
+LITERATURE_1P5T: dict[str, Tissue] = {
+    "gm": Tissue(t1=1200.0, t2=95.0, pd=0.80, md=0.8e-3),
+    "wm": Tissue(t1=700.0, t2=72.0, pd=0.69, md=0.7e-3),
+    "csf": Tissue(t1=4300.0, t2=2000.0, pd=1.00, md=3.0e-3),
+}
+
+#: T2* taken as a fraction of T2 for the gradient-echo T1w (TE 4.6 ms makes it minor).
+T2STAR_FRACTION = 0.7
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One IXI acquisition's sequence parameters (times in ms, angles in degrees)."""
+
+    name: str
+    sequence: str
+    tr: float
+    te: float
+    flip: float = 90.0
+    ti: float = 0.0
+    shot_interval: float = 0.0
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "T1w": Protocol("T1w", "3D T1-TFE (inversion-prepared spoiled gradient echo)",
+                    tr=9.8, te=4.6, flip=8.0, ti=1100.0, shot_interval=3000.0),
+    "T2w": Protocol("T2w", "turbo spin echo", tr=8178.0, te=100.0),
+    "PDw": Protocol("PDw", "turbo spin echo", tr=8178.0, te=8.0),
+    "dwi": Protocol("dwi", "single-shot spin-echo EPI", tr=12000.0, te=100.0),
+}
+
+
+def signal(contrast: str, tissue: Tissue, bvalue: float = 0.0) -> float:
+    """Noise-free signal of one pure tissue for one protocol (arbitrary units)."""
+    p = PROTOCOLS[contrast]
+    if contrast == "T1w":
+        # Longitudinal magnetisation after inversion (recovering over TI, from a
+        # shot-interval-limited start), read by a low-flip spoiled gradient echo.
+        e_ti = np.exp(-p.ti / tissue.t1)
+        e_shot = np.exp(-p.shot_interval / tissue.t1)
+        mz = abs(1.0 - 2.0 * e_ti + e_shot)
+        return float(tissue.pd * mz * np.sin(np.deg2rad(p.flip))
+                     * np.exp(-p.te / (T2STAR_FRACTION * tissue.t2)))
+    # Spin echo: T1 saturation by TR, T2 decay by TE, diffusion attenuation by b.
+    s = tissue.pd * (1.0 - np.exp(-p.tr / tissue.t1)) * np.exp(-p.te / tissue.t2)
+    return float(s * np.exp(-bvalue * tissue.md))
+
+
+def subject_tissues(rng: np.random.Generator, variation: float = 0.10) -> dict[str, Tissue]:
+    """Literature tissues with every parameter varied by up to ±`variation` (uniform)."""
+    return {name: t.scaled(rng.uniform(1 - variation, 1 + variation, size=4))
+            for name, t in LITERATURE_1P5T.items()}
