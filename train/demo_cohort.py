@@ -30,6 +30,7 @@ on one grid, the DWI on its own, and their affines place them correctly.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -333,7 +334,10 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
         tasks = [(cfg, i, str(tmp)) for i in range(subjects)]
         params: dict[str, dict] = {}
         if jobs > 1:
-            with ProcessPoolExecutor(jobs) as pool:
+            # forkserver, not fork: a caller holding onnxruntime or torch thread pools
+            # would hand forked workers locks whose owner threads do not exist there.
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("forkserver")
+                                     ) as pool:
                 results = pool.map(_subject_job, tasks)
                 for done, (sub, p) in enumerate(results, 1):
                     params[sub] = p
