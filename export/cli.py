@@ -1,0 +1,39 @@
+"""`mri2mri-export`: a thin command-line layer over `export_checkpoint`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mri2mri.runtime.cli_common import run_app
+
+from .onnx_export import DEFAULT_OPSET, TOLERANCE_FP16, TOLERANCE_FP32
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command()
+def main_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (best.pt or last.pt).")],
+    out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")],
+    opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = DEFAULT_OPSET,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Store weights and compute in float16 "
+                                                      f"(parity tolerance {TOLERANCE_FP16:g} "
+                                                      f"instead of {TOLERANCE_FP32:g}).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it "
+                                                                "exists.")] = False,
+) -> None:
+    """Export a checkpoint to a self-describing ONNX model, checked against PyTorch."""
+    from .onnx_export import export_checkpoint
+
+    report = export_checkpoint(checkpoint, out, opset=opset, fp16=fp16, overwrite=overwrite)
+    typer.echo(f"wrote {report.path} ({report.metadata.task}, opset {report.opset}, "
+               f"{'fp16' if report.fp16 else 'fp32'}); onnxruntime vs PyTorch on "
+               f"{report.parity_slices} validation slices: max |diff| {report.max_abs_diff:.2e} "
+               f"(tolerance {report.tolerance:g})")
+
+
+def main() -> None:
+    run_app(app)

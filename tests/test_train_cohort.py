@@ -1,0 +1,91 @@
+"""A tiny synthetic paired cohort for the training/export tests (seconds to make).
+
+Three tissues in nested ellipsoids with per-subject contrast, gain and noise,
+written as BIDS T1w/T2w/PDw on one grid and a 4D DWI (2 b=0 + 1 b=1000) on a
+coarser, shifted grid, so b0 -> T1w exercises cross-grid resampling. Kept
+separate from the demo generator so these tests do not depend on its runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+SHAPE = (32, 36, 12)
+VOXEL = 3.0
+
+
+def _phantom(shape: tuple[int, int, int], voxel: float, rng: np.random.Generator,
+             origin: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    axes = [origin[i] + voxel * np.arange(n) for i, n in enumerate(shape)]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    wobble = 1 + 0.05 * np.sin(x / 9 + rng.uniform(0, 6)) * np.cos(y / 11)
+    r = np.sqrt((x / 44) ** 2 + (y / 52) ** 2 + (z / 40) ** 2) * wobble
+    ventricle = np.sqrt(((x - 4) / 8) ** 2 + (y / 16) ** 2 + (z / 14) ** 2)
+    tissue = {"csf": ((r < 1.0) & (r >= 0.9)) | (ventricle < 1),
+              "gm": (r < 0.9) & (r >= 0.7) & (ventricle >= 1),
+              "wm": (r < 0.7) & (ventricle >= 1)}
+    affine = np.diag([voxel, voxel, voxel, 1.0])
+    affine[:3, 3] = origin
+    return {k: v.astype(np.float32) for k, v in tissue.items()}, affine
+
+
+_CONTRAST = {"T1w": {"wm": 1.0, "gm": 0.7, "csf": 0.25}, "T2w": {"wm": 0.45, "gm": 0.6, "csf": 1.0},
+             "PDw": {"wm": 0.7, "gm": 0.8, "csf": 1.0}, "b0": {"wm": 0.4, "gm": 0.55, "csf": 1.0}}
+
+
+def _image(tissue: dict[str, np.ndarray], contrast: str, rng: np.random.Generator) -> np.ndarray:
+    gain = rng.uniform(500, 1500)
+    data = sum(tissue[k] * v * rng.uniform(0.93, 1.07) for k, v in _CONTRAST[contrast].items())
+    noise = rng.normal(0, 0.02, data.shape) + 1j * rng.normal(0, 0.02, data.shape)
+    return (np.abs(data + noise) * gain).astype(np.float32)
+
+
+def make_cohort(root: Path, subjects: int = 5, seed: int = 0) -> Path:
+    """Write the cohort under `root` and return it."""
+    rng = np.random.default_rng(seed)
+    for i in range(subjects):
+        sub = f"sub-{i + 1:02d}"
+        anat, dwi = root / sub / "anat", root / sub / "dwi"
+        anat.mkdir(parents=True)
+        dwi.mkdir(parents=True)
+        origin = -VOXEL * np.array(SHAPE) / 2
+        tissue, affine = _phantom(SHAPE, VOXEL, rng, origin)
+        for contrast in ("T1w", "T2w", "PDw"):
+            nib.save(nib.Nifti1Image(_image(tissue, contrast, rng), affine),
+                     anat / f"{sub}_{contrast}.nii.gz")
+        dshape, dvox = (24, 28, 9), 4.0
+        dtissue, daffine = _phantom(dshape, dvox, rng, -dvox * np.array(dshape) / 2 + 1.0)
+        b0 = [_image(dtissue, "b0", rng) for _ in range(2)]
+        series = np.stack(b0 + [b0[0] * 0.3], axis=-1)
+        nib.save(nib.Nifti1Image(series, daffine), dwi / f"{sub}_dwi.nii.gz")
+        (dwi / f"{sub}_dwi.bval").write_text("0 0 1000\n")
+        (dwi / f"{sub}_dwi.bvec").write_text("1 0 0\n0 1 0\n0 0 1\n")
+    return root
+
+
+#: Tiny-run settings shared by the training and export tests: a few seconds each.
+TINY = {"epochs": 2, "slices_per_epoch": 8, "batch_size": 4, "threads": 1}
+_CACHE: dict[str, object] = {}
+
+
+def tiny_cohort_dir(tmp_path_factory) -> Path:
+    """One cohort per test session, shared by the test modules that import this."""
+    if "cohort" not in _CACHE:
+        _CACHE["cohort"] = make_cohort(tmp_path_factory.mktemp("tiny_cohort"))
+    return _CACHE["cohort"]  # type: ignore[return-value]
+
+
+def tiny_run(tmp_path_factory, sources: tuple[str, ...] = ("T1w",), target: str = "T2w"):
+    """A finished tiny training run (RunResult), trained once per session and task."""
+    from mri2mri.train.trainer import TrainConfig, train
+
+    key = "run:" + "+".join(sources) + "->" + target
+    if key not in _CACHE:
+        out = tmp_path_factory.mktemp("run") / "run"
+        config = TrainConfig(data=str(tiny_cohort_dir(tmp_path_factory)), sources=list(sources),
+                             target=target, out=str(out), **TINY)
+        _CACHE[key] = train(config)
+    return _CACHE[key]

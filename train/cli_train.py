@@ -1,0 +1,76 @@
+"""`mri2mri-train`: a thin command-line layer over `mri2mri.train.trainer.train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.errors import InputError
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def _stored_config(out: Path) -> dict:
+    from .checkpoint import load_checkpoint
+
+    last = out / "last.pt"
+    return dict(load_checkpoint(last)["train_config"]) if last.exists() else {}
+
+
+@app.command()
+def main_command(
+    data: Annotated[Path, typer.Option("--data", help="BIDS cohort directory.")],
+    source: Annotated[list[str], typer.Option("--source", help="Source contrast; repeat for "
+                                              "many-to-one (channel order = option order).")],
+    target: Annotated[str, typer.Option("--target", help="Target contrast.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory (created).")],
+    preset: Annotated[str, typer.Option(help="Architecture: small (CPU) or reference "
+                                             "(pix2pix U-Net, 256x256).")] = "small",
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for split, initialisation and "
+                                           "sampling.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from "
+                                                          "last.pt.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Slices per batch.")] = None,
+    slices_per_epoch: Annotated[int | None, typer.Option(help="Slices drawn per epoch.")] = None,
+    l1_weight: Annotated[float | None, typer.Option(help="Weight of the L1 term next to the "
+                                                         "perceptual loss.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate (default: the preset's, "
+                                                  "small 1e-3, reference 2e-4).")] = None,
+    workers: Annotated[int, typer.Option(help="Data-loader worker processes.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads (0: all available).")] = 0,
+) -> None:
+    """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
+    from .trainer import TrainConfig, train
+
+    # Options left out take the resumed run's values, else the Python API's defaults.
+    stored = _stored_config(out) if resume else {}
+    defaults = TrainConfig("", ["T1w"], "T2w", "")
+
+    def pick(value: float | int | None, name: str) -> float | int:
+        return value if value is not None else stored.get(name, getattr(defaults, name))
+
+    try:
+        config = TrainConfig(
+            data=str(data), sources=source, target=target, out=str(out), preset=preset,
+            epochs=pick(epochs, "epochs"), seed=seed, batch_size=pick(batch_size, "batch_size"),
+            slices_per_epoch=pick(slices_per_epoch, "slices_per_epoch"),
+            l1_weight=pick(l1_weight, "l1_weight"), lr=lr if lr is not None else stored.get("lr"),
+            workers=workers,
+            device=device, threads=threads)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    result = train(config, resume=resume)
+    best, lut = result.best_metrics, result.baseline_metrics
+    typer.echo(f"best epoch {result.best_epoch}: PSNR {best['psnr']:.2f} dB (LUT "
+               f"{lut['psnr']:.2f}), SSIM {best['ssim']:.4f} (LUT {lut['ssim']:.4f}), MAE "
+               f"{best['mae']:.4g} (LUT {lut['mae']:.4g}); {result.seconds:.0f} s -> "
+               f"{result.best_checkpoint}")
+
+
+def main() -> None:
+    run_app(app)
