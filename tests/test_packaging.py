@@ -1,0 +1,38 @@
+"""The package-dir mapping lists every subpackage, so a normal install is complete."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_source_package_is_listed_in_pyproject():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for name, folder in config["package-dir"].items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder)
+            found.add(".".join([name, *rel.parts]))
+    assert found == listed
+
+
+def test_runtime_imports_without_torch():
+    code = ("import sys; sys.modules['torch'] = None; import mri2mri.runtime, "
+            "mri2mri.runtime.preprocess, mri2mri.runtime.cohort, mri2mri.runtime.nifti")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_console_script_has_help():
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        done = subprocess.run([sys.executable, "-c", f"import {module} as m; m.{func}()",
+                               "--help"], capture_output=True, text=True)
+        assert done.returncode == 0, f"{name}: {done.stderr[-400:]}"
+        assert "Usage" in done.stdout, name
