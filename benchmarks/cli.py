@@ -1,0 +1,105 @@
+"""`mri2mri-bench`: the project's benchmarks, one sub-command each (more can be added)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mri2mri.runtime.cli_common import run_app
+
+from .registration.motion import DEFAULT_MAX_ROTATION_DEG, DEFAULT_MAX_TRANSLATION_MM
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="mri2mri benchmarks (reproducible, resumable).")
+_err = Console(stderr=True, highlight=False)
+
+
+@app.callback()
+def _root() -> None:
+    """mri2mri benchmarks: pick a sub-command."""
+
+
+@app.command()
+def registration(
+    data: Annotated[Path, typer.Option(help="BIDS-like cohort (demo, IXI import, ...).")],
+    out: Annotated[Path, typer.Option(help="Output directory (results.csv, summary.json, "
+                                           "registration.png, cache/).")],
+    model: Annotated[Path | None, typer.Option(help="ONNX model static contrast -> moving "
+                                                    "contrast, for the 'via' method.")] = None,
+    split: Annotated[str, typer.Option(help="train, validation, test or all.")] = "test",
+    split_seed: Annotated[int, typer.Option(help="Seed of the subject split (as in "
+                                                 "mri2mri-train).")] = 0,
+    jobs: Annotated[int, typer.Option(help="Worker processes (subjects in parallel).")] = 1,
+    scheduler: Annotated[str | None, typer.Option(help="Address of a running Dask scheduler "
+                                                       "(instead of --jobs).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated head motions.")] = 0,
+    settings: Annotated[str, typer.Option(help="DIPY settings: fast or study.")] = "fast",
+    moving_contrast: Annotated[str, typer.Option(help="Contrast registered (moving).")] = "T1w",
+    static_contrast: Annotated[str, typer.Option(help="Contrast that is moved (static).")]
+    = "b0",
+    max_rotation: Annotated[float, typer.Option(help="Largest rotation about each axis "
+                                                     "(degrees).")] = DEFAULT_MAX_ROTATION_DEG,
+    max_translation: Annotated[float, typer.Option(help="Largest translation along each axis "
+                                                        "(mm).")] = DEFAULT_MAX_TRANSLATION_MM,
+    ants: Annotated[bool, typer.Option(help="Include the ANTs baseline when antspyx is "
+                                            "installed.")] = True,
+) -> None:
+    """Known motions, three methods (DIPY direct, DIPY via synthesis, ANTs), two protocols."""
+    from mri2mri.runtime.errors import InputError
+
+    from .registration import run_registration_benchmark
+    from .registration.methods import ANTS, DIRECT, VIA
+    from .registration.runner import BenchmarkConfig
+
+    if jobs < 1:
+        raise InputError(None, "--jobs must be at least 1")
+    if model is not None and not model.is_file():
+        raise InputError(model, "model file not found")
+    methods = [DIRECT] + ([VIA] if model is not None else []) + ([ANTS] if ants else [])
+    if model is None:
+        _err.print("note: no --model given: the 'via' method is skipped")
+    try:
+        config = BenchmarkConfig(
+            data=str(data), model=None if model is None else str(model), split=split,
+            split_seed=split_seed, seed=seed, settings=settings,
+            moving_contrast=moving_contrast, static_contrast=static_contrast,
+            max_rotation_deg=max_rotation, max_translation_mm=max_translation, methods=methods)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a directory")
+
+    def progress(subject: str, done: int, total: int) -> None:
+        _err.print(f"[{done}/{total}] {subject}")
+
+    summary = run_registration_benchmark(config, out, jobs=jobs, scheduler=scheduler,
+                                         progress=progress)
+    for note in summary["notes"]:
+        _err.print(f"note: {note}")
+    for protocol, methods_stats in summary["results"].items():
+        for method, stats in methods_stats.items():
+            typer.echo(f"{protocol:12s} {method:12s} translation "
+                       f"{stats['translation_mae_mm']['mean']:.3f} mm  rotation "
+                       f"{stats['rotation_mae_rad']['mean']:.4f} rad  "
+                       f"{stats['seconds']['mean']:.1f} s/registration")
+    for protocol, comparisons in summary["tests"].items():
+        for name, entry in comparisons.items():
+            t = entry.get("translation_mae_mm", {})
+            if t:
+                typer.echo(f"{protocol:12s} {name}: translation ratio {t['ratio_of_means']:.2f} "
+                           f"[{t['ratio_ci_low']:.2f}, {t['ratio_ci_high']:.2f}], "
+                           f"Wilcoxon p={t['wilcoxon_p']:.3g}, Mann-Whitney p="
+                           f"{t['mann_whitney_p']:.3g}")
+    typer.echo(f"wrote {out}/results.csv, summary.json, registration.png "
+               f"({summary['wall_seconds']:.0f} s)")
+
+
+def main() -> None:
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The registration methods the benchmark compares, behind one call signature.
+
+A method takes (moving, static) images and returns the static->moving world
+affine (DIPY's convention) and the seconds it took, synthesis included.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from mri2mri.runtime.registration import register_images
+
+from .ants_baseline import ants_register
+
+#: Method names as they appear in results.csv and the figure.
+DIRECT, VIA, ANTS = "dipy_direct", "dipy_via", "ants"
+
+
+@dataclass
+class DipyDirect:
+    """DIPY mutual information, moving image straight to the static image."""
+
+    settings: str = "fast"
+    transform: str = "rigid"
+    name: str = DIRECT
+
+    def __call__(self, moving: nib.Nifti1Image, static: nib.Nifti1Image
+                 ) -> tuple[np.ndarray, float]:
+        reg = register_images(moving, static, self.transform, self.settings)
+        return reg.affine, reg.seconds
+
+
+@dataclass
+class DipyVia:
+    """DIPY mutual information to the image the model synthesizes from the static image."""
+
+    model: Path
+    settings: str = "fast"
+    transform: str = "rigid"
+    threads: int = 1
+    name: str = VIA
+    _synth: object | None = field(default=None, repr=False)
+
+    def synthesizer(self):  # noqa: ANN201 (Synthesizer is imported lazily with onnxruntime)
+        if self._synth is None:
+            from mri2mri.runtime.synthesizer import Synthesizer
+
+            self._synth = Synthesizer(self.model, device="cpu", threads=self.threads)
+        return self._synth
+
+    def __call__(self, moving: nib.Nifti1Image, static: nib.Nifti1Image
+                 ) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        reference = self.synthesizer().synthesize([static])
+        reg = register_images(moving, reference, self.transform, self.settings)
+        return reg.affine, time.perf_counter() - start
+
+
+@dataclass
+class Ants:
+    """ANTs rigid, Mattes MI (see `ants_baseline.ANTS_SETTINGS`)."""
+
+    name: str = ANTS
+
+    def __call__(self, moving: nib.Nifti1Image, static: nib.Nifti1Image
+                 ) -> tuple[np.ndarray, float]:
+        return ants_register(moving, static)

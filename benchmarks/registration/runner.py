@@ -1,0 +1,225 @@
+"""Run the registration benchmark over a cohort: in-process, a process pool, or a Dask cluster.
+
+Every subject is independent, so the unit of work (and of caching) is one
+subject: its rows are written to ``OUT/cache/<subject>.json`` as soon as it
+finishes, tagged with a fingerprint of the configuration, and a rerun with the
+same configuration skips it. An interrupted run therefore resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from mri2mri.runtime.atomic import atomic_path
+from mri2mri.runtime.cohort import Cohort, Subject
+from mri2mri.runtime.contrasts import canonical_contrast
+from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.registration import get_settings
+
+from .ants_baseline import available as ants_available
+from .methods import ANTS, DIRECT, VIA, Ants, DipyDirect, DipyVia
+from .motion import (
+    DEFAULT_MAX_ROTATION_DEG,
+    DEFAULT_MAX_TRANSLATION_MM,
+    foreground_centre,
+    sample_motion,
+)
+from .protocols import evaluate_pair
+
+CACHE_DIR = "cache"
+#: The study ran its full DIPY pipeline, ending with a 12-parameter affine; `fast` is rigid.
+TRANSFORM_FOR_SETTINGS = {"study": "affine", "fast": "rigid"}
+
+
+@dataclass
+class BenchmarkConfig:
+    """Everything that determines the results (and thus the cache fingerprint)."""
+
+    data: str
+    model: str | None
+    split: str = "test"
+    split_seed: int = 0
+    seed: int = 0
+    settings: str = "fast"
+    moving_contrast: str = "T1w"
+    static_contrast: str = "b0"
+    max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG
+    max_translation_mm: float = DEFAULT_MAX_TRANSLATION_MM
+    methods: list[str] = field(default_factory=lambda: [DIRECT, VIA, ANTS])
+
+    def __post_init__(self) -> None:
+        self.moving_contrast = canonical_contrast(self.moving_contrast)
+        self.static_contrast = canonical_contrast(self.static_contrast)
+        get_settings(self.settings)
+        if VIA in self.methods and self.model is None:
+            raise InputError(None, "the dipy_via method needs --model")
+
+    @property
+    def transform(self) -> str:
+        return TRANSFORM_FOR_SETTINGS.get(self.settings, "rigid")
+
+    def fingerprint(self) -> str:
+        """Hash of the configuration and the model file's bytes (a retrained model invalidates)."""
+        data = asdict(self)
+        data["dipy_settings"] = get_settings(self.settings).describe()  # the preset's content
+        if self.model is not None:
+            data["model_sha256"] = hashlib.sha256(Path(self.model).read_bytes()).hexdigest()
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def subject_rng(seed: int, subject_id: str) -> np.random.Generator:
+    """A per-subject generator: the motion of a subject does not depend on which others run."""
+    return np.random.default_rng([seed, zlib.crc32(subject_id.encode())])
+
+
+def _methods(config: BenchmarkConfig) -> list[tuple[str, Callable]]:
+    made: list[tuple[str, Callable]] = []
+    for name in config.methods:
+        if name == DIRECT:
+            made.append((name, DipyDirect(config.settings, config.transform)))
+        elif name == VIA:
+            made.append((name, DipyVia(Path(config.model), config.settings, config.transform)))
+        elif name == ANTS:
+            made.append((name, Ants()))
+        else:
+            raise ValueError(f"unknown method {name!r}")
+    return made
+
+
+def run_subject(subject: Subject, config: BenchmarkConfig) -> list[dict[str, object]]:
+    """Load one subject's pair, move the static image, run every method; rows for results.csv."""
+    moving = subject.load(config.moving_contrast)
+    static = subject.load(config.static_contrast)
+    motion = sample_motion(subject_rng(config.seed, subject.id), foreground_centre(static),
+                           config.max_rotation_deg, config.max_translation_mm)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    rows = evaluate_pair(moving, static, motion.matrix, _methods(config))
+    for row in rows:
+        row.update({"subject": subject.id, "moving_contrast": config.moving_contrast,
+                    "static_contrast": config.static_contrast, "settings": config.settings,
+                    "transform": config.transform if row["method"] != ANTS else "rigid",
+                    "motion_rotation_deg": float(np.rad2deg(np.abs(motion.angles)).max()),
+                    "motion_translation_mm": float(np.abs(motion.translation).max())})
+    rows.append({"subject": subject.id, "method": "_subject", "protocol": "",
+                 "seconds": time.perf_counter() - start,
+                 "cpu_seconds": time.process_time() - cpu_start})
+    return rows
+
+
+def _subject_job(subject: Subject, config: BenchmarkConfig, cache_file: str
+                 ) -> list[dict[str, object]]:
+    """Process-pool / Dask entry point: run one subject and write its cache file."""
+    rows = run_subject(subject, config)
+    payload = {"fingerprint": config.fingerprint(), "rows": rows}
+    with atomic_path(cache_file, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(payload))
+    return rows
+
+
+def load_cached(cache_file: Path, fingerprint: str) -> list[dict[str, object]] | None:
+    """Rows of a finished subject, or None when missing, unreadable or from another config."""
+    try:
+        payload = json.loads(cache_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return payload["rows"] if payload.get("fingerprint") == fingerprint else None
+
+
+def select_subjects(config: BenchmarkConfig) -> list[Subject]:
+    """The split's subjects that have both contrasts (error if none)."""
+    cohort = Cohort.discover(config.data)
+    try:
+        chosen = cohort.split(config.split, config.split_seed)
+    except ValueError as exc:
+        raise InputError(config.data, str(exc)) from None
+    usable = [s for s in chosen if s.has(config.moving_contrast, config.static_contrast)]
+    if not usable:
+        raise InputError(config.data, f"no {config.split}-split subject has both "
+                                      f"{config.moving_contrast} and {config.static_contrast}")
+    return usable
+
+
+def effective_methods(config: BenchmarkConfig, notes: list[str]) -> BenchmarkConfig:
+    """Drop ANTs (with a note) when antspyx is not installed."""
+    if ANTS in config.methods and not ants_available():
+        notes.append("ANTs baseline skipped: antspyx is not installed "
+                     "(pip install 'mri2mri[ants]')")
+        config.methods = [m for m in config.methods if m != ANTS]
+    return config
+
+
+def _run_pool(jobs: list[tuple[Subject, str]], config: BenchmarkConfig, workers: int
+              ) -> Iterator[tuple[str, list[dict[str, object]]]]:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_subject_job, s, config, f): s.id for s, f in jobs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _run_dask(jobs: list[tuple[Subject, str]], config: BenchmarkConfig, address: str
+              ) -> Iterator[tuple[str, list[dict[str, object]]]]:
+    try:
+        from dask.distributed import Client
+        from dask.distributed import as_completed as dask_completed
+    except ImportError:
+        raise InputError(None, "--scheduler needs dask.distributed "
+                               "(pip install 'mri2mri[bench]')") from None
+    with Client(address) as client:
+        futures = {client.submit(_subject_job, s, config, f, key=f"mri2mri-reg-{s.id}-"
+                                 f"{config.fingerprint()}", pure=False): s.id for s, f in jobs}
+        for future in dask_completed(list(futures)):
+            yield futures[future], future.result()
+
+
+def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, *, jobs: int = 1,
+                  scheduler: str | None = None,
+                  progress: Callable[[str, int, int], None] | None = None
+                  ) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """All subjects' rows (cached ones reused) and run information (wall time, notes)."""
+    out_dir = Path(out_dir)
+    cache = out_dir / CACHE_DIR
+    cache.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    config = effective_methods(config, notes)
+    subjects = select_subjects(config)
+    fingerprint = config.fingerprint()
+    started = time.perf_counter()
+    rows: list[dict[str, object]] = []
+    todo: list[tuple[Subject, str]] = []
+    reused = 0
+    for subject in subjects:
+        cache_file = cache / f"{subject.id}.json"
+        cached = load_cached(cache_file, fingerprint)
+        if cached is None:
+            todo.append((subject, str(cache_file)))
+        else:
+            rows.extend(cached)
+            reused += 1
+    done = reused
+    if progress is not None:
+        progress("resumed" if reused else "start", done, len(subjects))
+    if scheduler is not None:
+        results = _run_dask(todo, config, scheduler)
+    elif jobs > 1 and len(todo) > 1:
+        results = _run_pool(todo, config, min(jobs, len(todo)))
+    else:
+        results = ((s.id, _subject_job(s, config, f)) for s, f in todo)
+    for subject_id, subject_rows in results:
+        rows.extend(subject_rows)
+        done += 1
+        if progress is not None:
+            progress(subject_id, done, len(subjects))
+    info = {"wall_seconds": time.perf_counter() - started, "subjects": [s.id for s in subjects],
+            "subjects_from_cache": reused, "jobs": jobs, "scheduler": scheduler,
+            "notes": notes, "methods": list(config.methods), "fingerprint": fingerprint}
+    return rows, info

@@ -1,0 +1,194 @@
+"""The registration benchmark: metrics, protocols, statistics, runner (Dask, pool, resume), CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mri2mri.benchmarks.cli import app as bench_app
+from mri2mri.benchmarks.registration import runner as runner_mod
+from mri2mri.benchmarks.registration.methods import DIRECT, DipyDirect
+from mri2mri.benchmarks.registration.metrics import errors, jenkinson_rms
+from mri2mri.benchmarks.registration.motion import (
+    apply_motion,
+    foreground_centre,
+    rigid_matrix,
+    sample_motion,
+    shift_header,
+)
+from mri2mri.benchmarks.registration.protocols import CONSISTENCY, KNOWN_TRUTH, evaluate_pair
+from mri2mri.benchmarks.registration.runner import BenchmarkConfig, run_benchmark
+from mri2mri.benchmarks.registration.stats import compare
+from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.cohort import Cohort
+
+CENTRE = np.array([5.0, -10.0, 20.0])
+
+
+def test_metrics_of_a_pure_translation() -> None:
+    est = rigid_matrix((0, 0, 0), (3.0, -4.0, 0.0))
+    points = np.random.default_rng(0).normal(size=(100, 3)) * 50
+    e = errors(est, np.eye(4), CENTRE, points)
+    assert e.translation_mae_mm == pytest.approx((3 + 4 + 0) / 3)
+    assert e.rotation_mae_rad == pytest.approx(0.0, abs=1e-12)
+    assert e.mean_displacement_mm == pytest.approx(5.0)
+    assert e.jenkinson_rms_mm == pytest.approx(5.0)
+
+
+def test_metrics_of_a_pure_rotation_about_the_centre() -> None:
+    theta = 0.03
+    est = rigid_matrix((theta, 0, 0), (0, 0, 0), CENTRE)
+    on_axis = CENTRE + np.array([[10.0, 0, 0], [-30.0, 0, 0]])  # the x axis through the centre
+    e = errors(est, np.eye(4), CENTRE, on_axis)
+    assert e.translation_mae_mm == pytest.approx(0.0, abs=1e-12)
+    assert e.rotation_mae_rad == pytest.approx(theta / 3)
+    assert e.mean_displacement_mm == pytest.approx(0.0, abs=1e-12)
+    # Sphere of radius R: mean |(R - I) r|^2 = R^2/5 tr((R-I)^T (R-I)) = R^2/5 * 4 (1 - cos).
+    assert e.jenkinson_rms_mm == pytest.approx(80 * np.sqrt(4 * (1 - np.cos(theta)) / 5))
+
+
+def test_jenkinson_closed_form_matches_sampling_the_sphere() -> None:
+    rng = np.random.default_rng(1)
+    est = rigid_matrix(rng.uniform(-0.1, 0.1, 3), rng.uniform(-3, 3, 3), CENTRE)
+    est[:3, :3] *= 1.02  # an affine, not only rigid
+    ref = rigid_matrix(rng.uniform(-0.1, 0.1, 3), rng.uniform(-3, 3, 3), (0, 0, 0))
+    direction = rng.normal(size=(400000, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    points = CENTRE + direction * 80 * rng.uniform(0, 1, (400000, 1)) ** (1 / 3)
+    pts = np.c_[points, np.ones(len(points))]
+    moved = pts @ (np.linalg.inv(ref) @ est).T
+    sampled = np.sqrt(np.mean(np.sum((moved - pts)[:, :3] ** 2, axis=1)))
+    assert jenkinson_rms(est, ref, CENTRE) == pytest.approx(sampled, rel=5e-3)
+
+
+def test_sample_motion_stays_within_bounds() -> None:
+    rng = np.random.default_rng(0)
+    motions = [sample_motion(rng, CENTRE, 4.0, 3.0) for _ in range(200)]
+    angles = np.array([m.angles for m in motions])
+    shifts = np.array([m.translation for m in motions])
+    assert np.abs(angles).max() <= np.deg2rad(4.0) and np.abs(shifts).max() <= 3.0
+    assert np.abs(angles).max() > np.deg2rad(3.5) and np.abs(shifts).max() > 2.5
+    # The brain centre is the pivot: it moves by the translation only.
+    m = motions[0]
+    np.testing.assert_allclose(m.matrix @ np.append(CENTRE, 1), np.append(CENTRE + m.translation,
+                                                                           1))
+
+
+def test_statistics_on_a_hand_computable_case() -> None:
+    a = np.arange(1.0, 21.0)  # 20 subjects
+    b = a / 2 + np.linspace(-0.01, 0.01, 20)
+    out = compare(a, b)
+    assert out["ratio_of_means"] == pytest.approx(0.5, abs=1e-3)
+    assert out["ratio_ci_low"] <= 0.5 <= out["ratio_ci_high"]
+    # Every difference has the same sign: W = 0, exact two-sided p = 2 / 2^20.
+    assert out["wilcoxon_w"] == 0.0
+    assert out["wilcoxon_p"] == pytest.approx(2 / 2 ** 20)
+    # Mann-Whitney counts pairs (a_i, b_j) with a_i > b_j, from the sorted samples by hand.
+    by_hand = sum(float(x > y) + 0.5 * float(x == y) for x in a for y in b)
+    assert out["mann_whitney_u"] == by_hand
+
+
+def test_protocols_on_a_pair_misaligned_before_the_motion(demo_cohort: Path) -> None:
+    """Known truth sees the 3 mm pre-existing offset; consistency (correctly) does not."""
+    subject = Cohort.discover(demo_cohort).subjects[2]
+    static = subject.load("b0")
+    offset = rigid_matrix((0, 0, 0), (3.0, 0.0, 0.0))
+    moving = shift_header(subject.load("T1w"), offset)
+    motion = rigid_matrix((0.03, 0.0, -0.04), (2.0, -3.0, 1.0), foreground_centre(static))
+    rows = evaluate_pair(moving, static, motion, [(DIRECT, DipyDirect())])
+    by_protocol = {r["protocol"]: r for r in rows}
+    assert by_protocol[KNOWN_TRUTH]["translation_mae_mm"] > 0.8  # ~3 mm on one axis / 3
+    assert by_protocol[KNOWN_TRUTH]["mean_displacement_mm"] > 2.0
+    assert by_protocol[CONSISTENCY]["translation_mae_mm"] < 0.3
+    assert by_protocol[CONSISTENCY]["mean_displacement_mm"] < 0.6
+
+
+@pytest.fixture()
+def two_subjects(demo_cohort: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "two"
+    root.mkdir()
+    for sub in Cohort.discover(demo_cohort).ids[:2]:
+        shutil.copytree(demo_cohort / sub, root / sub)
+    return root
+
+
+def _cli(args: list[str]) -> int:
+    try:
+        run_app(bench_app, args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_dask_then_resume_from_cache_then_pool(two_subjects: Path, tmp_path: Path,
+                                               monkeypatch, capsys) -> None:
+    distributed = pytest.importorskip("dask.distributed")  # the [bench] extra
+    out = tmp_path / "bench"
+    config = BenchmarkConfig(data=str(two_subjects), model=None, split="all", seed=3,
+                             methods=[DIRECT])
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        rows, info = run_benchmark(config, out, scheduler=cluster.scheduler_address)
+    assert info["subjects_from_cache"] == 0 and len(info["subjects"]) == 2
+    assert sorted((out / "cache").glob("*.json"))[0].name == "sub-001.json"
+    first = {(r["subject"], r["protocol"]): r["translation_mae_mm"] for r in rows
+             if r["method"] == DIRECT}
+    assert len(first) == 4 and all(v < 1.0 for v in first.values())
+
+    # Resume: the CLI finds both subjects cached and only writes the outputs. A run that
+    # tried to register again would fail: registration is switched off here.
+    def no_registration(*_args, **_kwargs):
+        raise AssertionError("a cached subject was registered again")
+
+    monkeypatch.setattr(runner_mod, "run_subject", no_registration)
+    monkeypatch.setattr(runner_mod, "ants_available", lambda: False)
+    assert _cli(["registration", "--data", str(two_subjects), "--out", str(out), "--split",
+                 "all", "--seed", "3", "--no-ants", "--jobs", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["subjects_from_cache"] == 2
+    assert summary["results"][KNOWN_TRUTH][DIRECT]["translation_mae_mm"]["n"] == 2
+    assert summary["software"]["dipy"] and summary["settings"]["dipy"]["name"] == "fast"
+    with (out / "results.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert {(r["subject"], r["protocol"]): float(r["translation_mae_mm"])
+            for r in table} == pytest.approx(first)
+    assert (out / "registration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.undo()
+
+    # Another seed is another experiment: nothing is reused; the process pool runs both.
+    monkeypatch.setattr(runner_mod, "ants_available", lambda: False)
+    assert _cli(["registration", "--data", str(two_subjects), "--out", str(out), "--split",
+                 "all", "--seed", "4", "--jobs", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["subjects_from_cache"] == 0 and summary["jobs"] == 2
+    assert any("antspyx is not installed" in n for n in summary["notes"])
+    assert "antspyx is not installed" in capsys.readouterr().err
+
+
+def test_bench_bad_inputs(two_subjects: Path, tmp_path: Path, capsys) -> None:
+    assert _cli(["registration", "--data", str(two_subjects), "--out", str(tmp_path / "o"),
+                 "--split", "all", "--moving-contrast", "angio"]) == 1
+    assert "has both angio and b0" in capsys.readouterr().err
+    assert _cli(["registration", "--data", str(two_subjects), "--out", str(tmp_path / "o"),
+                 "--model", str(tmp_path / "missing.onnx")]) == 1
+    assert "model file not found" in capsys.readouterr().err
+    assert _cli(["registration", "--data", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path / "o")]) == 1
+    assert "dataset directory not found" in capsys.readouterr().err
+
+
+def test_apply_motion_moves_the_image_content() -> None:
+    """A whole-voxel translation moves the data by exactly that many voxels."""
+    import nibabel as nib
+
+    data = np.zeros((20, 20, 20), np.float32)
+    data[5:10, 6:9, 7:12] = 1.0
+    img = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    moved = apply_motion(img, rigid_matrix((0, 0, 0), (4.0, 0.0, -2.0))).get_fdata()
+    np.testing.assert_allclose(moved[7:12, 6:9, 6:11], 1.0)
+    assert moved.sum() == pytest.approx(data.sum())
