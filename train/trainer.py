@@ -55,7 +55,7 @@ class TrainConfig:
     target: str
     out: str
     preset: str = "small"
-    epochs: int = 8
+    epochs: int = 12
     slices_per_epoch: int = 600
     batch_size: int = 8
     #: Adam learning rate; None: the preset's (reference 2e-4 as in the method, small 1e-3).
