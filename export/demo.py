@@ -85,6 +85,7 @@ def _report(result: DemoResult, train_metrics: dict, model_meta_task: str, provi
     rows = "\n".join(
         f"| {name} | {v['psnr']:.2f} | {v['ssim']:.4f} | {v['mae']:.2f} |"
         for name, v in m.items())
+    mae_better = m["mri2mri (gain-matched)"]["mae"] < m["LUT baseline (gain-matched)"]["mae"]
     secs = "\n".join(f"| {k} | {v:.1f} |" for k, v in result.seconds.items())
     won = m["mri2mri (gain-matched)"]["psnr"] > m["LUT baseline (gain-matched)"]["psnr"] and \
         m["mri2mri (gain-matched)"]["ssim"] > m["LUT baseline (gain-matched)"]["ssim"]
@@ -105,7 +106,8 @@ in training. An MR image's global gain is arbitrary, so "gain-matched" rescales 
 prediction by the subject's true T2w intensity scale (the same convention as training's
 validation); this isolates the contrast translation. The look-up-table baseline maps each
 T1w intensity to the mean T2w intensity seen with it in training.
-**The network {'beats' if won else 'does NOT beat'} the baseline on both PSNR and SSIM.**
+**The network {'beats' if won else 'does NOT beat'} the baseline on both PSNR and SSIM**
+(and has {'lower' if mae_better else 'higher'} MAE than it).
 
 Validation during training (best epoch {train_metrics.get('best_epoch')}):
 model PSNR {train_metrics['model']['psnr']:.2f} dB, SSIM {train_metrics['model']['ssim']:.4f};

@@ -6,12 +6,12 @@ same weights, same thread count, interleaved (ABBA order, so a load change hits
 both engines alike), and compares the ratio of the medians with `THRESHOLD`.
 
 Threshold (docs/benchmarks.md has the measurements): on the gate's
-configuration, the ``small`` preset at batch 8, the ratio measured on the
-2-core development machine under heavy load from other jobs was 2.5-3.0x; the
-gate fails below 1.8x. That leaves a margin of >25 % for noise below the lowest
-healthy run, while the regressions that matter are caught: an onnxruntime
-session on one thread instead of the cores gives ~1.5x, and losing the
-runtime's settings for the slow defaults lands below it as well. Set
+configuration, the ``small`` preset at batch 8, healthy runs on the 2-core
+development machine gave 1.83-1.85x when it was idle and 2.2-2.5x under load
+from other jobs (PyTorch suffers more from contention); the gate fails below
+1.4x, ~24 % under the lowest healthy run. The regressions that matter land
+well below it: the runtime's session settings reversed give 0.71x (idle) to
+0.92x (loaded). Set
 ``MRI2MRI_ORT_OPT=disable`` to run the same gate with graph optimisations
 switched off (constructed here, not a knob of the runtime).
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 #: Fail when onnxruntime is less than this many times faster than PyTorch eager.
-THRESHOLD = 1.8
+THRESHOLD = 1.4
 #: Outputs of the two engines must agree this closely (normalised [-1, 1] units).
 TOLERANCE = 1e-4
 GATE_PRESET, GATE_BATCH, GATE_REPEATS = "small", 8, 7
