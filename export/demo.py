@@ -42,11 +42,6 @@ class DemoResult:
     seconds: dict[str, float]
 
 
-def _views(volume: np.ndarray) -> list[np.ndarray]:
-    x, y, z = (s // 2 for s in volume.shape)
-    return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
-
-
 def write_figure(source: nib.Nifti1Image, truth: nib.Nifti1Image, synth: nib.Nifti1Image,
                  out: Path, title: str) -> Path:
     """Columns: input | truth | synthesized | |difference|; rows: axial, coronal, sagittal."""
@@ -55,18 +50,19 @@ def write_figure(source: nib.Nifti1Image, truth: nib.Nifti1Image, synth: nib.Nif
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mri2mri.train.preview import orthogonal_views, view_aspects
+
     vols = [to_canonical(img, np.asarray(img.dataobj, np.float32)).data
             for img in (source, truth, synth)]
     diff = np.abs(vols[2] - vols[1])
-    zooms = np.sqrt((to_canonical(source).affine[:3, :3] ** 2).sum(0))
-    aspects = [zooms[1] / zooms[0], zooms[2] / zooms[0], zooms[2] / zooms[1]]
+    aspects = view_aspects(to_canonical(source).affine)
     titles = [f"input {SOURCE}", f"ground truth {TARGET}", f"synthesized {TARGET}",
               "|synthesized - truth|"]
     vmax = [float(np.percentile(v[v > 0], 99.5)) for v in vols]
     vmax.append(vmax[1])
     fig, axes = plt.subplots(3, 4, figsize=(12, 9), facecolor="black")
     for col, vol in enumerate([*vols, diff]):
-        for row, (sl, aspect) in enumerate(zip(_views(vol), aspects, strict=True)):
+        for row, (sl, aspect) in enumerate(zip(orthogonal_views(vol), aspects, strict=True)):
             ax = axes[row, col]
             ax.imshow(sl, cmap="magma" if col == 3 else "gray", origin="lower", vmin=0,
                       vmax=vmax[col] * (0.5 if col == 3 else 1.0), aspect=aspect)

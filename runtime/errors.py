@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def exception_summary(exc: BaseException, limit: int = 160) -> str:
+    """First line of an exception's message (or its type), short enough for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class InputError(ValueError):
     """Bad input: a file that cannot be used, with the file named in the message."""
 

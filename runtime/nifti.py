@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import InputError
+from .errors import InputError, exception_summary
 
 #: b-values at or below this count as b=0 (scanners write 0, 5 or 10 for "b=0").
 B0_THRESHOLD = 50.0
@@ -29,23 +29,19 @@ def _open(path: Path) -> nib.Nifti1Image:
     try:
         img = nib.load(str(path))
     except (nib.filebasedimages.ImageFileError, ValueError) as exc:
-        raise InputError(path, f"not a NIfTI image ({_short(exc)})") from None
+        raise InputError(path, f"not a NIfTI image ({exception_summary(exc)})") from None
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InputError(path, f"corrupted or unreadable file ({_short(exc)})") from None
+        raise InputError(path, f"corrupted or unreadable file ({exception_summary(exc)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(path, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
     return img
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
 
 
 def _read_data(img: nib.Nifti1Image, path: Path) -> np.ndarray:
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
-        raise InputError(path, f"corrupted or truncated data ({_short(exc)})") from None
+        raise InputError(path, f"corrupted or truncated data ({exception_summary(exc)})") from None
     # Drop trailing singleton axes (a 3D volume stored as X×Y×Z×1).
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -88,7 +84,7 @@ def read_bvals(path: str | Path) -> np.ndarray:
     try:
         values = np.loadtxt(path, dtype=float, ndmin=1).ravel()
     except ValueError as exc:
-        raise InputError(path, f"not a b-value file ({_short(exc)})") from None
+        raise InputError(path, f"not a b-value file ({exception_summary(exc)})") from None
     if values.size == 0:
         raise InputError(path, "b-value file is empty")
     return values

@@ -15,7 +15,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from .errors import InputError
+from .errors import InputError, exception_summary
 
 DEVICES = ("auto", "cuda", "cpu")
 TENSORRT = "TensorrtExecutionProvider"
@@ -62,10 +62,8 @@ def _create(model: bytes, provider: str, options: ort.SessionOptions) -> ort.Inf
 
 def _short(exc: BaseException) -> str:
     """First line of an onnxruntime error without its ``[ONNXRuntimeError] : 7 : X :`` prefix."""
-    lines = str(exc).strip().splitlines()
-    text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "",
-                  lines[0] if lines else type(exc).__name__)
-    return text[:200]
+    return re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "",
+                  exception_summary(exc, limit=10_000))[:200]
 
 
 def open_session(model: bytes, options: ort.SessionOptions, device: str = "auto",

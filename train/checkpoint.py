@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from mri2mri.runtime.atomic import atomic_path
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.errors import InputError, exception_summary
 from mri2mri.runtime.metadata import ModelMetadata
 
 FORMAT = "mri2mri-checkpoint"
@@ -53,8 +53,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
             ValueError, AttributeError, KeyError, IndexError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise InputError(path, f"not a readable PyTorch checkpoint ({first})") from None
+        raise InputError(path, f"not a readable PyTorch checkpoint ({exception_summary(exc)})"
+                         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(path, "not an mri2mri checkpoint (no mri2mri training state in it; "
                                "was it written by mri2mri-train?)")

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.errors import InputError, exception_summary
 from mri2mri.runtime.metadata import ModelMetadata
 from mri2mri.runtime.preprocess import prepare_sources, restore_image
 
@@ -32,7 +32,7 @@ def model_from_checkpoint(checkpoint: str | Path | dict[str, Any]
         model.load_state_dict(state["model_state"])
     except RuntimeError as exc:
         raise InputError(source, f"model weights do not match the stored architecture "
-                                 f"({str(exc).splitlines()[0]})") from None
+                                 f"({exception_summary(exc)})") from None
     return model.eval(), checkpoint_metadata(state, str(source))
 
 

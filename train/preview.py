@@ -13,10 +13,16 @@ from mri2mri.runtime.orientation import to_canonical
 PREVIEW_CONTRASTS = ("T1w", "T2w", "PDw", "b0")
 
 
-def _views(volume: np.ndarray) -> list[np.ndarray]:
+def orthogonal_views(volume: np.ndarray) -> list[np.ndarray]:
     """Central axial, coronal and sagittal slices of a RAS-ordered volume, display-oriented."""
     x, y, z = (s // 2 for s in volume.shape)
     return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
+
+
+def view_aspects(affine: np.ndarray) -> list[float]:
+    """imshow aspect ratios of `orthogonal_views` for a canonical grid with this affine."""
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    return [zooms[1] / zooms[0], zooms[2] / zooms[0], zooms[2] / zooms[1]]
 
 
 def write_preview(root: Path, subject_id: str, out: Path) -> Path:
@@ -33,10 +39,9 @@ def write_preview(root: Path, subject_id: str, out: Path) -> Path:
     for col, contrast in enumerate(contrasts):
         img = subject.load(contrast)
         view = to_canonical(img, np.asarray(img.dataobj))
-        zooms = np.sqrt((view.affine[:3, :3] ** 2).sum(0))
         vmax = float(np.percentile(view.data[view.data > 0], 99.5))
-        aspects = [zooms[1] / zooms[0], zooms[2] / zooms[0], zooms[2] / zooms[1]]
-        for row, (sl, aspect) in enumerate(zip(_views(view.data), aspects, strict=True)):
+        views = zip(orthogonal_views(view.data), view_aspects(view.affine), strict=True)
+        for row, (sl, aspect) in enumerate(views):
             ax = axes[row, col]
             ax.imshow(sl, cmap="gray", origin="lower", vmin=0, vmax=vmax, aspect=aspect)
             ax.set_axis_off()

@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.errors import InputError, exception_summary
 
 from .names import IXIName, looks_like_nifti, parse_name
 
@@ -56,11 +56,7 @@ class FileRef:
                     raise InputError(str(self), "archive member is not a regular file")
                 return fh.read()
         except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
-            raise InputError(str(self), f"cannot read ({_short(exc)})") from None
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise InputError(str(self), f"cannot read ({exception_summary(exc)})") from None
 
 
 def read_image(ref: FileRef) -> nib.Nifti1Image:
@@ -73,7 +69,8 @@ def read_image(ref: FileRef) -> nib.Nifti1Image:
         data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError,
             gzip.BadGzipFile) as exc:
-        raise InputError(str(ref), f"corrupted or not a NIfTI image ({_short(exc)})") from None
+        raise InputError(str(ref), "corrupted or not a NIfTI image "
+                                   f"({exception_summary(exc)})") from None
     if not np.isfinite(np.linalg.det(img.affine[:3, :3])) or \
             abs(np.linalg.det(img.affine[:3, :3])) < 1e-6:
         raise InputError(str(ref), "affine is not invertible (zero or undefined voxel size)")
@@ -101,9 +98,9 @@ def _tar_refs(path: Path) -> tuple[list[FileRef], list[str]]:
             tar = tarfile.open(path, "r:*")
             compressed = True
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-            raise InputError(path, f"unreadable archive ({_short(exc)})") from None
+            raise InputError(path, f"unreadable archive ({exception_summary(exc)})") from None
     except OSError as exc:
-        raise InputError(path, f"unreadable archive ({_short(exc)})") from None
+        raise InputError(path, f"unreadable archive ({exception_summary(exc)})") from None
     with tar:
         try:
             for info in tar:
@@ -112,7 +109,7 @@ def _tar_refs(path: Path) -> tuple[list[FileRef], list[str]]:
                                         None if compressed else info.size))
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             problems.append(f"{path}: archive is damaged after {len(refs)} members "
-                            f"({_short(exc)}); later members are missing")
+                            f"({exception_summary(exc)}); later members are missing")
     if not refs and not problems:
         raise InputError(path, "archive holds no files")
     return refs, problems
