@@ -15,7 +15,7 @@ import pytest
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.normalize import foreground_mask
 from mri2mri.runtime.resample import resample_to
-from mri2mri.train.demo_cohort import generate_cohort
+from mri2mri.train.data.demo_cohort import generate_cohort
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,7 +86,7 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path):
 
 def test_cli_preview_and_refusals(tmp_path: Path):
     out = tmp_path / "ds"
-    cmd = [sys.executable, "-m", "mri2mri.train.cli_data", "demo", str(out), "--subjects", "1",
+    cmd = [sys.executable, "-m", "mri2mri.train.data.cli", "demo", str(out), "--subjects", "1",
            "--resolution", "6", "--preview", "--jobs", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -103,7 +103,7 @@ def test_cli_preview_and_refusals(tmp_path: Path):
 
 @pytest.mark.parametrize("bad", [["--subjects", "0"], ["--resolution", "0.1"]])
 def test_cli_rejects_bad_parameters(tmp_path: Path, bad: list[str]):
-    done = subprocess.run([sys.executable, "-m", "mri2mri.train.cli_data", "demo",
+    done = subprocess.run([sys.executable, "-m", "mri2mri.train.data.cli", "demo",
                            str(tmp_path / "x"), *bad], capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.startswith("error:")
     assert not (tmp_path / "x").exists()

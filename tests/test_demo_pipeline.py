@@ -8,7 +8,7 @@ import sys
 import nibabel as nib
 import numpy as np
 
-from mri2mri.export.demo import run_demo
+from mri2mri.demo import run_demo
 from mri2mri.runtime.cohort import Cohort
 
 
@@ -27,6 +27,6 @@ def test_demo_end_to_end(tmp_path):
     np.testing.assert_allclose(synth.affine, source.affine)
     assert all(np.isfinite(v["psnr"]) for v in result.metrics.values())
     # A second run into the same folder is refused rather than mixing outputs.
-    again = subprocess.run([sys.executable, "-m", "mri2mri.export.demo", str(tmp_path / "demo")],
+    again = subprocess.run([sys.executable, "-m", "mri2mri.demo.cli", str(tmp_path / "demo")],
                            capture_output=True, text=True)
     assert again.returncode == 1 and "--overwrite" in again.stderr

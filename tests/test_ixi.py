@@ -17,12 +17,12 @@ from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.registration import with_settings
 from mri2mri.runtime.resample import same_grid
-from mri2mri.train.ixi.cli import ixi
-from mri2mri.train.ixi.dwi import assemble_dwi, read_table
-from mri2mri.train.ixi.importer import import_ixi
-from mri2mri.train.ixi.layout import ixi_split_sizes
-from mri2mri.train.ixi.names import parse_name
-from mri2mri.train.ixi.sources import index_source, read_image
+from mri2mri.train.data.ixi.cli import ixi
+from mri2mri.train.data.ixi.dwi import assemble_dwi, read_table
+from mri2mri.train.data.ixi.importer import import_ixi
+from mri2mri.train.data.ixi.layout import ixi_split_sizes
+from mri2mri.train.data.ixi.names import parse_name
+from mri2mri.train.data.ixi.sources import index_source, read_image
 
 REAL = {"IXI002": "IXI002-Guys-0828", "IXI025": "IXI025-Guys-0852"}
 #: The known motion given to IXI002's T1: 4/-3/5 degrees about x/y/z and (3, -4, 2) mm.

@@ -17,11 +17,11 @@ from mri2mri.benchmarks.registration.motion import (
     shift_header,
 )
 from mri2mri.runtime.cli_common import run_app
-from mri2mri.runtime.cli_register import app
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.registration import SETTINGS, Registration, check_overlap, register_images
-from mri2mri.runtime.registration_io import (
+from mri2mri.runtime.registration.cli import app
+from mri2mri.runtime.registration.io import (
     itk_text,
     load_transform,
     parse_itk,

@@ -1,5 +1,8 @@
-"""mri2mri.train: PyTorch training of contrast-translation U-Nets, and dataset preparation.
+"""mri2mri.train: PyTorch training of contrast-translation U-Nets.
 
-Importing this package does not import torch; the modules that need it do.
-Data preparation (`mri2mri-data`: demo cohort, IXI importer) needs no torch.
+The loop (`trainer`, `cli_train`), the network (`model`), the loss
+(`perceptual`), the training data as tensors (`dataset`), checkpoints,
+the look-up-table baseline and the metrics. Importing this package does not
+import torch; the modules that need it do. Cohort preparation lives in
+`mri2mri.train.data` and needs no torch at all.
 """

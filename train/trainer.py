@@ -34,7 +34,7 @@ from mri2mri.runtime.preprocess import restore_volume
 
 from .baseline import IntensityLUT
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import SliceBank, SubjectData, epoch_order, load_subjects
+from .dataset import SliceBank, SubjectData, epoch_order, load_subjects
 from .inference import predict_slices
 from .metrics import volume_metrics
 from .model import build_model, get_preset

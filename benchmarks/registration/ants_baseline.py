@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 import nibabel as nib
 import numpy as np
 
-from mri2mri.runtime.registration_io import RAS_TO_LPS, affine_from_itk
+from mri2mri.runtime.registration.io import RAS_TO_LPS, affine_from_itk
 
 ANTS_SETTINGS: dict[str, object] = {
     "type_of_transform": "Rigid",

@@ -1,6 +1,6 @@
 """`mri2mri-register`: rigid/affine registration, directly or through a synthesized image.
 
-A thin typer layer over `mri2mri.runtime.registration_via.register_files`.
+A thin typer layer over `mri2mri.runtime.registration.via.register_files`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .cli_common import run_app
-from .registration import SETTINGS
-from .registration_via import register_files
+from ..cli_common import run_app
+from .align import SETTINGS
+from .via import register_files
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Register a moving image to a static one (DIPY mutual information), "

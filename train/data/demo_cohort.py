@@ -4,7 +4,7 @@ Anatomy comes from the real MNI152 2009c template's grey- and white-matter
 probability maps that nilearn ships (CSF = brain mask minus GM minus WM).
 Each subject gets a random smooth nonlinear deformation plus a small global
 affine of that anatomy and its own tissue parameters (literature 1.5 T values
-±10 %, see `mri2mri.train.tissue`). Images are computed with the signal
+±10 %, see `mri2mri.train.data.tissue`). Images are computed with the signal
 equations of the IXI protocols, each with its own smooth multiplicative bias
 field and Rician noise, and written as a BIDS dataset.
 
@@ -22,7 +22,7 @@ pile-up (Jacobian), 2 b=0 and 6 b=1000 s/mm² volumes (isotropic diffusion).
 Honest limits: no vessels, so no MRA/angio contrast; no skull, scalp or eyes
 (the template is brain-extracted), so background is pure noise; diffusion is
 isotropic (mean diffusivity only); no motion, ghosting or Gibbs ringing; the
-T1w inversion prepulse is an assumption (see `mri2mri.train.tissue`).
+T1w inversion prepulse is an assumption (see `mri2mri.train.data.tissue`).
 All images of a subject share one world space: the anatomical contrasts are
 on one grid, the DWI on its own, and their affines place them correctly.
 """
@@ -299,7 +299,7 @@ def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
         "ReferencesAndLinks": [
             "Fonov VS et al., NeuroImage 2011;54:313-327 and NeuroImage 2009;47:S102 "
             "(MNI ICBM152 2009 template, via nilearn)",
-            "Tissue parameters and sequence models: see mri2mri.train.tissue",
+            "Tissue parameters and sequence models: see mri2mri.train.data.tissue",
         ],
         "SimulatedPhantom": True,
         "SimulationParameters": asdict(cfg),

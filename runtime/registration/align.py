@@ -31,8 +31,8 @@ from dipy.align.transforms import (
 )
 from scipy import ndimage
 
-from .errors import InputError
-from .normalize import foreground_mask
+from ..errors import InputError
+from ..normalize import foreground_mask
 
 TRANSFORMS = ("rigid", "affine")
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mri2mri.runtime.cli_common import run_app
-from mri2mri.train.ixi.cli import ixi
+from mri2mri.train.data.ixi.cli import ixi
 
 app = typer.Typer(help="Prepare BIDS datasets for mri2mri: the offline demo cohort, or IXI.",
                   no_args_is_help=True, add_completion=False)

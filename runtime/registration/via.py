@@ -17,12 +17,12 @@ from pathlib import Path
 
 import nibabel as nib
 
-from .atomic import check_output_path
-from .contrasts import canonical_contrast
-from .errors import InputError
-from .nifti import load_volume, save_volume
-from .registration import Registration, RegistrationSettings, check_overlap, register_images
-from .registration_io import save_itk, save_matrix
+from ..atomic import check_output_path
+from ..contrasts import canonical_contrast
+from ..errors import InputError
+from ..nifti import load_volume, save_volume
+from .align import Registration, RegistrationSettings, check_overlap, register_images
+from .io import save_itk, save_matrix
 
 _SUFFIX = re.compile(r"_([A-Za-z0-9=]+)\.nii(\.gz)?$")
 
@@ -112,7 +112,7 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
     static_c = resolve_contrast(static_contrast, static, "static")
     reference: nib.Nifti1Image = static_img
     if via is not None:
-        from .synthesizer import Synthesizer  # onnxruntime is only loaded when a model is used
+        from ..synthesizer import Synthesizer  # onnxruntime is only loaded when a model is used
 
         start = time.perf_counter()
         say(f"loading model {via}")

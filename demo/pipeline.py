@@ -1,4 +1,4 @@
-"""`mri2mri-demo`: the whole pipeline on the offline demo cohort, in one command.
+"""The whole pipeline on the offline demo cohort: what `mri2mri-demo` runs.
 
 simulate a cohort -> train T1w->T2w (small preset) -> export to ONNX ->
 synthesize T2w for a held-out subject with the torch-free runtime -> report
@@ -11,15 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import nibabel as nib
 import numpy as np
-import typer
 from rich.console import Console
 
 from mri2mri.runtime.atomic import atomic_path
-from mri2mri.runtime.cli_common import run_app
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.nifti import save_volume
@@ -50,7 +47,7 @@ def write_figure(source: nib.Nifti1Image, truth: nib.Nifti1Image, synth: nib.Nif
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mri2mri.train.preview import orthogonal_views, view_aspects
+    from mri2mri.train.data.preview import orthogonal_views, view_aspects
 
     vols = [to_canonical(img, np.asarray(img.dataobj, np.float32)).data
             for img in (source, truth, synth)]
@@ -129,14 +126,13 @@ def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution:
 
     `train_options` override `TrainConfig` fields (e.g. ``slices_per_epoch``).
     """
+    from mri2mri.export.onnx_export import export_checkpoint
     from mri2mri.runtime.synthesizer import Synthesizer
     from mri2mri.train.baseline import IntensityLUT
     from mri2mri.train.checkpoint import load_checkpoint
-    from mri2mri.train.demo_cohort import generate_cohort
+    from mri2mri.train.data.demo_cohort import generate_cohort
     from mri2mri.train.metrics import volume_metrics
     from mri2mri.train.trainer import TrainConfig, train
-
-    from .onnx_export import export_checkpoint
 
     console = console or Console(stderr=True)
     out = Path(out_dir)
@@ -226,29 +222,3 @@ def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution:
                       f"MAE {v['mae']:.2f}")
     console.print(f"report: {result.report}  figure: {figure}  total {seconds['total']:.0f} s")
     return result
-
-
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-def demo(
-    out_dir: Annotated[Path, typer.Argument(help="Folder for everything the demo writes.")],
-    subjects: Annotated[int, typer.Option(help="Subjects to simulate.")] = 12,
-    seed: Annotated[int, typer.Option(help="Seed for data, split and training.")] = 0,
-    resolution: Annotated[float, typer.Option(help="Voxel size of the cohort, mm.")] = 2.0,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the small "
-                                                     "preset's).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR's contents.")] = False,
-) -> None:
-    """Simulate a cohort, train T1w->T2w, export to ONNX, synthesize a held-out subject, report."""
-    run_demo(out_dir, subjects=subjects, seed=seed, resolution=resolution, epochs=epochs,
-             overwrite=overwrite)
-
-
-def main() -> None:
-    run_app(app)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,8 @@
+"""mri2mri.train.data: cohorts to train on, with no torch needed.
+
+The simulated demo cohort (`demo_cohort`, from the MNI152 template with the
+tissue physics of `tissue` and the smooth fields of `fields`), the IXI importer
+(`ixi`), their previews, and `mri2mri-data` (`cli`). Everything here writes
+BIDS folders that `mri2mri.runtime.cohort.Cohort` reads; none of it is the
+training loop.
+"""
