@@ -47,6 +47,9 @@ class ModelMetadata:
     slice_axis: str = "axial"
     pad_multiple: int = 16
     min_size: int = 0
+    #: 2.5D input: the network sees `context` neighbouring slices on each side of a
+    #: slice, per source, as extra channels (see `mri2mri.runtime.slicing.stack_context`).
+    context: int = 0
     preset: str = "small"
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
@@ -61,11 +64,18 @@ class ModelMetadata:
             raise ValueError("a model needs at least one source contrast")
         if isinstance(self.normalisation, dict):
             self.normalisation = Normalisation(**self.normalisation)
+        if not isinstance(self.context, int) or self.context < 0:
+            raise ValueError(f"context must be a whole number >= 0 (got {self.context!r})")
 
     @property
     def task(self) -> str:
         """Human-readable task, e.g. ``T1w+T2w->PDw``."""
         return "+".join(self.sources) + "->" + self.target
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the network input: each source with its context slices."""
+        return len(self.sources) * (2 * self.context + 1)
 
     @property
     def geometry(self) -> SliceGeometry:

@@ -58,3 +58,29 @@ def from_slices(slices: np.ndarray, padding: Padding) -> np.ndarray:
     cropped = slices[:, padding.before[0]: h - padding.after[0],
                      padding.before[1]: w - padding.after[1]]
     return np.ascontiguousarray(np.moveaxis(cropped, 0, 2))
+
+
+def context_indices(z: int, n_slices: int, context: int) -> np.ndarray:
+    """Slice indices z-context .. z+context, clamped to the volume (edge slices repeat).
+
+    Repeating the edge slice (rather than padding with background) keeps the
+    first and last slices' stacks looking like anatomy, as they do in training.
+    """
+    if context < 0:
+        raise ValueError(f"context must be >= 0 (got {context})")
+    return np.clip(np.arange(z - context, z + context + 1), 0, n_slices - 1)
+
+
+def stack_context(slices: np.ndarray, context: int) -> np.ndarray:
+    """(Z, C, H, W) slices -> (Z, C * (2 * context + 1), H, W) 2.5D input stacks.
+
+    Source-major channel order: channel ``c * (2 * context + 1) + j`` holds source
+    ``c`` at slice ``z - context + j``. Training (`mri2mri.train`) and the runtime
+    both build their stacks with `context_indices`, so they cannot disagree.
+    """
+    if context == 0:
+        return slices
+    z, c, h, w = slices.shape
+    index = np.stack([context_indices(i, z, context) for i in range(z)])  # (Z, 2K+1)
+    stacked = slices[index]  # (Z, 2K+1, C, H, W)
+    return np.ascontiguousarray(stacked.transpose(0, 2, 1, 3, 4).reshape(z, -1, h, w))

@@ -23,6 +23,7 @@ from .nifti import load_volume, save_volume
 from .preprocess import prepare_sources, restore_image
 from .providers import describe, open_session
 from .session import Progress, SliceRunner, session_options
+from .slicing import stack_context
 
 Inputs = Mapping[str, nib.Nifti1Image] | Sequence[nib.Nifti1Image]
 FileInputs = Mapping[str, str | Path] | Sequence[str | Path]
@@ -108,10 +109,11 @@ class Synthesizer:
         if inputs[0].type != "tensor(float)":
             raise InputError(where, f"expected a float32 input, got {inputs[0].type}")
         channels = shape[1]
-        if isinstance(channels, int) and channels != len(self.meta.sources):
+        if isinstance(channels, int) and channels != self.meta.input_channels:
             raise InputError(where, f"metadata lists {len(self.meta.sources)} source(s) "
-                                    f"({', '.join(self.meta.sources)}) but the network takes "
-                                    f"{channels} channel(s)")
+                                    f"({', '.join(self.meta.sources)}) with context "
+                                    f"{self.meta.context} ({self.meta.input_channels} channels) "
+                                    f"but the network takes {channels} channel(s)")
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -164,8 +166,9 @@ class Synthesizer:
         prepared = prepare_sources(images, self.meta.geometry, self.meta.normalisation, names,
                                    resample_to_first)
         self._check_slice_size(prepared.slices.shape, names[0])
+        stacks = stack_context(prepared.slices, self.meta.context)
         mid = time.perf_counter()
-        pred = self.runner.run(prepared.slices, progress)
+        pred = self.runner.run(stacks, progress)
         end = time.perf_counter()
         out = restore_image(pred, prepared, self.meta.normalisation.target_scale,
                             self.description)

@@ -151,3 +151,21 @@ def test_prepare_target_resamples_onto_source_grid():
     b, sb = prepare_target(lps, prepared, Normalisation())
     assert a.shape == prepared.slices.shape and sa == pytest.approx(sb)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_context_stacks_are_source_major_with_repeated_edges():
+    from mri2mri.runtime.slicing import context_indices, stack_context
+
+    z, c = 5, 2
+    slices = np.arange(z * c, dtype=np.float32).reshape(z, c, 1, 1) * np.ones((1, 1, 3, 4),
+                                                                               np.float32)
+    assert stack_context(slices, 0) is slices
+    stacks = stack_context(slices, 1)
+    assert stacks.shape == (z, c * 3, 3, 4)
+    # slice 0, source 1: neighbours -1 (repeats 0), 0, 1
+    assert [stacks[0, 3 + j, 0, 0] for j in range(3)] == [slices[i, 1, 0, 0] for i in (0, 0, 1)]
+    # slice 4 (last), source 0: 3, 4, 4
+    assert [stacks[4, j, 0, 0] for j in range(3)] == [slices[i, 0, 0, 0] for i in (3, 4, 4)]
+    assert context_indices(2, 5, 2).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        context_indices(0, 5, -1)
