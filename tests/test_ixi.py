@@ -232,3 +232,12 @@ def test_unreadable_archive_is_one_line_error(tmp_path: Path,
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="b-table"):
         import_ixi(dti=tmp_path, out=tmp_path / "out")
+
+
+def test_import_is_valid_bids(imported) -> None:
+    """The official validator accepts an import; QC pictures, log and splits are .bidsignore'd."""
+    from bids_validation import bids_errors
+
+    out, _ = imported
+    assert (out / "qc").is_dir() and (out / "splits.json").is_file()
+    assert bids_errors(out) == []

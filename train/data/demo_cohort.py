@@ -41,7 +41,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from mri2mri.runtime import __version__
+from mri2mri.runtime.bids import dataset_description, generated_by, write_dataset_files
 from mri2mri.runtime.errors import InputError
 
 from .fields import grid_points, random_field, rotation_matrix
@@ -288,24 +288,33 @@ def subject_label(index: int) -> str:
     return f"sub-{index + 1:03d}"
 
 
+#: Not BIDS, listed in ``.bidsignore``: the optional preview picture.
+PREVIEW_FILE = "preview.png"
+README = f"""# mri2mri simulated demo cohort
+
+A simulated BIDS cohort (T1w, T2w, PDw, DWI) written by `mri2mri-data demo`: the grey-
+and white-matter probability maps of the MNI ICBM152 2009c template, deformed per
+subject, imaged with the signal equations of the IXI protocols, with smooth bias fields
+and Rician noise. It is a phantom, not real data; `dataset_description.json` holds every
+simulation parameter.
+
+Not BIDS, listed in .bidsignore: `{PREVIEW_FILE}` (one subject's contrasts).
+"""
+
+
 def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
-    return {
-        "Name": "mri2mri simulated demo cohort",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "raw",
-        "License": "CC BY 4.0 (simulation); anatomy from the MNI ICBM152 2009c template",
-        "GeneratedBy": [{"Name": "mri2mri", "Version": __version__,
-                         "Description": "mri2mri-data demo: simulated phantom, not real data"}],
-        "ReferencesAndLinks": [
+    return dataset_description(
+        "mri2mri simulated demo cohort", "raw",
+        [generated_by("mri2mri", "mri2mri-data demo: simulated phantom, not real data")],
+        License="CC BY 4.0 (simulation); anatomy from the MNI ICBM152 2009c template",
+        ReferencesAndLinks=[
             "Fonov VS et al., NeuroImage 2011;54:313-327 and NeuroImage 2009;47:S102 "
             "(MNI ICBM152 2009 template, via nilearn)",
             "Tissue parameters and sequence models: see mri2mri.train.data.tissue",
         ],
-        "SimulatedPhantom": True,
-        "SimulationParameters": asdict(cfg),
-        "Limits": "no vessels (no MRA), no skull or scalp, isotropic diffusion, no motion",
-        "SubjectParameters": params,
-    }
+        SimulatedPhantom=True, SimulationParameters=asdict(cfg),
+        Limits="no vessels (no MRA), no skull or scalp, isotropic diffusion, no motion",
+        SubjectParameters=params)
 
 
 def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
@@ -349,13 +358,14 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
                 params[sub] = p
                 if progress:
                     progress(done, subjects)
-        _write_json(tmp / "dataset_description.json", _dataset_description(cfg, params))
+        write_dataset_files(tmp, _dataset_description(cfg, params), readme=README,
+                            ignore=[PREVIEW_FILE] if preview else [])
         (tmp / "participants.tsv").write_text(
             "participant_id\tsimulated\n" + "".join(f"{s}\tyes\n" for s in sorted(params)))
         if preview:
             from .preview import write_preview
 
-            write_preview(tmp, subject_label(0), tmp / "preview.png")
+            write_preview(tmp, subject_label(0), tmp / PREVIEW_FILE)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
