@@ -125,3 +125,17 @@ def write_dataset_files(root: str | Path, description: Mapping[str, Any], *,
     if patterns:
         with atomic_path(root / ".bidsignore", overwrite=True) as tmp:
             tmp.write_text("\n".join(patterns) + "\n")
+
+
+def dataset_name(root: str | Path) -> str:
+    """A dataset's ``Name`` from its description, else its folder's name (never a full path).
+
+    What a model card says it was trained on: a local path means nothing elsewhere and
+    may reveal a user's directory layout.
+    """
+    root = Path(root)
+    try:
+        name = json.loads((root / "dataset_description.json").read_text()).get("Name")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        name = None
+    return str(name) if name else root.resolve().name

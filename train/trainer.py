@@ -26,10 +26,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from mri2mri.runtime import __version__
 from mri2mri.runtime.atomic import atomic_path
+from mri2mri.runtime.bids import dataset_name
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.contrasts import canonical_contrast
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
+from mri2mri.runtime.ood import combine_summaries, summarize_prepared
 from mri2mri.runtime.preprocess import restore_volume
 
 from .baseline import IntensityLUT
@@ -284,6 +286,9 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
         val_subjects = load_subjects([cohort.subject(i) for i in split["validation"]],
                                      config.sources, config.target, preset.geometry, norm, note)
     norm.target_scale = float(np.median([s.target_scale for s in train_subjects]))
+    # What the model is trained on, for the run-time "unlike the training data" check.
+    data_summary = combine_summaries([summarize_prepared(s.prepared, config.sources)
+                                      for s in train_subjects], name=dataset_name(config.data))
     bank = SliceBank(train_subjects)
     lut = IntensityLUT.fit([s.prepared.slices for s in train_subjects],
                            [s.target_slices for s in train_subjects])
@@ -325,7 +330,8 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
             sources=config.sources, target=config.target, normalisation=norm,
             pad_multiple=preset.geometry.multiple, min_size=preset.geometry.min_size,
             preset=config.preset, architecture={"name": "unet-pix2pix", **preset.unet.to_dict()},
-            training={"data": str(Path(config.data).resolve()), "seed": config.seed,
+            training_summary=data_summary,
+            training={"data": data_summary["dataset"], "seed": config.seed,
                       "epochs": epoch + 1, "epochs_planned": config.epochs,
                       "subjects": {k: len(v) for k, v in split.items()},
                       "loss": f"{config.perceptual_weight} * VGG16 conv1_1 perceptual + "
