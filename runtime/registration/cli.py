@@ -55,6 +55,9 @@ def register(
     = "auto",
     threads: Annotated[int | None, typer.Option(help="With --via: CPU threads for the "
                                                      "model.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML QC report: before/after "
+                                                     "with the static image's edges, and a "
+                                                     "flicker.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Register --moving to --static and write the transform (and optionally the resliced image)."""
@@ -70,7 +73,8 @@ def register(
                             out_itk=out_itk, out_resliced=out_resliced,
                             out_synthesized=out_synthesized,
                             transform="affine" if affine else "rigid", settings=settings,
-                            device=device, threads=threads, overwrite=overwrite, progress=say)
+                            device=device, threads=threads, overwrite=overwrite, progress=say,
+                            report=report)
     reg = result.registration
     mode = f"via {Path(result.via).name}" if result.via else "direct"
     typer.echo(f"registered {moving.name} -> {static.name} ({reg.transform}, {reg.settings} "

@@ -87,14 +87,17 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
                    out_synthesized: str | Path | None = None,
                    transform: str = "rigid", settings: str | RegistrationSettings = "fast",
                    device: str = "auto", threads: int | None = None, overwrite: bool = False,
-                   progress: Callable[[str], None] | None = None) -> RegisterResult:
+                   progress: Callable[[str], None] | None = None,
+                   report: str | Path | None = None) -> RegisterResult:
     """Register the moving file to the static file (directly or `via` a model); write results.
 
     All output paths are checked before any work and written atomically, so a
-    failure leaves no partial output.
+    failure leaves no partial output. `report`: an HTML QC page (before/after with
+    the static image's edges, a flicker, parameters and timings).
     """
     say = progress or (lambda _msg: None)
-    outputs = [p for p in (out_affine, out_itk, out_resliced, out_synthesized) if p is not None]
+    outputs = [p for p in (out_affine, out_itk, out_resliced, out_synthesized, report)
+               if p is not None]
     resolved = [Path(p).resolve() for p in outputs]
     if len(set(resolved)) != len(resolved):
         raise InputError(outputs[0], "the same path is given for two outputs")
@@ -134,5 +137,18 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
                                    overwrite=overwrite))
     if out_synthesized is not None:
         written.append(save_volume(reference, out_synthesized, overwrite=overwrite))
+    if report is not None:
+        from ..qc.registration import write_registration_report
+
+        say("writing the QC report")
+        params = {"moving": Path(moving).name, "static": Path(static).name,
+                  "moving contrast": moving_c or "?", "static contrast": static_c or "?",
+                  "via": Path(via).name if via is not None else "direct",
+                  "transform": reg.transform, "settings": reg.settings,
+                  "affine (static -> moving, RAS mm)": " / ".join(
+                      " ".join(f"{v:.4g}" for v in row) for row in reg.affine[:3])}
+        written.append(write_registration_report(
+            report, moving_img, static_img, reg.resample(moving_img, static_img), params,
+            seconds, reference if via is not None else None))
     return RegisterResult(reg, moving_c, static_c, None if via is None else str(via), seconds,
                           written)
