@@ -35,6 +35,7 @@ from .bids_inputs import Unit, find_units
 from .errors import InputError, exception_summary
 from .ood import assess, summarize_prepared
 from .preprocess import PreparedSources
+from .session import physical_cores
 from .synthesizer import Synthesizer
 
 #: Where a synthesized contrast goes: (BIDS datatype folder, filename suffix).
@@ -280,6 +281,9 @@ def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | P
     if not found.units:
         raise InputError(bids_dir, f"no subject has the model's sources "
                                    f"({', '.join(local.sources)})")
+    if omp_nthreads is None and nprocs > 1 and not scheduler:
+        # Split the cores between the workers rather than give each all of them.
+        omp_nthreads = max(1, physical_cores() // nprocs)
     options = RunOptions(model, device, omp_nthreads, batch_size, resample_to_first, overwrite,
                          sha256(model))
     out_dir.mkdir(exist_ok=True)

@@ -149,6 +149,14 @@ def test_bids_app_sessions_runs_sidecars_validator_report(
     assert code == 0 and stdout.strip().endswith("3 written, 0 failed, 1 unlike the "
                                                  "training data")
     assert (out / EXPECTED[0]).stat().st_mtime_ns == before
+    # A run for one participant (a job-array task) keeps the others in the group index.
+    code, stdout, _ = run_cli([sessions_dataset, out, "participant", "--model", model,
+                               "--participant-label", "001"], capsys)
+    assert code == 0 and "0 written, 0 failed, 2 already done" in stdout
+    index = (out / "index.html").read_text()
+    assert all(f'href="sub-00{i}.html"' in index for i in (1, 2, 3))
+    assert index.count("not in this run") == 2
+    assert "<td>1</td></tr>" in index  # sub-003's one flagged output
     code, _, err = run_cli([sessions_dataset, out, "participant", "--model", model,
                             "--participant-label", "009"], capsys)
     assert code == 1 and "no participant sub-009" in err
@@ -174,7 +182,7 @@ def _flat_dataset(root: Path, n: int, shape: tuple[int, int, int]) -> Path:
 def test_kill_mid_run_leaves_no_partial_file_and_rerun_completes(
         model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """SIGTERM (what a batch scheduler sends) after the first output; then a pooled rerun."""
-    bids, out = _flat_dataset(tmp_path / "bids", 8, (96, 96, 48)), tmp_path / "out"
+    bids, out = _flat_dataset(tmp_path / "bids", 6, (64, 64, 40)), tmp_path / "out"
     cmd = [sys.executable, "-m", "mri2mri.runtime.cli_run", str(bids), str(out), "participant",
            "--model", str(model), "--device", "cpu", "--threads", "1", "--no-report"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -187,16 +195,16 @@ def test_kill_mid_run_leaves_no_partial_file_and_rerun_completes(
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     finished = list(out.glob("sub-*/anat/sub-*.json"))
-    assert 1 <= len(finished) < 8, "the run ended before it could be interrupted"
+    assert 1 <= len(finished) < 6, "the run ended before it could be interrupted"
     temporaries = [p for p in out.rglob(".*") if p.is_file() and p.name != ".bidsignore"]
     assert not temporaries, "temporary files left behind"
     for image in out.rglob("*.nii.gz"):  # any image present is complete
-        assert nib.load(image).get_fdata().shape == (96, 96, 48)
+        assert nib.load(image).get_fdata().shape == (64, 64, 40)
     code, stdout, _ = run_cli([bids, out, "participant", "--model", model, "--nprocs", "2",
                                "--omp-nthreads", "1", "--no-report"], capsys)
     assert code == 0
-    assert f"{8 - len(finished)} written, 0 failed, {len(finished)} already done" in stdout
-    assert len(list(out.glob("sub-*/anat/*_desc-mri2mri_T2w.json"))) == 8
+    assert f"{6 - len(finished)} written, 0 failed, {len(finished)} already done" in stdout
+    assert len(list(out.glob("sub-*/anat/*_desc-mri2mri_T2w.json"))) == 6
 
 
 def test_failures_do_not_stop_a_pool_or_a_dask_cluster(

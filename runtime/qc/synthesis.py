@@ -110,6 +110,28 @@ def _bvals(path: str) -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def _flagged(sidecar: Mapping[str, Any]) -> bool:
+    return bool(sidecar.get("Mri2mri", {}).get("OutOfDistribution", {}).get("flagged"))
+
+
+def index_table(out_dir: Path, this_run: Mapping[str, Sequence[Result]]) -> str:
+    """Every participant with a page in `out_dir` (earlier runs' too, e.g. job-array tasks)."""
+    pages = {p.stem for p in out_dir.glob("sub-*.html")} | set(this_run)
+    rows = []
+    for participant in sorted(pages):
+        sidecars = [json.loads(p.read_text()) for p in
+                    sorted((out_dir / participant).rglob("*_desc-*.json"))
+                    if not p.name.startswith(".")]
+        units = this_run.get(participant)
+        failed = "not in this run" if units is None else \
+            str(sum(u.status == "failed" for u in units))
+        rows.append(f'<tr><td><a href="{esc(participant)}.html">{esc(participant)}</a></td>'
+                    f"<td>{len(sidecars)}</td><td>{esc(failed)}</td>"
+                    f"<td>{sum(_flagged(s) for s in sidecars)}</td></tr>")
+    return ("<table><tr><th>participant</th><th>outputs</th><th>failed</th>"
+            f"<th>unlike the training data</th></tr>{''.join(rows)}</table>")
+
+
 def write_reports(out_dir: Path, meta: ModelMetadata, results: Sequence[Result],
                   params: Mapping[str, Any]) -> list[Path]:
     """``OUT/sub-<label>.html`` per participant and ``OUT/index.html``; returns their paths."""
@@ -123,13 +145,7 @@ def write_reports(out_dir: Path, meta: ModelMetadata, results: Sequence[Result],
         body = "".join(unit_section(u, meta) for u in units) + card + run
         written.append(write_page(out_dir / f"{participant}.html",
                                   f"mri2mri {meta.task}: {participant}", body))
-    rows = "".join(
-        f'<tr><td><a href="{esc(p)}.html">{esc(p)}</a></td><td>{len(us)}</td>'
-        f"<td>{sum(u.status == 'failed' for u in us)}</td>"
-        f"<td>{sum(bool(_sidecar(u.output).get('Mri2mri', {}).get('OutOfDistribution', {}).get('flagged')) for u in us)}</td></tr>"  # noqa: E501
-        for p, us in by_participant.items())
-    index = ("<table><tr><th>participant</th><th>outputs</th><th>failed</th>"
-             f"<th>unlike the training data</th></tr>{rows}</table>" + card + run)
+    index = index_table(out_dir, by_participant) + card + run
     written.append(write_page(out_dir / "index.html", f"mri2mri {meta.task}: all participants",
                               index))
     return written
