@@ -76,3 +76,16 @@ def test_no_runtime_module_imports_training_code() -> None:
             assert not name.startswith(".."), f"{path.name} imports {name} from outside runtime"
             assert not any(name == f or name.startswith(f + ".") for f in FORBIDDEN), \
                 f"{path.name} imports {name}"
+
+
+def test_bids_app_with_reports_runs_with_torch_unimportable(tmp_path: Path) -> None:
+    """The BIDS App, its out-of-distribution check and QC reports need no torch either."""
+    model = channel_picker(tmp_path / "m.onnx", ["T1w"], "T2w")
+    (tmp_path / "bids" / "sub-01" / "anat").mkdir(parents=True)
+    nib.save(nifti(volume()), tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "bids"),
+                             str(tmp_path / "out"), "participant", "--model", str(model)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout and "1 written, 0 failed" in result.stdout
+    assert (tmp_path / "out" / "sub-01.html").is_file()

@@ -9,20 +9,11 @@ import numpy as np
 from mri2mri.runtime.atomic import atomic_path
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.orientation import to_canonical
+from mri2mri.runtime.qc.figures import orthogonal_views, view_aspects
+
+__all__ = ["PREVIEW_CONTRASTS", "orthogonal_views", "view_aspects", "write_preview"]
 
 PREVIEW_CONTRASTS = ("T1w", "T2w", "PDw", "b0")
-
-
-def orthogonal_views(volume: np.ndarray) -> list[np.ndarray]:
-    """Central axial, coronal and sagittal slices of a RAS-ordered volume, display-oriented."""
-    x, y, z = (s // 2 for s in volume.shape)
-    return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
-
-
-def view_aspects(affine: np.ndarray) -> list[float]:
-    """imshow aspect ratios of `orthogonal_views` for a canonical grid with this affine."""
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
-    return [zooms[1] / zooms[0], zooms[2] / zooms[0], zooms[2] / zooms[1]]
 
 
 def write_preview(root: Path, subject_id: str, out: Path) -> Path:
