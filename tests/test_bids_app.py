@@ -224,3 +224,27 @@ def test_failures_do_not_stop_a_pool_or_a_dask_cluster(
     assert sorted(p.name for p in (tmp_path / "dask").glob("sub-*/anat/*.nii.gz")) == [
         "sub-01_desc-mri2mri_T2w.nii.gz", "sub-03_desc-mri2mri_T2w.nii.gz"]
     assert (tmp_path / "dask" / "sub-02.html").read_text().count("failed") >= 1
+
+
+def test_units_pair_sources_by_entities(tmp_path: Path) -> None:
+    """Discovery only looks at names: runs pair with runs, a lone image pairs with all."""
+    from mri2mri.runtime.bids_inputs import find_units
+
+    names = ["sub-01/anat/sub-01_run-1_T1w.nii.gz", "sub-01/anat/sub-01_run-2_T1w.nii.gz",
+             "sub-01/anat/sub-01_run-1_T2w.nii.gz", "sub-01/anat/sub-01_run-2_T2w.nii.gz",
+             "sub-02/anat/sub-02_acq-mp2rage_T1w.nii.gz", "sub-02/anat/sub-02_acq-tse_T2w.nii",
+             "sub-03/anat/sub-03_run-1_T1w.nii.gz", "sub-03/anat/sub-03_run-2_T2w.nii.gz",
+             "sub-03/anat/sub-03_run-3_T2w.nii.gz", "sub-04/anat/sub-04_T2w.nii.gz",
+             "sub-05/anat/sub-05_T1w.json"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = find_units(tmp_path, ["T1w", "T2w"])
+    pairs = {u.label: [p.name for _, p in u.inputs] for u in found.units}
+    assert pairs == {
+        "sub-01_run-1": ["sub-01_run-1_T1w.nii.gz", "sub-01_run-1_T2w.nii.gz"],
+        "sub-01_run-2": ["sub-01_run-2_T1w.nii.gz", "sub-01_run-2_T2w.nii.gz"],
+        "sub-02_acq-mp2rage": ["sub-02_acq-mp2rage_T1w.nii.gz", "sub-02_acq-tse_T2w.nii"]}
+    assert found.missing == ["sub-03_run-1", "sub-04", "sub-05"]
+    assert [u.label for u in find_units(tmp_path, ["T1w", "T2w"], ["01"]).units] == \
+        ["sub-01_run-1", "sub-01_run-2"]
