@@ -12,6 +12,7 @@ participant.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -134,6 +135,14 @@ def is_finished(output: Path) -> bool:
     return output.exists() and sidecar_path(output).exists()
 
 
+def _model_of(output: Path) -> str:
+    """SHA-256 of the model a finished output's sidecar names ('' if unreadable)."""
+    try:
+        return str(json.loads(sidecar_path(output).read_text())["Mri2mri"]["Model"]["Sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def _remove_stale_temporaries(output: Path) -> None:
     """Temporary files a killed run (SIGKILL: no cleanup) left for this output."""
     for stale in output.parent.glob(f".{output.name.split('.')[0]}-*"):
@@ -154,7 +163,13 @@ def run_unit(synth: Synthesizer, unit: Unit, raw_dir: Path, out_dir: Path,
     result = UnitResult(unit.label, unit.participant, output, "written",
                         inputs={c: str(p) for c, p in unit.inputs})
     if is_finished(output) and not options.overwrite:
-        result.status = "done"
+        made_by = _model_of(output)
+        if made_by == options.model_sha256:
+            result.status = "done"
+        else:  # never pass off another model's output as this one's
+            result.status = "failed"
+            result.error = (f"{output}: exists, made by another model (sha256 "
+                            f"{made_by[:12] or 'unknown'}...); pass --overwrite to replace it")
         return result
     verdicts: list[dict[str, Any]] = []
 

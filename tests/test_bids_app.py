@@ -157,6 +157,11 @@ def test_bids_app_sessions_runs_sidecars_validator_report(
     assert all(f'href="sub-00{i}.html"' in index for i in (1, 2, 3))
     assert index.count("not in this run") == 2
     assert "<td>1</td></tr>" in index  # sub-003's one flagged output
+    # Finished outputs of another model are not passed off as this one's.
+    other = channel_picker(tmp_path / "other.onnx", ["T1w"], "T2w", target_scale=300.0)
+    code, stdout, err = run_cli([sessions_dataset, out, "participant", "--model", other,
+                                 "--participant-label", "002", "--no-report"], capsys)
+    assert code == 1 and "0 written, 2 failed" in stdout and "made by another model" in err
     code, _, err = run_cli([sessions_dataset, out, "participant", "--model", model,
                             "--participant-label", "009"], capsys)
     assert code == 1 and "no participant sub-009" in err
