@@ -93,6 +93,7 @@ def test_via_cli_recovers_known_motion_and_writes_outputs(pair, moved, tmp_path)
     page = (tmp_path / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 7  # 2 edges, 2 flickers x 2, synth
     assert 'class="flicker"' in page and "edges of the static image" in page
+    assert "not checked (the model has no training-data summary)" in page
     assert "http://" not in page and "https://" not in page
     affine = load_transform(out)
     _assert_recovered(affine, motion, centre)
