@@ -336,14 +336,20 @@ def _run_pool(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptio
               nprocs: int, target: str, collect: Callable[[UnitResult], None]) -> None:
     # forkserver, not fork: this process holds onnxruntime thread pools.
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(min(nprocs, len(units)), mp_context=context,
-                             initializer=_init_worker, initargs=(options,)) as pool:
+    pool = ProcessPoolExecutor(min(nprocs, len(units)), mp_context=context,
+                               initializer=_init_worker, initargs=(options,))
+    try:
         futures = {pool.submit(_pool_unit, u, raw_dir, out_dir, options): u for u in units}
         for future in as_completed(futures):
             try:
                 collect(future.result())
             except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. bad model)
                 collect(_failed(futures[future], out_dir, target, exc))
+    except BaseException:
+        # Interrupted (SIGTERM, Ctrl-C): start nothing new; running units finish atomically.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _run_dask(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptions,
