@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+#: benchmarks/: the results live beside the package, this suite (not installed) below it.
+HERE = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = HERE / "results" / "throughput.json"
 RESULTS_MD = HERE / "RESULTS.md"
 CHART = HERE / "throughput.png"
