@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 
 from mri2mri.runtime.cli_common import run_app
-
-from .registration.motion import DEFAULT_MAX_ROTATION_DEG, DEFAULT_MAX_TRANSLATION_MM
+from mri2mri.runtime.registration.motion import DEFAULT_MAX_ROTATION_DEG, DEFAULT_MAX_TRANSLATION_MM
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mri2mri benchmarks (reproducible, resumable).")

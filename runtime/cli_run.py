@@ -11,13 +11,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .atomic import check_output_path
 from .batch import synthesize_cohort
 from .cli_common import run_app
 from .contrasts import canonical_contrast
 from .errors import InputError
+from .progress import progress_bar
 from .providers import DEVICES
 from .synthesizer import Synthesizer
 
@@ -56,23 +56,12 @@ def _inputs(values: list[str]) -> dict[str, Path] | list[Path]:
     return {n: p for n, p in parsed} if named else [p for _, p in parsed]
 
 
-def _progress() -> Progress:
-    """A progress bar on stderr, drawn only on a terminal.
-
-    No auto-refresh: it would run a background thread, and a thread alive while a
-    caller forks worker processes can deadlock them; the bar is redrawn on each update.
-    """
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=_err, transient=True, auto_refresh=False,
-                    disable=not _err.is_terminal)
-
-
 def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], output: Path, *,
             bvals: Path | None, resample_to_first: bool, overwrite: bool, verbose: bool) -> None:
     """Synthesize one subject from files and write `output`."""
     if isinstance(inputs, list) and len(inputs) != 1 and len(synth.sources) == 1:
         raise InputError(None, f"model {synth.task} takes one input, got {len(inputs)}")
-    with _progress() as bar:
+    with progress_bar(console=_err) as bar:
         task = bar.add_task(f"{synth.task} ({synth.provider_name})", total=None)
 
         def show(done: int, total: int) -> None:
@@ -137,7 +126,7 @@ def run(
         run_one(synth, parsed, output, bvals=bval, resample_to_first=resample_to_first,
                 overwrite=overwrite, verbose=verbose)
         return
-    with _progress() as bar:
+    with progress_bar(console=_err) as bar:
         task = bar.add_task("subjects", total=None)
         summary = synthesize_cohort(
             synth, bids, out_dir, resample_to_first=resample_to_first, overwrite=overwrite,

@@ -39,7 +39,7 @@ def main_command(
     l1_weight: Annotated[float | None, typer.Option(help="Weight of the L1 term next to the "
                                                          "perceptual loss.")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate (default: the preset's, "
-                                                  "small 1e-3, reference 2e-4).")] = None,
+                                                  "2e-4 for every preset).")] = None,
     workers: Annotated[int, typer.Option(help="Data-loader worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option(help="CPU threads (0: all available).")] = 0,

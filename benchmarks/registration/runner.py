@@ -13,27 +13,27 @@ import json
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from mri2mri.runtime.atomic import atomic_path
+from mri2mri.runtime.atomic import write_json
 from mri2mri.runtime.cohort import Cohort, Subject
 from mri2mri.runtime.contrasts import canonical_contrast
 from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.parallel import process_pool
 from mri2mri.runtime.registration import get_settings
-
-from .ants_baseline import available as ants_available
-from .methods import ANTS, DIRECT, VIA, Ants, DipyDirect, DipyVia
-from .motion import (
+from mri2mri.runtime.registration.motion import (
     DEFAULT_MAX_ROTATION_DEG,
     DEFAULT_MAX_TRANSLATION_MM,
     foreground_centre,
     sample_motion,
 )
+
+from .ants_baseline import available as ants_available
+from .methods import ANTS, DIRECT, VIA, Ants, DipyDirect, DipyVia
 from .protocols import evaluate_pair
 
 CACHE_DIR = "cache"
@@ -120,9 +120,7 @@ def _subject_job(subject: Subject, config: BenchmarkConfig, cache_file: str
                  ) -> list[dict[str, object]]:
     """Process-pool / Dask entry point: run one subject and write its cache file."""
     rows = run_subject(subject, config)
-    payload = {"fingerprint": config.fingerprint(), "rows": rows}
-    with atomic_path(cache_file, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(payload))
+    write_json(cache_file, {"fingerprint": config.fingerprint(), "rows": rows})
     return rows
 
 
@@ -160,7 +158,7 @@ def effective_methods(config: BenchmarkConfig, notes: list[str]) -> BenchmarkCon
 
 def _run_pool(jobs: list[tuple[Subject, str]], config: BenchmarkConfig, workers: int
               ) -> Iterator[tuple[str, list[dict[str, object]]]]:
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         futures = {pool.submit(_subject_job, s, config, f): s.id for s, f in jobs}
         for future in as_completed(futures):
             yield futures[future], future.result()

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+#: benchmarks/: the results live beside the package; this suite (benchmarks/tests/, not
+#: installed) is named test* so that `pytest benchmarks/` loads this file before configuring.
+HERE = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = HERE / "results" / "throughput.json"
 RESULTS_MD = HERE / "RESULTS.md"
 CHART = HERE / "throughput.png"
