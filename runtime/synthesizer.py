@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import nibabel as nib
+import onnxruntime as ort
 
 from .atomic import check_output_path
 from .contrasts import canonical_contrast
@@ -23,7 +24,13 @@ from .errors import InputError
 from .metadata import ModelMetadata
 from .nifti import load_volume, save_volume
 from .preprocess import prepare_sources, restore_image
-from .providers import TENSORRT, describe, open_session, try_provider
+from .providers import (
+    TENSORRT,
+    describe,
+    open_session,
+    preload_gpu_libraries,
+    try_provider,
+)
 from .session import Progress, SliceRunner, session_options
 from .slicing import stack_context
 from .tensorrt import (
@@ -35,6 +42,7 @@ from .tensorrt import (
     record_build,
     resolve_cache_dir,
     tensorrt_options,
+    tensorrt_version,
 )
 
 Inputs = Mapping[str, nib.Nifti1Image] | Sequence[nib.Nifti1Image]
@@ -111,6 +119,25 @@ class Synthesizer:
         self._runners: dict[tuple[int, int], SliceRunner] = {}
         if self.provider == TENSORRT and self.trt_cache_dir is not None:
             ensure_cache_dir(self.trt_cache_dir)
+
+    def execution_info(self) -> dict[str, object]:
+        """Where and how the network runs, JSON-ready: for run reports and sidecars.
+
+        ``provider_failures`` holds onnxruntime's own reason for each faster
+        provider that did not start (or had no engine), so a report can say why
+        a run was on the CPU.
+        """
+        info: dict[str, object] = {
+            "device": self.device, "provider": self.provider_name, "precision": self.precision,
+            "onnxruntime": ort.__version__, "provider_failures": dict(self.provider_failures)}
+        if self.provider == TENSORRT:
+            info["tensorrt"] = tensorrt_version()
+            info["engine_cache"] = None if self.trt_cache_dir is None else str(self.trt_cache_dir)
+            info["engine_seconds"] = {f"{h}x{w}": round(s, 2)
+                                      for (h, w), s in self.engine_seconds.items()}
+        if self.provider_failures:  # what preload_dlls() could not load, if anything
+            info["gpu_library_notes"] = list(preload_gpu_libraries())
+        return info
 
     @property
     def precision(self) -> str:

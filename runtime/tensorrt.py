@@ -66,9 +66,14 @@ def ensure_cache_dir(path: Path) -> Path:
     return path
 
 
-@functools.cache
 def tensorrt_version() -> str | None:
-    """Version of the TensorRT library onnxruntime will load (``10.3.0``), or None if absent."""
+    """Version of the TensorRT library onnxruntime will load (``10.3.0``), or None if absent.
+
+    Asked of the library itself (``getInferLibVersion``), by the soname the
+    provider links to: once onnxruntime has loaded it, this is the same library.
+    """
+    if _FOUND:
+        return _FOUND[0]
     for name in _nvinfer_names():
         try:
             lib = ctypes.CDLL(name)
@@ -76,11 +81,18 @@ def tensorrt_version() -> str | None:
             continue
         code = int(lib.getInferLibVersion())
         if code >= 10000:  # TensorRT 10+: major * 10000 + minor * 100 + patch
-            return f"{code // 10000}.{code // 100 % 100}.{code % 100}"
-        return f"{code // 1000}.{code // 100 % 10}.{code % 100}"  # TensorRT 8
-    return None
+            _FOUND.append(f"{code // 10000}.{code // 100 % 100}.{code % 100}")
+        else:  # TensorRT 8: major * 1000 + minor * 100 + patch
+            _FOUND.append(f"{code // 1000}.{code // 100 % 10}.{code % 100}")
+        return _FOUND[0]
+    return None  # not cached: the library may be loaded later (onnxruntime, preload)
 
 
+#: The TensorRT version once found (it cannot change within a process).
+_FOUND: list[str] = []
+
+
+@functools.cache
 def _nvinfer_names() -> list[str]:
     """The ``libnvinfer.so.N`` this onnxruntime's TensorRT provider is linked against."""
     names = []

@@ -10,6 +10,7 @@ machine, and the runtime's handling of it is what is tested.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -163,6 +164,10 @@ def test_failure_reason_is_carried_to_every_message(pair: tuple[Path, Path], tmp
     synth = Synthesizer(model, device="auto")
     assert synth.provider == CPU and synth.provider_failures == {
         "TensorRT": "No TensorRT-capable GPU found", "CUDA": CUDA_REASON}
+    info = synth.execution_info()  # what a run report or sidecar records
+    assert json.loads(json.dumps(info)) == info
+    assert info["provider"] == "CPU" and info["device"] == "auto"
+    assert info["provider_failures"] == synth.provider_failures
     # The CUDA session asked for is the runtime's: TF32 off.
     assert (CUDA, {"use_tf32": "0"}) in [p for chain in broken_gpu for p in chain]
 
