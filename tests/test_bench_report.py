@@ -27,3 +27,12 @@ def test_gpu_rows_report_setup_and_share_of_gpu_peak() -> None:
     # No fp32 GPU peak measured: the share is not made up.
     assert "| onnxruntime-cuda | fp32 | 320.0 | 3808 | n/a | 1.5 | 2.0e-05 |" in text
     assert "GPU matmul peak (cuda-fp16, PyTorch, 8192x8192): 476000 GFLOP/s" in text
+
+
+def test_end_to_end_rows_name_the_device() -> None:
+    stages = {"load": 0.1, "preprocess": 0.8, "inference": 0.2, "postprocess": 0.1,
+              "write": 1.0, "total": 2.2}
+    data = {"benchmarks": [{"stats": {"median": 3.5}, "extra_info": {
+        "preset": "small", "device": "tensorrt", "shape": [256, 256, 150], "stages": stages}}]}
+    assert ("| small | tensorrt | 3.5 | 0.10 | 0.80 | 0.20 | 0.10 | 1.00 | 2.20 |"
+            in render_markdown(data))

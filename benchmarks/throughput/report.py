@@ -108,12 +108,14 @@ def render_markdown(data: dict[str, Any]) -> str:
                        f"{r.get('max_abs_diff', float('nan')):.1e} |")
     e2e = [b for b in data.get("benchmarks", []) if "stages" in b.get("extra_info", {})]
     if e2e:
-        out += ["", "## End to end: `mri2mri-run` on a 256x256x150 volume (CPU)", "",
-                "| preset | process wall s | load | preprocess | inference | postprocess | "
-                "write | total (in-process) |", "|---|---|---|---|---|---|---|---|"]
+        out += ["", "## End to end: `mri2mri-run` on a 256x256x150 volume", "",
+                "| preset | device | process wall s | load | preprocess | inference | "
+                "postprocess | write | total (in-process) |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for b in e2e:
             st = b["extra_info"]["stages"]
-            out.append(f"| {b['extra_info']['preset']} | {b['stats']['median']:.1f} | "
+            out.append(f"| {b['extra_info']['preset']} | "
+                       f"{b['extra_info'].get('device', 'cpu')} | {b['stats']['median']:.1f} | "
                        + " | ".join(f"{st[k]:.2f}" for k in ("load", "preprocess", "inference",
                                                              "postprocess", "write", "total"))
                        + " |")
