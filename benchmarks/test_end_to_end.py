@@ -25,7 +25,7 @@ from mri2mri.benchmarks.throughput.models import PRESETS
 from mri2mri.runtime.providers import CUDA, TENSORRT
 
 SHAPE = (256, 256, 150)
-STAGES = ("load", "preprocess", "inference", "postprocess", "write", "total")
+STAGES = ("load", "preprocess", "engine", "inference", "postprocess", "write", "total")
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,8 @@ class Timings:
 
     load: float = 0.0
     preprocess: float = 0.0
+    #: Building or loading a TensorRT engine (first volume of a slice size only; else 0).
+    engine: float = 0.0
     inference: float = 0.0
     postprocess: float = 0.0
     write: float = 0.0
@@ -301,12 +303,15 @@ class Synthesizer:
         self._check_slice_size(prepared.slices.shape, names[0])
         stacks = stack_context(prepared.slices, self.meta.context)
         mid = time.perf_counter()
-        pred = self.runner_for(*stacks.shape[2:]).run(stacks, progress)
+        runner = self.runner_for(*stacks.shape[2:])
+        ready = time.perf_counter()
+        pred = runner.run(stacks, progress)
         end = time.perf_counter()
         out = restore_image(pred, prepared, self.meta.normalisation.target_scale,
                             self.description)
         timings.preprocess += mid - start
-        timings.inference += end - mid
+        timings.engine += ready - mid
+        timings.inference += end - ready
         timings.postprocess += time.perf_counter() - end
         return out
 

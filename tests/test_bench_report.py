@@ -34,5 +34,5 @@ def test_end_to_end_rows_name_the_device() -> None:
               "write": 1.0, "total": 2.2}
     data = {"benchmarks": [{"stats": {"median": 3.5}, "extra_info": {
         "preset": "small", "device": "tensorrt", "shape": [256, 256, 150], "stages": stages}}]}
-    assert ("| small | tensorrt | 3.5 | 0.10 | 0.80 | 0.20 | 0.10 | 1.00 | 2.20 |"
+    assert ("| small | tensorrt | 3.5 | 0.10 | 0.80 | 0.00 | 0.20 | 0.10 | 1.00 | 2.20 |"
             in render_markdown(data))

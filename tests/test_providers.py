@@ -30,7 +30,7 @@ from mri2mri.runtime import providers, synthesizer
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.providers import CPU, CUDA, TENSORRT, failure_reason, open_session
 from mri2mri.runtime.session import session_options
-from mri2mri.runtime.synthesizer import Synthesizer
+from mri2mri.runtime.synthesizer import Synthesizer, Timings
 from mri2mri.runtime.tensorrt import ShapeProfile, announcement, is_cached, tensorrt_version
 
 CUDA_LINE = (b"\x1b[1;31m2026-11-27 12:58:36 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 "
@@ -222,8 +222,11 @@ def test_tensorrt_sessions_per_slice_size(pair: tuple[Path, Path], tmp_path: Pat
     synth = Synthesizer(pair[0], device="cpu", batch_size=4, trt_cache=cache, notify=notes.append)
     synth.provider = TENSORRT  # as if TensorRT had started
     small, large = nifti(volume((20, 23, 9))), nifti(volume((40, 23, 9)))
-    for img in (small, small, large):
-        synth.synthesize([img, img])
+    timings = [Timings() for _ in range(3)]
+    for img, timing in zip((small, small, large), timings, strict=True):
+        synth._synthesize([img, img], ["T1w", "T2w"], False, None, timing)
+    # The build is its own stage, on the first volume of each size only.
+    assert timings[0].engine >= synth.engine_seconds[(24, 24)] > 0 and timings[1].engine < 0.01
     assert [b["trt_profile_max_shapes"] for b in built] == ["slices:4x2x24x24",
                                                             "slices:4x2x40x24"]
     assert len(notes) == 2 and all(n.startswith("building TensorRT engine for ") for n in notes)

@@ -109,15 +109,16 @@ def render_markdown(data: dict[str, Any]) -> str:
     e2e = [b for b in data.get("benchmarks", []) if "stages" in b.get("extra_info", {})]
     if e2e:
         out += ["", "## End to end: `mri2mri-run` on a 256x256x150 volume", "",
-                "| preset | device | process wall s | load | preprocess | inference | "
+                "| preset | device | process wall s | load | preprocess | engine | inference | "
                 "postprocess | write | total (in-process) |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for b in e2e:
             st = b["extra_info"]["stages"]
             out.append(f"| {b['extra_info']['preset']} | "
                        f"{b['extra_info'].get('device', 'cpu')} | {b['stats']['median']:.1f} | "
-                       + " | ".join(f"{st[k]:.2f}" for k in ("load", "preprocess", "inference",
-                                                             "postprocess", "write", "total"))
+                       + " | ".join(f"{st.get(k, 0.0):.2f}" for k in (
+                           "load", "preprocess", "engine", "inference", "postprocess", "write",
+                           "total"))
                        + " |")
     skipped = data.get("skipped", [])
     if skipped:
