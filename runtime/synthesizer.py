@@ -39,6 +39,7 @@ from .tensorrt import (
     build_key,
     ensure_cache_dir,
     is_cached,
+    model_digest,
     record_build,
     resolve_cache_dir,
     tensorrt_options,
@@ -99,7 +100,9 @@ class Synthesizer:
                  notify: Callable[[str], None] | None = None) -> None:
         self.model_path = Path(model_path)
         self.device = check_device(device)
-        self._model = read_model(self.model_path)
+        model = read_model(self.model_path)
+        #: sha256 of the model bytes: the model's identity in the TensorRT engine cache.
+        self.model_sha256 = model_digest(model)
         self._options = session_options(threads)
         self.threads = self._options.intra_op_num_threads
         self.batch_size = batch_size
@@ -111,9 +114,12 @@ class Synthesizer:
         self.provider_failures: dict[str, str] = {}
         #: Seconds to build or load the TensorRT engine and run its first batch, per slice size.
         self.engine_seconds: dict[tuple[int, int], float] = {}
-        self.session, self.provider = open_session(self._model, self._options, self.device,
+        self.session, self.provider = open_session(model, self._options, self.device,
                                                    self.model_path,
                                                    failures=self.provider_failures)
+        # TensorRT opens one more session per slice size from these very bytes (a file
+        # replaced meanwhile must not be mixed in); other providers need them no more.
+        self._model = model if self.provider == TENSORRT else None
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta = ModelMetadata.from_onnx_props(props, str(self.model_path))
         self._check_signature()
@@ -158,7 +164,7 @@ class Synthesizer:
 
     def tensorrt_options(self, height: int, width: int) -> dict[str, object]:
         """TensorRT provider options for slices of this size (`mri2mri.runtime.tensorrt`)."""
-        return tensorrt_options(self._model, self.shape_profile(height, width),
+        return tensorrt_options(self.model_sha256, self.shape_profile(height, width),
                                 fp16=self.precision == "fp16", cache_dir=self.trt_cache_dir)
 
     def runner_for(self, height: int, width: int) -> SliceRunner:
@@ -179,6 +185,7 @@ class Synthesizer:
         if not cached:
             self.notify(announcement(self.trt_cache_dir, key, profile))
         start = time.perf_counter()
+        assert self._model is not None  # kept whenever the provider is TensorRT
         session, reason = try_provider(self._model, self._options, TENSORRT, options)
         runner = None
         if session is not None:
@@ -202,9 +209,11 @@ class Synthesizer:
         if self.device == TENSORRT_DEVICE:
             raise InputError(None, f"--device tensorrt: no TensorRT engine for {profile.label} "
                                    f"({reason}); use --device cuda, cpu or auto")
+        assert self._model is not None
         self.session, self.provider = open_session(self._model, self._options, self.device,
                                                    self.model_path, skip=(TENSORRT,),
                                                    failures=self.provider_failures)
+        self._model = None
         self.runner = SliceRunner(self.session, self.provider, self.batch_size)
         self.notify(f"TensorRT has no engine for {profile.label} ({reason}); "
                     f"running on {self.provider_name}")

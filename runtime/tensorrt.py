@@ -136,18 +136,25 @@ def _token(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
-def engine_prefix(model: bytes, profile: ShapeProfile, fp16: bool) -> str:
-    """A cache prefix unique to these model bytes, library versions, precision and profile."""
-    parts = ["mri2mri", hashlib.sha256(model).hexdigest(), f"ort{_token(ort.__version__)}",
+def model_digest(model: bytes) -> str:
+    """sha256 of the model bytes: what tells two models of the same architecture apart."""
+    return hashlib.sha256(model).hexdigest()
+
+
+def engine_prefix(digest: str, profile: ShapeProfile, fp16: bool) -> str:
+    """A cache prefix unique to the model (`model_digest`), versions, precision and profile."""
+    parts = ["mri2mri", digest, f"ort{_token(ort.__version__)}",
              f"trt{_token(tensorrt_version() or 'unknown')}", "fp16" if fp16 else "fp32",
              f"{profile.channels}c{profile.height}x{profile.width}",
              f"b{profile.min_batch}to{profile.max_batch}"]
     return "_".join(parts)
 
 
-def tensorrt_options(model: bytes, profile: ShapeProfile, *, fp16: bool,
+def tensorrt_options(digest: str, profile: ShapeProfile, *, fp16: bool,
                      cache_dir: Path | None) -> dict[str, object]:
-    """TensorRT provider options for `model` run at `profile` (`cache_dir` None: no cache).
+    """TensorRT provider options for the model with this `model_digest`, run at `profile`.
+
+    `cache_dir` None: no engine cache.
 
     `fp16` lets TensorRT pick half-precision kernels: set for models exported
     with ``--fp16`` only, so an fp32 model never changes precision behind the user's back.
@@ -158,7 +165,7 @@ def tensorrt_options(model: bytes, profile: ShapeProfile, *, fp16: bool,
         return options
     folder = str(ensure_cache_dir(cache_dir))
     options.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": folder,
-                    "trt_engine_cache_prefix": engine_prefix(model, profile, fp16),
+                    "trt_engine_cache_prefix": engine_prefix(digest, profile, fp16),
                     # Tactic timings (per GPU, not per weights): speeds up later builds.
                     "trt_timing_cache_enable": True, "trt_timing_cache_path": folder})
     return options

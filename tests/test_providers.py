@@ -200,8 +200,23 @@ def test_failure_reason_parsing() -> None:
                           []) == "out of memory"
 
 
+@pytest.fixture()
+def tensorrt_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Synthesizer's first session 'starts on TensorRT' (a CPU session standing in)."""
+    real_open = synthesizer.open_session
+
+    def open_session(model, options, device, source, **kwargs):
+        if TENSORRT in kwargs.get("skip", ()):
+            return real_open(model, options, device, source, **kwargs)
+        session, _ = real_open(model, options, "cpu", source, **kwargs)
+        return session, TENSORRT
+
+    monkeypatch.setattr(synthesizer, "open_session", open_session)
+
+
 def test_tensorrt_sessions_per_slice_size(pair: tuple[Path, Path], tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          tensorrt_starts: None) -> None:
     """One engine per padded slice size, built once, announced once, then read from the cache.
 
     TensorRT is stood in for by a CPU session that writes the engine file TensorRT would.
@@ -219,8 +234,9 @@ def test_tensorrt_sessions_per_slice_size(pair: tuple[Path, Path], tmp_path: Pat
 
     monkeypatch.setattr(synthesizer, "try_provider", fake_trt)
     cache, notes = tmp_path / "cache", []
-    synth = Synthesizer(pair[0], device="cpu", batch_size=4, trt_cache=cache, notify=notes.append)
-    synth.provider = TENSORRT  # as if TensorRT had started
+    synth = Synthesizer(pair[0], device="tensorrt", batch_size=4, trt_cache=cache,
+                        notify=notes.append)
+    assert synth.provider == TENSORRT and cache.is_dir()
     small, large = nifti(volume((20, 23, 9))), nifti(volume((40, 23, 9)))
     timings = [Timings() for _ in range(3)]
     for img, timing in zip((small, small, large), timings, strict=True):
@@ -232,15 +248,13 @@ def test_tensorrt_sessions_per_slice_size(pair: tuple[Path, Path], tmp_path: Pat
     assert len(notes) == 2 and all(n.startswith("building TensorRT engine for ") for n in notes)
     assert set(synth.engine_seconds) == {(24, 24), (40, 24)}
     # A new process with the same model: engine cached, no announcement, estimate recorded.
-    again = Synthesizer(pair[0], device="cpu", batch_size=4, trt_cache=cache,
+    again = Synthesizer(pair[0], device="tensorrt", batch_size=4, trt_cache=cache,
                         notify=notes.append)
-    again.provider = TENSORRT
     again.synthesize([small, small])
     assert len(notes) == 2
     # The retrained model of the same shape gets its own engine, announced with an estimate.
-    other = Synthesizer(pair[1], device="cpu", batch_size=4, trt_cache=cache,
+    other = Synthesizer(pair[1], device="tensorrt", batch_size=4, trt_cache=cache,
                         notify=notes.append)
-    other.provider = TENSORRT
     other.synthesize([small, small])
     assert len(notes) == 3 and "(last build on this machine)" in notes[-1]
     assert built[-1]["trt_engine_cache_prefix"] != built[0]["trt_engine_cache_prefix"]
@@ -248,6 +262,7 @@ def test_tensorrt_sessions_per_slice_size(pair: tuple[Path, Path], tmp_path: Pat
 
 def test_tensorrt_without_engine_falls_back_only_for_auto(pair: tuple[Path, Path],
                                                           broken_gpu: list,
+                                                          tensorrt_starts: None,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     monkeypatch.setattr(synthesizer, "try_provider",
@@ -255,8 +270,8 @@ def test_tensorrt_without_engine_falls_back_only_for_auto(pair: tuple[Path, Path
     img = nifti(volume((20, 23, 9)))
     for device in ("auto", "tensorrt"):
         notes: list[str] = []
-        synth = Synthesizer(pair[0], device="cpu", trt_cache=False, notify=notes.append)
-        synth.provider, synth.device = TENSORRT, device
+        synth = Synthesizer(pair[0], device=device, trt_cache=False, notify=notes.append)
+        assert synth.provider == TENSORRT
         if device == "tensorrt":
             with pytest.raises(InputError, match="--device tensorrt: no TensorRT engine for "
                                                  "24x24, batch 1-8 .out of GPU memory"):
