@@ -105,7 +105,11 @@ def native_log() -> Iterator[list[str]]:
     """
     lines: list[str] = []
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a detached daemon): nothing to capture from
+        yield lines
+        return
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         ort.set_default_logger_severity(2)
