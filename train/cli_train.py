@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.devices import TORCH_DEVICES, check_device
 from mri2mri.runtime.errors import InputError
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -45,6 +46,7 @@ def main_command(
     threads: Annotated[int, typer.Option(help="CPU threads (0: all available).")] = 0,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
+    device = check_device(device, TORCH_DEVICES)
     from .trainer import TrainConfig, train
 
     # Options left out take the resumed run's values, else the Python API's defaults.

@@ -22,6 +22,7 @@ import numpy as np
 from mri2mri.runtime.atomic import write_json
 from mri2mri.runtime.cohort import Cohort, Subject
 from mri2mri.runtime.contrasts import canonical_contrast
+from mri2mri.runtime.devices import check_device
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.parallel import process_pool
 from mri2mri.runtime.registration import get_settings
@@ -56,11 +57,14 @@ class BenchmarkConfig:
     max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG
     max_translation_mm: float = DEFAULT_MAX_TRANSLATION_MM
     methods: list[str] = field(default_factory=lambda: [DIRECT, VIA, ANTS])
+    #: Where the 'via' model runs (`mri2mri.runtime.devices.RUNTIME_DEVICES`).
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.moving_contrast = canonical_contrast(self.moving_contrast)
         self.static_contrast = canonical_contrast(self.static_contrast)
         get_settings(self.settings)
+        self.device = check_device(self.device)
         if VIA in self.methods and self.model is None:
             raise InputError(None, "the dipy_via method needs --model")
 
@@ -71,6 +75,8 @@ class BenchmarkConfig:
     def fingerprint(self) -> str:
         """Hash of the configuration and the model file's bytes (a retrained model invalidates)."""
         data = asdict(self)
+        if data["device"] == "cpu":  # the default: fingerprints of earlier runs stay valid
+            del data["device"]
         data["dipy_settings"] = get_settings(self.settings).describe()  # the preset's content
         if self.model is not None:
             data["model_sha256"] = hashlib.sha256(Path(self.model).read_bytes()).hexdigest()
@@ -88,7 +94,8 @@ def _methods(config: BenchmarkConfig) -> list[tuple[str, Callable]]:
         if name == DIRECT:
             made.append((name, DipyDirect(config.settings, config.transform)))
         elif name == VIA:
-            made.append((name, DipyVia(Path(config.model), config.settings, config.transform)))
+            made.append((name, DipyVia(Path(config.model), config.settings, config.transform,
+                                       device=config.device)))
         elif name == ANTS:
             made.append((name, Ants()))
         else:
