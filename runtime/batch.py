@@ -22,19 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .atomic import write_json
 from .bids import (
     bids_uri,
     build_name,
     command_line,
     dataset_description,
     generated_by,
-    sha256,
     write_dataset_files,
-    write_json,
 )
 from .bids_inputs import Unit, find_units
 from .errors import InputError, exception_summary
 from .ood import assess, summarize_prepared
+from .parallel import start_method
 from .preprocess import PreparedSources
 from .session import physical_cores
 from .synthesizer import Synthesizer
@@ -63,6 +63,7 @@ class RunOptions:
     resample_to_first: bool = False
     overwrite: bool = False
     model_sha256: str = ""
+    trt_cache: bool = True
 
 
 @dataclass
@@ -78,6 +79,7 @@ class UnitResult:
     ood: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     provider: str = ""
+    execution: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -184,7 +186,7 @@ def run_unit(synth: Synthesizer, unit: Unit, raw_dir: Path, out_dir: Path,
                                         resample_to_first=options.resample_to_first,
                                         overwrite=True, inspect=inspect)
         result.ood, result.timings = verdicts[0], timings.as_dict()
-        result.provider = synth.provider_name
+        result.provider, result.execution = synth.provider_name, synth.execution_info()
         write_json(sidecar_path(output), sidecar(synth, unit, raw_dir, options, result))
     except Exception as exc:  # noqa: BLE001 - one bad unit must not stop the cohort
         result.status = "failed"
@@ -212,6 +214,7 @@ def sidecar(synth: Synthesizer, unit: Unit, raw_dir: Path, options: RunOptions,
             "Model": {"File": synth.model_path.name, "Sha256": options.model_sha256,
                       "TrainingData": meta.training.get("data", "")},
             "Provider": result.provider,
+            "Execution": result.execution,
             "OutOfDistribution": result.ood,
             "TimingsSeconds": {k: round(v, 3) for k, v in result.timings.items()},
         },
@@ -245,7 +248,7 @@ _WORKER: Synthesizer | None = None
 
 def _synthesizer(options: RunOptions) -> Synthesizer:
     return Synthesizer(options.model, device=options.device, threads=options.threads,
-                       batch_size=options.batch_size)
+                       batch_size=options.batch_size, trt_cache=options.trt_cache)
 
 
 def _init_worker(options: RunOptions) -> None:
@@ -277,6 +280,7 @@ def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | P
                        device: str = "auto", batch_size: int = 8,
                        resample_to_first: bool = False, overwrite: bool = False,
                        report: bool = True, command: str | None = None,
+                       trt_cache: bool = True,
                        progress: CohortProgress | None = None,
                        synth: Synthesizer | None = None) -> CohortSummary:
     """The BIDS App: synthesize every selected unit of `bids_dir` into the derivative `out_dir`.
@@ -290,7 +294,8 @@ def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | P
         raise InputError(out_dir, f"parent directory {out_dir.parent} does not exist")
     if out_dir.resolve() == bids_dir.resolve():
         raise InputError(out_dir, "the output directory must not be the input dataset")
-    local = synth or _synthesizer(RunOptions(model, device, omp_nthreads, batch_size))
+    local = synth or _synthesizer(RunOptions(model, device, omp_nthreads, batch_size,
+                                             trt_cache=trt_cache))
     found = find_units(bids_dir, local.sources, participants, sessions)
     summary = CohortSummary(skipped=found.missing)
     if not found.units:
@@ -300,7 +305,7 @@ def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | P
         # Split the cores between the workers rather than give each all of them.
         omp_nthreads = max(1, physical_cores() // nprocs)
     options = RunOptions(model, device, omp_nthreads, batch_size, resample_to_first, overwrite,
-                         sha256(model))
+                         local.model_sha256, trt_cache)
     out_dir.mkdir(exist_ok=True)
     write_derivative_description(out_dir, local, bids_dir, command or command_line())
     total = len(found.units)
@@ -334,8 +339,9 @@ def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | P
 
 def _run_pool(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptions,
               nprocs: int, target: str, collect: Callable[[UnitResult], None]) -> None:
-    # forkserver, not fork: this process holds onnxruntime thread pools.
-    context = multiprocessing.get_context("forkserver")
+    # The project's start method (mri2mri.runtime.parallel): never fork a process that
+    # holds onnxruntime thread pools. Each worker loads the model once (initializer).
+    context = multiprocessing.get_context(start_method())
     pool = ProcessPoolExecutor(min(nprocs, len(units)), mp_context=context,
                                initializer=_init_worker, initargs=(options,))
     try:

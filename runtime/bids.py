@@ -8,7 +8,6 @@ entities (``sub-``, ``ses-``, ``run-``...) from input to output.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shlex
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import atomic_path, write_json
 
 BIDS_VERSION = "1.10.0"
 #: Keys the BIDS entities of a file name are written in (the specification's order).
@@ -56,15 +55,6 @@ def bids_uri(path: str | Path, root: str | Path, dataset: str = "") -> str:
     return f"bids:{dataset}:{relative.as_posix()}"
 
 
-def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (the model a derivative was made with, for provenance)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def command_line(argv: Iterable[str] | None = None) -> str:
     """The command that is running, shell-quoted (recorded in ``GeneratedBy``)."""
     args = list(sys.argv if argv is None else argv)
@@ -100,14 +90,6 @@ def dataset_description(name: str, dataset_type: str, generated: list[dict[str, 
         description["DatasetLinks"] = dict(links)
     description.update(extra)
     return description
-
-
-def write_json(path: str | Path, data: Any, *, sort_keys: bool = False) -> Path:
-    """Write JSON atomically (never a half-written sidecar a rerun would trust)."""
-    path = Path(path)
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
-    return path
 
 
 def write_dataset_files(root: str | Path, description: Mapping[str, Any], *,

@@ -14,16 +14,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .atomic import check_output_path
 from .batch import CohortSummary, synthesize_dataset
 from .cli_common import run_app
 from .contrasts import canonical_contrast
+from .devices import check_device
 from .errors import InputError
 from .ood import assess, summarize_prepared
 from .preprocess import PreparedSources
-from .providers import DEVICES
+from .progress import progress_bar
 from .synthesizer import Synthesizer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -61,15 +61,8 @@ def _inputs(values: list[str]) -> dict[str, Path] | list[Path]:
     return {n: p for n, p in parsed} if named else [p for _, p in parsed]
 
 
-def _progress() -> Progress:
-    """A progress bar on stderr, drawn only on a terminal.
-
-    No auto-refresh: it would run a background thread, and a thread alive while a
-    caller forks worker processes can deadlock them; the bar is redrawn on each update.
-    """
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=_err, transient=True, auto_refresh=False,
-                    disable=not _err.is_terminal)
+def _notify(message: str) -> None:
+    _err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], output: Path, *,
@@ -83,7 +76,7 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], output: Pa
         verdicts.append(assess(summarize_prepared(prepared, synth.sources),
                                synth.meta.training_summary))
 
-    with _progress() as bar:
+    with progress_bar(console=_err) as bar:
         task = bar.add_task(f"{synth.task} ({synth.provider_name})", total=None)
 
         def show(done: int, total: int) -> None:
@@ -140,8 +133,12 @@ def run(
                             "participant.")] = None,
     report: Annotated[bool, typer.Option(
         "--report/--no-report", help="Batch mode: write the HTML QC reports.")] = True,
-    device: Annotated[str, typer.Option("--device", help="auto (TensorRT > CUDA > CPU), "
-                                                         "cuda or cpu.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto (TensorRT > CUDA > CPU, "
+                                                         "whichever starts), tensorrt, cuda "
+                                                         "or cpu.")] = "auto",
+    no_trt_cache: Annotated[bool, typer.Option(
+        "--no-trt-cache", help="Do not read or write TensorRT engines on disk (each run "
+                               "rebuilds them).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b",
                                             help="Slices per network run.")] = 8,
     threads: Annotated[int | None, typer.Option(
@@ -155,14 +152,14 @@ def run(
         "--overwrite", help="Replace existing outputs (batch mode: redo finished ones).")]
     = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                          help="Print the provider and timings.")] = False,
+                                          help="Print the provider (and why faster ones "
+                                               "did not start) and timings.")] = False,
 ) -> None:
     """Synthesize the model's target contrast for one subject (--input ... --output FILE), or
     for a BIDS dataset: BIDS_DIR OUTPUT_DIR participant --model M (the BIDS-Apps convention)."""
     if model is None:
         raise InputError(None, "--model is needed")
-    if device not in DEVICES:
-        raise InputError(None, f"--device must be one of {', '.join(DEVICES)} (got {device!r})")
+    device = check_device(device)
     positional = bids_dir is not None
     if positional and (bids is not None or out_dir is not None):
         raise InputError(None, "give the dataset either as BIDS_DIR OUTPUT_DIR participant or "
@@ -189,10 +186,13 @@ def run(
                                    "--scheduler are for a BIDS dataset, not --input")
         parsed = _inputs(inputs)
         check_output_path(output, overwrite=overwrite)  # fail before loading the model
-    synth = Synthesizer(model, device=device, threads=threads, batch_size=batch_size)
+    synth = Synthesizer(model, device=device, threads=threads, batch_size=batch_size,
+                        trt_cache=not no_trt_cache, notify=_notify)
     if verbose:
         typer.echo(f"model {model.name}: {synth.task}, provider {synth.provider_name}, "
                    f"{synth.threads} CPU thread(s), batch {synth.runner.batch_size}")
+        for name, reason in synth.provider_failures.items():
+            typer.echo(f"provider {name} not used: {reason}")
     if single:
         run_one(synth, parsed, output, bvals=bval, resample_to_first=resample_to_first,
                 overwrite=overwrite, verbose=verbose)
@@ -201,7 +201,7 @@ def run(
     try:
         summary = _run_dataset(synth, model, bids, out_dir, participant_label, session_label,
                                nprocs, threads, scheduler, device, batch_size,
-                               resample_to_first, overwrite, report)
+                               resample_to_first, overwrite, report, not no_trt_cache)
     finally:
         signal.signal(signal.SIGTERM, previous)
     for label, message in summary.flagged.items():
@@ -219,14 +219,15 @@ def run(
 def _run_dataset(synth: Synthesizer, model: Path, bids: Path, out_dir: Path,
                  participants: list[str] | None, sessions: list[str] | None, nprocs: int,
                  threads: int | None, scheduler: str | None, device: str, batch_size: int,
-                 resample_to_first: bool, overwrite: bool, report: bool) -> CohortSummary:
-    with _progress() as bar:
+                 resample_to_first: bool, overwrite: bool, report: bool, trt_cache: bool
+                 ) -> CohortSummary:
+    with progress_bar(console=_err) as bar:
         task = bar.add_task("outputs", total=None)
         return synthesize_dataset(
             model, bids, out_dir, participants=participants, sessions=sessions,
             nprocs=nprocs, omp_nthreads=threads, scheduler=scheduler, device=device,
             batch_size=batch_size, resample_to_first=resample_to_first, overwrite=overwrite,
-            report=report, synth=synth,
+            report=report, synth=synth, trt_cache=trt_cache,
             progress=lambda done, total, label: bar.update(task, completed=done, total=total,
                                                            description=label, refresh=True))
 

@@ -3,6 +3,7 @@ skipping finished outputs, a kill in the middle, process pools, Dask, the QC rep
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -23,7 +24,6 @@ from onnx_fixtures import (
 )
 from test_bad_inputs import run_cli
 
-from mri2mri.runtime.bids import sha256
 from mri2mri.runtime.cli_run import expand_multi
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
@@ -122,7 +122,9 @@ def test_bids_app_sessions_runs_sidecars_validator_report(
     assert good["SkullStripped"] is False
     info = good["Mri2mri"]
     assert info["Task"] == "T1w->T2w" and info["Provider"] == "CPU"
-    assert info["Model"] == {"File": "t1_to_t2.onnx", "Sha256": sha256(model),
+    assert info["Execution"]["provider"] == "CPU" and info["Execution"]["device"] == "cpu"
+    assert info["Model"] == {"File": "t1_to_t2.onnx",
+                             "Sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
                              "TrainingData": "mri2mri simulated demo cohort"}
     assert info["OutOfDistribution"]["flagged"] is False
     assert info["OutOfDistribution"]["distances"]["T1w"] < info["OutOfDistribution"]["threshold"]

@@ -8,10 +8,9 @@ so the ``b0`` contrast is always derived from the 4D series and its b-values).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from mri2mri.runtime.atomic import atomic_path
+from mri2mri.runtime.atomic import atomic_path, write_json
 from mri2mri.runtime.bids import dataset_description, generated_by
 from mri2mri.runtime.bids import write_dataset_files as write_bids_files
 from mri2mri.runtime.cohort import SPLIT_FILE, make_splits
@@ -46,10 +45,6 @@ def anat_name(subject: str, contrast: str) -> str:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(text)
-
-
-def write_json(path: Path, data: object) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def ixi_split_sizes(n: int) -> tuple[int, int, int]:
