@@ -2,7 +2,7 @@
 # DIPY, onnxruntime and the CLI libraries. Build:  docker build -t mri2mri:cpu .
 # Run:  docker run --rm -v /data/bids:/data:ro -v /data/out:/out -v /models:/models:ro \
 #         mri2mri:cpu /data /out participant --model /models/t1_to_t2.onnx
-# About 0.9 GB, estimated (see docs/runtime.md, "Containers").
+# About 0.8 GB, estimated (see docs/runtime.md, "Containers").
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
