@@ -338,7 +338,7 @@ def _progress(console: Console) -> Progress:
                     auto_refresh=False)
 
 
-def _prepare_cache(config: TrainConfig, cache: SliceCache, subjects: list[Subject],
+def _prepare_cache(cache: SliceCache, subjects: list[Subject],
                    ctx: distributed.Dist, console: Console) -> list[CachedSubject]:
     """Check the cache and build what is missing: each rank a share, then everyone checks."""
     jobs = max(1, min(4, _cpu_count() // ctx.world))
@@ -384,7 +384,7 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
     cache = SliceCache(config.cache or out / "cache",
                        CacheSpec.of(config.sources, config.target, preset.geometry, norm))
     train_ids, val_ids = split["train"], split["validation"]
-    entries = _prepare_cache(config, cache, [cohort.subject(i) for i in train_ids + val_ids],
+    entries = _prepare_cache(cache, [cohort.subject(i) for i in train_ids + val_ids],
                              ctx, console)
     train_entries, val_entries = entries[:len(train_ids)], entries[len(train_ids):]
     val_subjects = [cohort.subject(i) for i in val_ids]
