@@ -173,3 +173,27 @@ def test_context_run_writes_it_into_the_model(tmp_path_factory, tmp_path):
         train(TrainConfig(data=str(data), sources=["T1w"], target="T2w",
                           out=str(tmp_path / "run"), context=2, **{**TINY, "epochs": 2}),
               resume=True)
+
+
+def _shift(source, target, rng):
+    """A transform whose result shows which (seed, epoch, position) drew it."""
+    return source + np.float32(rng.integers(1000)), target
+
+
+def test_persistent_workers_see_each_epoch(tmp_path_factory, tmp_path):
+    entries = _cache(tmp_path).ensure(_subjects(tmp_path_factory, 1))
+    dataset = CachedSlices(entries, transform=_shift, seed=3)
+    sampler = EpochSampler(len(dataset), 6, seed=3, batch_size=3)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3, sampler=sampler, num_workers=1,
+                                         persistent_workers=True)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        got = torch.cat([source for source, _ in loader])
+        want = torch.stack([dataset[key][0] for key in sampler])
+        assert torch.equal(got, want)
+        order = epoch_order(len(dataset), 6, 3, epoch)
+        plain = torch.stack([torch.from_numpy(dataset.read(i)[0][:, 0]) for i in order])
+        shifts = (got - plain).flatten(1)
+        assert (shifts == shifts[:, :1]).all()  # one rng draw per item, from its key
+        assert shifts[:, 0].tolist() == [
+            float(np.random.default_rng([3, epoch, p]).integers(1000)) for p in range(6)]

@@ -41,23 +41,40 @@ def _usage(processes: list[psutil.Process]) -> tuple[int, int]:
     return rss, pss
 
 
-def measure(command: list[str], log: Path | None = None) -> dict[str, float]:
-    """Run `command`; return its exit code, wall time and peak tree RSS / PSS (GB)."""
+def _kill(processes: list[psutil.Process]) -> None:
+    for p in reversed(processes):
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def measure(command: list[str], log: Path | None = None, limit_gb: float | None = None
+            ) -> dict[str, float]:
+    """Run `command`; return its exit code, wall time and peak tree RSS / PSS (GB).
+
+    With `limit_gb`, the whole tree is killed as soon as its summed RSS exceeds it
+    (``killed_at_limit`` in the result): a safety net on a shared machine.
+    """
     started = time.perf_counter()
     with open(log or "/dev/null", "w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         root = psutil.Process(proc.pid)
         peak_rss = peak_pss = 0
         most = 0
+        killed = False
         while proc.poll() is None:
             tree = _tree(root)
             rss, pss = _usage(tree)
             peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             most = max(most, len(tree))
+            if limit_gb is not None and rss > limit_gb * 1e9:
+                _kill(tree)
+                killed = True
             time.sleep(INTERVAL)
     return {"returncode": proc.returncode, "seconds": time.perf_counter() - started,
             "peak_rss_gb": peak_rss / 1e9, "peak_pss_gb": peak_pss / 1e9,
-            "max_processes": most}
+            "max_processes": most, "killed_at_limit": killed}
 
 
 def main() -> None:
@@ -65,10 +82,11 @@ def main() -> None:
     parser.add_argument("--label", required=True)
     parser.add_argument("--json", type=Path, required=True, help="results file (appended)")
     parser.add_argument("--log", type=Path, help="the command's output")
+    parser.add_argument("--limit-gb", type=float, help="kill the tree above this summed RSS")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    result = {"label": args.label, "command": command, **measure(command, args.log)}
+    result = {"label": args.label, "command": command, **measure(command, args.log, args.limit_gb)}
     rows = json.loads(args.json.read_text()) if args.json.exists() else []
     rows.append(result)
     args.json.write_text(json.dumps(rows, indent=2) + "\n")
