@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.devices import TORCH_DEVICES, check_device
 from mri2mri.runtime.errors import InputError
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -52,7 +53,7 @@ def main_command(
     l1_weight: Annotated[float | None, typer.Option(help="Weight of the L1 term next to the "
                                                          "perceptual loss.")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate (default: the preset's, "
-                                                  "small 1e-3, reference 2e-4).")] = None,
+                                                  "2e-4 for every preset).")] = None,
     context: Annotated[int | None, typer.Option(help="2.5D input: neighbouring slices on each "
                                                      "side, per source, as extra channels.")
                        ] = None,
@@ -76,6 +77,7 @@ def main_command(
     log_every: Annotated[int, typer.Option(help="Steps between running-loss updates.")] = 25,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
+    device = check_device(device, TORCH_DEVICES)
     from .trainer import TrainConfig, train
 
     # Options left out take the resumed run's values, else the Python API's defaults.

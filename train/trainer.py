@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import time
@@ -22,14 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mri2mri.runtime import __version__
-from mri2mri.runtime.atomic import atomic_path
+from mri2mri.runtime.atomic import atomic_path, write_json
 from mri2mri.runtime.cohort import Cohort, Subject
 from mri2mri.runtime.contrasts import canonical_contrast
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
+from mri2mri.runtime.progress import progress_bar
 
 from . import distributed
 from .baseline import IntensityLUT
@@ -251,11 +250,6 @@ def _plot(history: list[dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
-def _write_json(data: dict[str, Any], out: Path) -> None:
-    with atomic_path(out, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _check_resume(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     for key, value in asdict(config).items():
@@ -329,13 +323,6 @@ def train(config: TrainConfig, *, resume: bool = False, console: Console | None 
         distributed.shutdown(ctx)
 
 
-def _progress(console: Console) -> Progress:
-    # No auto-refresh: its thread must not be alive when DataLoader workers are forked.
-    return Progress(TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=True,
-                    auto_refresh=False)
 
 
 def _prepare_cache(cache: SliceCache, subjects: list[Subject],
@@ -343,7 +330,7 @@ def _prepare_cache(cache: SliceCache, subjects: list[Subject],
     """Check the cache and build what is missing: each rank a share, then everyone checks."""
     jobs = max(1, min(4, _cpu_count() // ctx.world))
     notes: list[str] = []
-    with _progress(console) as progress:
+    with progress_bar("{task.fields[note]}", console=console) as progress:
         task = progress.add_task("preparing subjects", total=None, note="")
 
         def advance(done: int, total: int) -> None:
@@ -455,7 +442,7 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
                   "precision_resolved": str(amp_dtype or torch.float32).replace("torch.", ""),
                   "split": split, "cache_dir": str(cache.root), "package_version": __version__}
     if ctx.is_main:
-        _write_json(run_config, out / "config.json")
+        write_json(out / "config.json", run_config, sort_keys=True)
     console.print(f"[bold]{'+'.join(config.sources)} -> {config.target}[/]: "
                   f"{len(dataset)} training slices from {len(train_entries)} subjects, "
                   f"{len(val_entries)} validation subjects ({len(subset)} slices each epoch), "
@@ -527,7 +514,7 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
         batches = iter(loader)  # workers start (once, persistent) before any bar is drawn
         running = torch.zeros((), dtype=torch.float64, device=device)
         count = 0
-        with _progress(console) as progress:
+        with progress_bar("{task.fields[note]}", console=console) as progress:
             task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(loader),
                                      note="")
             for step, (source, target) in enumerate(batches, 1):
@@ -546,8 +533,9 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
                 count += len(source)
                 if step % config.log_every == 0 or step == len(loader):
                     # The only host sync of the loop: every log_every steps.
-                    progress.update(task, completed=step,
-                                    note=f"loss {float(running) / count:.4f}", refresh=True)
+                    progress.update(task, completed=step, note=f"loss {float(running) / count:.4f}")
+                else:
+                    progress.advance(task)
         scheduler.step()
         totals = torch.stack([running.cpu(), torch.tensor(float(count), dtype=torch.float64)])
         if ctx.enabled:

@@ -34,11 +34,11 @@ def demo(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
 ) -> None:
     """Simulate a multi-contrast cohort (T1w, T2w, PDw, DWI) from the MNI152 2009 template."""
-    from rich.progress import Progress
+    from mri2mri.runtime.progress import progress_bar
 
     from .demo_cohort import generate_cohort
 
-    with Progress(transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("simulating subjects", total=subjects)
         out = generate_cohort(out_dir, subjects=subjects, seed=seed, resolution=resolution,
                               preview=preview, jobs=jobs, overwrite=overwrite,
