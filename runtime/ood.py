@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 from .preprocess import PreparedSources
 from .slicing import from_slices
@@ -91,7 +92,7 @@ def summarize_prepared(prepared: PreparedSources, sources: Sequence[str]) -> dic
     """`summarize_subject` of a subject as `prepare_sources` made it (model channel order)."""
     volumes = {c: from_slices(prepared.slices[:, i], prepared.padding)
                for i, c in enumerate(sources)}
-    zooms = np.sqrt((prepared.view.affine[:3, :3] ** 2).sum(0))
+    zooms = voxel_sizes(prepared.view.affine)
     return summarize_subject(volumes, prepared.mask, zooms)
 
 

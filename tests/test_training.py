@@ -45,7 +45,14 @@ def test_run_writes_outputs_and_self_describing_checkpoint(tmp_path_factory):
         scales.append(prepare_target(sub.load("T2w"), prepared, meta.normalisation)[1])
     assert meta.normalisation.target_scale == pytest.approx(float(np.median(scales)))
     assert meta.training["seed"] == 0 and meta.training["epochs"] == 2
-    assert set(meta.training["validation"]) == {"model", "lut_baseline"}
+    validation = meta.training["validation"]
+    assert set(validation) == {"model", "lut_baseline", "subset", "scope"}
+    assert validation["scope"] == "volumes"  # the last epoch is scored on whole volumes
+    assert validation["subset"]["slices"] > 0
+    # metrics.csv: subset columns every epoch; 3D volume columns at the end and for the best.
+    assert all(r["val_psnr"] for r in rows) and rows[1]["full_val_psnr"]
+    assert float(rows[1]["full_val_psnr"]) == pytest.approx(
+        validation["model"]["psnr"])
     assert {"optimizer_state", "scheduler_state", "rng", "epoch", "parity_slices"} <= set(state)
     assert result.best_epoch in (1, 2)
     assert np.isfinite(list(result.best_metrics.values())).all()

@@ -6,6 +6,10 @@ With several sources (many-to-one) it bins them jointly (a coarser grid per axis
 joint cells never seen in training fall back to the first source's 1D table.
 It runs on the same prepared slices and is restored through the same path as the
 network, so the comparison is like for like.
+
+The fit streams: `LUTStats` holds per-bin counts and target sums (a few kB, or
+BINS_JOINT ** C cells jointly), computed per subject when the slice cache is
+built and added up, so fitting never holds more than one subject in memory.
 """
 
 from __future__ import annotations
@@ -25,9 +29,52 @@ def _bin(values: np.ndarray, bins: int) -> np.ndarray:
     return np.minimum(pos.astype(np.int64), bins - 1)
 
 
-def _mean_table(keys: np.ndarray, target: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.bincount(keys, minlength=size).astype(np.float64)
-    sums = np.bincount(keys, weights=target, minlength=size)
+@dataclass
+class LUTStats:
+    """Sufficient statistics of the fit: per-bin voxel counts and target sums (float64)."""
+
+    counts: np.ndarray  # (BINS_1D,)
+    sums: np.ndarray
+    joint_counts: np.ndarray | None  # (BINS_JOINT ** C,) or None for one source
+    joint_sums: np.ndarray | None
+
+    @classmethod
+    def of(cls, sources: np.ndarray, target: np.ndarray) -> LUTStats:
+        """Statistics of one subject: sources (Z, C, H, W), target (Z, 1, H, W)."""
+        src = sources.transpose(1, 0, 2, 3).reshape(sources.shape[1], -1)
+        tgt = target.reshape(-1).astype(np.float64)
+        counts = np.bincount(_bin(src[0], BINS_1D), minlength=BINS_1D).astype(np.float64)
+        sums = np.bincount(_bin(src[0], BINS_1D), weights=tgt, minlength=BINS_1D)
+        joint_counts = joint_sums = None
+        if src.shape[0] > 1:
+            size = BINS_JOINT ** src.shape[0]
+            keys = np.ravel_multi_index(tuple(_bin(c, BINS_JOINT) for c in src),
+                                        (BINS_JOINT,) * src.shape[0])
+            joint_counts = np.bincount(keys, minlength=size).astype(np.float64)
+            joint_sums = np.bincount(keys, weights=tgt, minlength=size)
+        return cls(counts, sums, joint_counts, joint_sums)
+
+    def __add__(self, other: LUTStats) -> LUTStats:
+        def add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None or b is None else a + b
+
+        return LUTStats(self.counts + other.counts, self.sums + other.sums,
+                        add(self.joint_counts, other.joint_counts),
+                        add(self.joint_sums, other.joint_sums))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"counts": self.counts, "sums": self.sums}
+        if self.joint_counts is not None and self.joint_sums is not None:
+            arrays |= {"joint_counts": self.joint_counts, "joint_sums": self.joint_sums}
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> LUTStats:
+        return cls(arrays["counts"], arrays["sums"], arrays.get("joint_counts"),
+                   arrays.get("joint_sums"))
+
+
+def _means(counts: np.ndarray, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts, counts > 0
 
@@ -42,17 +89,20 @@ class IntensityLUT:
     @classmethod
     def fit(cls, sources: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> IntensityLUT:
         """Fit on prepared slices: sources (Z, C, H, W), targets (Z, 1, H, W), per subject."""
-        src = np.concatenate([s.transpose(1, 0, 2, 3).reshape(s.shape[1], -1) for s in sources],
-                             axis=1)
-        tgt = np.concatenate([t.reshape(-1) for t in targets]).astype(np.float64)
-        means, seen = _mean_table(_bin(src[0], BINS_1D), tgt, BINS_1D)
+        if not sources:
+            raise ValueError("no subjects to fit the look-up table on")
+        stats = [LUTStats.of(s, t) for s, t in zip(sources, targets, strict=True)]
+        return cls.from_stats(sum(stats[1:], stats[0]))
+
+    @classmethod
+    def from_stats(cls, stats: LUTStats) -> IntensityLUT:
+        """The tables from accumulated statistics (see `LUTStats`)."""
+        means, seen = _means(stats.counts, stats.sums)
         centres = np.arange(BINS_1D)
         table = np.interp(centres, centres[seen], means[seen]).astype(np.float32)
         joint = None
-        if src.shape[0] > 1:
-            keys = np.ravel_multi_index(tuple(_bin(c, BINS_JOINT) for c in src),
-                                        (BINS_JOINT,) * src.shape[0])
-            joint, seen = _mean_table(keys, tgt, BINS_JOINT ** src.shape[0])
+        if stats.joint_counts is not None and stats.joint_sums is not None:
+            joint, seen = _means(stats.joint_counts, stats.joint_sums)
             joint = np.where(seen, joint, np.nan).astype(np.float32)
         return cls(table, joint)
 

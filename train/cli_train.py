@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,16 @@ def _stored_config(out: Path) -> dict:
     return dict(load_checkpoint(last)["train_config"]) if last.exists() else {}
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(None, f"--workers must be auto or a whole number (got {text!r})"
+                         ) from None
+
+
 @app.command()
 def main_command(
     data: Annotated[Path, typer.Option("--data", help="BIDS cohort directory.")],
@@ -35,15 +46,35 @@ def main_command(
                                            "sampling.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from "
                                                           "last.pt.")] = False,
-    batch_size: Annotated[int | None, typer.Option(help="Slices per batch.")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Slices per optimizer step (the global batch, split evenly over torchrun "
+             "processes).")] = None,
     slices_per_epoch: Annotated[int | None, typer.Option(help="Slices drawn per epoch.")] = None,
     l1_weight: Annotated[float | None, typer.Option(help="Weight of the L1 term next to the "
                                                          "perceptual loss.")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate (default: the preset's, "
                                                   "2e-4 for every preset).")] = None,
-    workers: Annotated[int, typer.Option(help="Data-loader worker processes.")] = 0,
+    context: Annotated[int | None, typer.Option(help="2.5D input: neighbouring slices on each "
+                                                     "side, per source, as extra channels.")
+                       ] = None,
+    workers: Annotated[str, typer.Option(help="Data-loader worker processes per training "
+                                              "process, or auto.")] = "auto",
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
-    threads: Annotated[int, typer.Option(help="CPU threads (0: all available).")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads per process (0: the available "
+                                              "cores, shared out over processes).")] = 0,
+    cache: Annotated[Path | None, typer.Option(help="Slice cache folder (default: "
+                                                    "OUT/cache); share it between runs.")
+                     ] = None,
+    val_slices: Annotated[int | None, typer.Option(help="Validation slices scored every epoch "
+                                                        "(fixed seeded subset; selects "
+                                                        "best.pt).")] = None,
+    full_eval_every: Annotated[int, typer.Option(help="Whole-volume validation every K epochs "
+                                                      "(0: only at the end).")] = 0,
+    precision: Annotated[str, typer.Option(help="auto (CUDA: bf16, else fp16; CPU: fp32), "
+                                                "fp32, bf16 or fp16.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network "
+                                                            "(CUDA).")] = False,
+    log_every: Annotated[int, typer.Option(help="Steps between running-loss updates.")] = 25,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
     device = check_device(device, TORCH_DEVICES)
@@ -62,13 +93,19 @@ def main_command(
             epochs=pick(epochs, "epochs"), seed=seed, batch_size=pick(batch_size, "batch_size"),
             slices_per_epoch=pick(slices_per_epoch, "slices_per_epoch"),
             l1_weight=pick(l1_weight, "l1_weight"), lr=lr if lr is not None else stored.get("lr"),
-            workers=workers,
-            device=device, threads=threads)
+            context=pick(context, "context"), workers=_workers(workers),
+            device=device, threads=threads,
+            cache=str(cache) if cache is not None else stored.get("cache"),
+            val_slices=pick(val_slices, "val_slices"), full_eval_every=full_eval_every,
+            precision=precision, compile=compile, log_every=log_every)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     result = train(config, resume=resume)
+    if int(os.environ.get("RANK", "0")):
+        return  # under torchrun rank 0 reports
     best, lut = result.best_metrics, result.baseline_metrics
-    typer.echo(f"best epoch {result.best_epoch}: PSNR {best['psnr']:.2f} dB (LUT "
+    typer.echo(f"best epoch {result.best_epoch} (whole validation volumes): PSNR "
+               f"{best['psnr']:.2f} dB (LUT "
                f"{lut['psnr']:.2f}), SSIM {best['ssim']:.4f} (LUT {lut['ssim']:.4f}), MAE "
                f"{best['mae']:.4g} (LUT {lut['mae']:.4g}); {result.seconds:.0f} s -> "
                f"{result.best_checkpoint}")

@@ -17,6 +17,7 @@ import torch
 from mri2mri.runtime.errors import InputError, exception_summary
 from mri2mri.runtime.metadata import ModelMetadata
 from mri2mri.runtime.preprocess import prepare_sources, restore_image
+from mri2mri.runtime.slicing import stack_context
 
 from .checkpoint import checkpoint_metadata, load_checkpoint
 from .model import UNet, build_model
@@ -59,6 +60,6 @@ def synthesize_with_checkpoint(checkpoint: str | Path | dict[str, Any],
                                f"got {len(images)}")
     prepared = prepare_sources(images, meta.geometry, meta.normalisation, names=meta.sources,
                                resample_to_first=resample_to_first)
-    pred = predict_slices(model, prepared.slices, batch_size, device)
+    pred = predict_slices(model, stack_context(prepared.slices, meta.context), batch_size, device)
     return restore_image(pred, prepared, meta.normalisation.target_scale,
                          description=f"mri2mri {meta.task}")

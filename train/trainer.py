@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +25,27 @@ from rich.console import Console
 from mri2mri.runtime import __version__
 from mri2mri.runtime.atomic import atomic_path, write_json
 from mri2mri.runtime.bids import dataset_name
-from mri2mri.runtime.cohort import Cohort
+from mri2mri.runtime.cohort import Cohort, Subject
 from mri2mri.runtime.contrasts import canonical_contrast
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
-from mri2mri.runtime.ood import combine_summaries, summarize_prepared
-from mri2mri.runtime.preprocess import restore_volume
+from mri2mri.runtime.ood import combine_summaries
 from mri2mri.runtime.progress import progress_bar
 
+from . import distributed
 from .baseline import IntensityLUT
+from .cache import CachedSubject, CacheSpec, SliceCache
 from .checkpoint import load_checkpoint, save_checkpoint
-from .dataset import SliceBank, SubjectData, epoch_order, load_subjects
+from .dataset import CachedSlices, EpochSampler, context_stacks
 from .inference import predict_slices
-from .metrics import volume_metrics
 from .model import build_model, get_preset
 from .perceptual import PerceptualLoss
+from .validation import METRICS, SUBSET_SLICES, SubsetValidation, full_validation, mean_metrics
 
-METRICS = ("mae", "psnr", "ssim")
 PARITY_SLICES = 4
-#: What `best.pt` is chosen by (higher is better).
+#: What `best.pt` is chosen by (higher is better), on the per-epoch validation slice subset.
 SELECTION_METRIC = "psnr"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -57,16 +58,34 @@ class TrainConfig:
     out: str
     preset: str = "small"
     epochs: int = 12
+    #: Slices drawn per epoch, over all processes of a distributed run.
     slices_per_epoch: int = 600
+    #: The global batch: split evenly over the processes of a distributed run.
     batch_size: int = 8
-    #: Adam learning rate; None: the preset's (reference 2e-4 as in the method, small 1e-3).
+    #: Adam learning rate for the global batch; None: the preset's (2e-4, as in the method).
     lr: float | None = None
     l1_weight: float = 1.0
     perceptual_weight: float = 1.0
     seed: int = 0
-    workers: int = 0
+    #: 2.5D input: `context` neighbouring slices on each side, per source, as extra channels.
+    context: int = 0
+    #: DataLoader worker processes per training process; "auto" picks for the device.
+    workers: int | str = "auto"
     device: str = "auto"
-    threads: int = 0  # 0: all CPU cores this process may use
+    threads: int = 0  # 0: all CPU cores this process may use (shared out over processes)
+    #: Slice cache folder; None: ``<out>/cache``.
+    cache: str | None = None
+    #: Validation slices scored every epoch (a fixed, seeded subset; it selects best.pt).
+    val_slices: int = SUBSET_SLICES
+    #: Whole-volume (3D) validation every K epochs; 0: only at the end (always at the end).
+    full_eval_every: int = 0
+    #: auto (CUDA: bf16 where supported, else fp16 with loss scaling; CPU: fp32), fp32, bf16,
+    #: fp16.
+    precision: str = "auto"
+    #: torch.compile the network for training (CUDA; slow to start, faster per step).
+    compile: bool = False
+    #: Steps between updates of the running loss shown (each one syncs with the device).
+    log_every: int = 25
 
     def __post_init__(self) -> None:
         self.sources = [canonical_contrast(s) for s in self.sources]
@@ -75,25 +94,39 @@ class TrainConfig:
             raise ValueError(f"target {self.target} is also a source")
         if len(set(self.sources)) != len(self.sources):
             raise ValueError("a source contrast is given twice")
-        for name in ("epochs", "slices_per_epoch", "batch_size"):
+        for name in ("epochs", "slices_per_epoch", "batch_size", "val_slices", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("context", "full_eval_every", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0")
         if self.l1_weight < 0 or self.perceptual_weight < 0 or \
                 self.l1_weight + self.perceptual_weight == 0:
             raise ValueError("loss weights must be >= 0 and not both 0")
+        if self.workers != "auto" and (not isinstance(self.workers, int) or self.workers < 0):
+            raise ValueError(f"workers must be auto or a whole number >= 0 (got {self.workers!r})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} "
+                             f"(got {self.precision!r})")
         preset = get_preset(self.preset)  # validates the name
         if self.lr is None:
             self.lr = preset.lr
         if self.lr <= 0:
             raise ValueError("the learning rate must be positive")
 
-    #: Fields that may differ when resuming (they do not change the result on CPU).
-    RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data")
+    #: Fields that may differ when resuming (they do not change the weights on CPU).
+    RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data", "cache",
+                         "full_eval_every", "precision", "compile", "log_every")
 
 
 @dataclass
 class RunResult:
-    """What a finished run produced."""
+    """What a finished run produced.
+
+    `best_metrics` / `baseline_metrics`: whole-volume (3D) validation metrics of the best
+    epoch's weights and of the look-up-table baseline; `best_subset_metrics` /
+    `baseline_subset_metrics`: the per-epoch slice-subset metrics that chose the best epoch.
+    """
 
     out_dir: Path
     best_checkpoint: Path
@@ -101,18 +134,20 @@ class RunResult:
     best_epoch: int
     best_metrics: dict[str, float]
     baseline_metrics: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    best_subset_metrics: dict[str, float] = field(default_factory=dict)
+    baseline_subset_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError(None, "--device cuda requested but no CUDA device is available")
     if name not in ("cpu", "cuda"):
         raise InputError(None, f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device("cpu")
 
 
 def _cpu_count() -> int:
@@ -122,24 +157,40 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
-
-
-def evaluate(predict: Callable[[np.ndarray], np.ndarray], subjects: list[SubjectData]
-             ) -> dict[str, float]:
-    """Mean MAE/PSNR/SSIM over subjects: whole restored volumes, inside the source's foreground,
-    against the target on the source grid, in the target's own intensity scale.
-
-    The prediction is restored with the subject's own target scale: an MR image's global
-    gain is arbitrary and not predictable from the sources, so the metrics measure the
-    contrast translation, not the scanner gain.
+def resolve_workers(workers: int | str, device: torch.device, cpus: int) -> int:
+    """DataLoader workers per process. auto: on CUDA enough to keep the GPU fed (cores - 1,
+    at most 8); on the CPU one when there are at least 4 cores, else none (the loading is
+    a small share of a CPU step, and a worker would take cores from the training threads).
     """
-    rows = []
-    for s in subjects:
-        volume = restore_volume(predict(s.prepared.slices), s.prepared, s.target_scale)
-        rows.append(volume_metrics(volume, s.target_volume, s.mask_volume))
-    return _mean_metrics(rows)
+    if workers != "auto":
+        return int(workers)
+    if device.type == "cuda":
+        return max(1, min(8, cpus - 1))
+    return 1 if cpus >= 4 else 0
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. Mixed precision runs on CUDA only."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if device.type != "cuda":
+        raise InputError(None, f"--precision {precision} needs a CUDA device (CPU trains in "
+                               "fp32)")
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
+    """Resume a GradScaler across devices and precisions.
+
+    A disabled scaler (CPU, fp32, bf16) saves ``{}``; an enabled one (fp16 on CUDA) its
+    scale and growth tracker. Loading ``{}`` into an enabled scaler is an error in
+    torch, so an enabled scaler with nothing to resume starts afresh, and a disabled one
+    ignores whatever was saved.
+    """
+    if scaler.is_enabled() and state:
+        scaler.load_state_dict(state)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -152,7 +203,9 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
 
 
 def _lr_factor(epochs: int) -> Callable[[int], float]:
@@ -165,7 +218,7 @@ def _lr_factor(epochs: int) -> Callable[[int], float]:
     return factor
 
 
-def _write_metrics(history: list[dict[str, float]], out: Path) -> None:
+def _write_metrics(history: list[dict[str, Any]], out: Path) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
     writer.writeheader()
@@ -174,7 +227,7 @@ def _write_metrics(history: list[dict[str, float]], out: Path) -> None:
         tmp.write_text(buffer.getvalue())
 
 
-def _plot(history: list[dict[str, float]], out: Path) -> None:
+def _plot(history: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,10 +237,15 @@ def _plot(history: list[dict[str, float]], out: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax1.plot(epochs, [r["train_loss"] for r in history], "o-")
     ax1.set(xlabel="epoch", ylabel="training loss", title="loss")
-    ax2.plot(epochs, [r["val_psnr"] for r in history], "o-", label="model")
-    ax2.plot(epochs, [r["lut_psnr"] for r in history], "--", label="LUT baseline")
+    ax2.plot(epochs, [r["val_psnr"] for r in history], "o-", label="model (slice subset)")
+    ax2.plot(epochs, [r["lut_psnr"] for r in history], "--", label="LUT (slice subset)")
+    full = [r for r in history if r.get("full_val_psnr") is not None]
+    if full:
+        ax2.plot([r["epoch"] for r in full], [r["full_val_psnr"] for r in full], "s",
+                 label="model (3D volumes)")
+        ax2.axhline(full[0]["full_lut_psnr"], ls=":", color="grey", label="LUT (3D volumes)")
     ax2.set(xlabel="epoch", ylabel="PSNR (dB)", title="validation")
-    ax2.legend()
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(out, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=100)
@@ -195,12 +253,14 @@ def _plot(history: list[dict[str, float]], out: Path) -> None:
 
 
 def _check_resume(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
     for key, value in asdict(config).items():
         if key in TrainConfig.RESUMABLE_CHANGES or key == "out":
             continue
-        if stored.get(key) != value:
-            raise InputError(path, f"cannot resume: the run used {key}={stored.get(key)!r}, "
-                                   f"now {value!r}")
+        # A run saved before an option existed ran with that option's default.
+        if stored.get(key, defaults[key]) != value:
+            raise InputError(path, f"cannot resume: the run used {key}="
+                                   f"{stored.get(key, defaults[key])!r}, now {value!r}")
     if config.epochs < stored["epochs"]:
         raise InputError(path, f"cannot resume with fewer epochs ({config.epochs}) than the "
                                f"run was started with ({stored['epochs']})")
@@ -209,7 +269,7 @@ def _check_resume(config: TrainConfig, stored: dict[str, Any], path: Path) -> No
 def _loss_fn(config: TrainConfig, perceptual: PerceptualLoss
              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        total = output.new_zeros(())
+        total = output.new_zeros((), dtype=torch.float32)
         if config.perceptual_weight:
             total = total + config.perceptual_weight * perceptual(output, target)
         if config.l1_weight:
@@ -220,13 +280,16 @@ def _loss_fn(config: TrainConfig, perceptual: PerceptualLoss
 
 
 def train(config: TrainConfig, *, resume: bool = False, console: Console | None = None,
-          on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
+          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> RunResult:
     """Train a model on a cohort; write last.pt, best.pt, metrics.csv, loss.png, config.json.
 
-    `on_epoch_end(epoch, row)` is called after each epoch's checkpoint is written.
+    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes
+    files and prints. `on_epoch_end(epoch, row)` is called after each epoch's
+    checkpoint is written.
     """
     started = time.perf_counter()
-    console = console or Console(stderr=True)
+    ctx = distributed.from_environment()
+    console = console or Console(stderr=True, quiet=not ctx.is_main)
     out = Path(config.out)
     last_path = out / "last.pt"
     resume_state = None
@@ -240,23 +303,55 @@ def train(config: TrainConfig, *, resume: bool = False, console: Console | None 
                               "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
 
-    device = resolve_device(config.device)
-    threads = config.threads or _cpu_count()
+    device = resolve_device(config.device, ctx.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed.init(ctx, device)
+    threads = config.threads or max(1, _cpu_count() // ctx.world)
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    previous_benchmark = torch.backends.cudnn.benchmark
     torch.set_num_threads(threads)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.benchmark = True  # fixed slice sizes: pick the fastest kernels
     try:
-        return _run(config, out, device, resume_state, console, on_epoch_end, started)
+        return _run(config, out, device, ctx, resume_state, console, on_epoch_end, started)
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic)
+        torch.backends.cudnn.benchmark = previous_benchmark
+        distributed.shutdown(ctx)
 
 
-def _run(config: TrainConfig, out: Path, device: torch.device,
+
+
+def _prepare_cache(cache: SliceCache, subjects: list[Subject],
+                   ctx: distributed.Dist, console: Console) -> list[CachedSubject]:
+    """Check the cache and build what is missing: each rank a share, then everyone checks."""
+    jobs = max(1, min(4, _cpu_count() // ctx.world))
+    notes: list[str] = []
+    with progress_bar("{task.fields[note]}", console=console) as progress:
+        task = progress.add_task("preparing subjects", total=None, note="")
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, refresh=True)
+
+        if ctx.enabled:
+            cache.ensure(subjects[ctx.rank::ctx.world], jobs, notes.append, advance)
+            ctx.barrier()
+        entries = cache.ensure(subjects, jobs, notes.append, advance)
+    for note in notes:
+        console.print(f"[yellow]slice cache[/]: {note}")
+    console.print(f"slice cache {cache.root}: {len(subjects)} subjects, {cache.built} "
+                  f"prepared now, {len(subjects) - cache.built} reused")
+    return entries
+
+
+def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.Dist,
          resume_state: dict[str, Any] | None, console: Console,
-         on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+         on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
          started: float) -> RunResult:
     cohort = Cohort.discover(config.data)
     usable = {s.id for s in cohort.with_contrasts(*config.sources, config.target)}
@@ -269,127 +364,260 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
                                       f"{', '.join(config.sources)} and {config.target}; found "
                                       f"{len(split['train'])} and {len(split['validation'])} "
                                       "(at least 3 subjects with these contrasts)")
-    preset = get_preset(config.preset, in_channels=len(config.sources))
+    if config.batch_size % ctx.world:
+        raise InputError(None, f"--batch-size {config.batch_size} (the global batch) must be a "
+                               f"multiple of the number of processes ({ctx.world})")
+    channels = len(config.sources) * (2 * config.context + 1)
+    preset = get_preset(config.preset, in_channels=channels)
     norm = Normalisation()
-    with console.status("loading subjects") as status:
-        def note(subject_id: str) -> None:
-            status.update(f"loading {subject_id}")
-
-        train_subjects = load_subjects([cohort.subject(i) for i in split["train"]],
-                                       config.sources, config.target, preset.geometry, norm, note)
-        val_subjects = load_subjects([cohort.subject(i) for i in split["validation"]],
-                                     config.sources, config.target, preset.geometry, norm, note)
-    norm.target_scale = float(np.median([s.target_scale for s in train_subjects]))
+    cache = SliceCache(config.cache or out / "cache",
+                       CacheSpec.of(config.sources, config.target, preset.geometry, norm))
+    train_ids, val_ids = split["train"], split["validation"]
+    entries = _prepare_cache(cache, [cohort.subject(i) for i in train_ids + val_ids],
+                             ctx, console)
+    train_entries, val_entries = entries[:len(train_ids)], entries[len(train_ids):]
+    val_subjects = [cohort.subject(i) for i in val_ids]
+    norm.target_scale = float(np.median([e.target_scale for e in train_entries]))
     # What the model is trained on, for the run-time "unlike the training data" check.
-    data_summary = combine_summaries([summarize_prepared(s.prepared, config.sources)
-                                      for s in train_subjects], name=dataset_name(config.data))
-    bank = SliceBank(train_subjects)
-    lut = IntensityLUT.fit([s.prepared.slices for s in train_subjects],
-                           [s.target_slices for s in train_subjects])
-    lut_metrics = evaluate(lut.predict, val_subjects)
-    middle = val_subjects[0].prepared.slices
-    centre = len(middle) // 2
-    parity = middle[max(0, centre - PARITY_SLICES // 2): centre + PARITY_SLICES // 2].copy()
+    data_summary = combine_summaries([e.summary for e in train_entries],
+                                     name=dataset_name(config.data))
+    if resume_state is not None:
+        lut = IntensityLUT.from_dict(resume_state["baseline"])
+    else:
+        stats = [e.lut_stats() for e in train_entries]
+        lut = IntensityLUT.from_stats(sum(stats[1:], stats[0]))
+    subset = SubsetValidation(val_entries, config.val_slices, config.seed, config.context)
+    lut_subset = subset.evaluate_lut(lut, device) if ctx.is_main else {}
+    first_val = val_entries[0]
+    centre = first_val.n_slices // 2
+    parity = context_stacks(first_val.array("sources"),
+                            range(max(0, centre - PARITY_SLICES // 2),
+                                  min(first_val.n_slices, centre + PARITY_SLICES // 2)),
+                            config.context)
 
+    amp_dtype = resolve_precision(config.precision, device)
+    channels_last = device.type == "cuda"
     torch.manual_seed(config.seed)
-    model = build_model(preset.unet).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.5, 0.999))
+    net = build_model(preset.unet).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.5, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config.epochs))
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loss_fn = _loss_fn(config, PerceptualLoss().to(device))
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"epoch": -1, "metrics": {}}
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"epoch": -1, "metrics": {}, "subset": {}}
+    lut_full: dict[str, float] | None = None
     start_epoch = 0
     if resume_state is not None:
-        model.load_state_dict(resume_state["model_state"])
+        net.load_state_dict(resume_state["model_state"])
         optimizer.load_state_dict(resume_state["optimizer_state"])
         scheduler.load_state_dict(resume_state["scheduler_state"])
-        scaler.load_state_dict(resume_state["scaler_state"])
-        _set_rng_state(resume_state["rng"])
+        load_scaler_state(scaler, resume_state.get("scaler_state") or {})
+        rank_states = resume_state.get("rng_ranks") or [resume_state["rng"]]
+        _set_rng_state(rank_states[ctx.rank] if len(rank_states) == ctx.world
+                       else resume_state["rng"])
         history = list(resume_state["history"])
-        best = dict(resume_state["best"])
+        best = {"subset": {}, **resume_state["best"]}
+        lut_full = resume_state.get("lut_full")
         start_epoch = int(resume_state["epoch"]) + 1
+    if resume_state is None and ctx.rank:
+        torch.manual_seed(config.seed + ctx.rank)  # dropout masks differ between ranks
+    model: torch.nn.Module = net
+    if ctx.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        model = torch.compile(model)
 
-    run_config = {**asdict(config), "resolved_device": str(device),
-                  "split": split, "package_version": __version__}
-    write_json(out / "config.json", run_config, sort_keys=True)
+    dataset = CachedSlices(train_entries, context=config.context, seed=config.seed)
+    sampler = EpochSampler(len(dataset), config.slices_per_epoch, config.seed,
+                           config.batch_size, ctx.rank, ctx.world)
+    workers = resolve_workers(config.workers, device, max(1, _cpu_count() // ctx.world))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=sampler.per_rank_batch, sampler=sampler, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        # Its own generator: creating an iterator must not draw from the global torch RNG,
+        # or a resumed run (fresh iterator) would diverge from an uninterrupted one.
+        generator=torch.Generator().manual_seed(config.seed))
+
+    run_config = {**asdict(config), "resolved_device": str(device), "world_size": ctx.world,
+                  "workers_resolved": workers,
+                  "precision_resolved": str(amp_dtype or torch.float32).replace("torch.", ""),
+                  "split": split, "cache_dir": str(cache.root), "package_version": __version__}
+    if ctx.is_main:
+        write_json(out / "config.json", run_config, sort_keys=True)
     console.print(f"[bold]{'+'.join(config.sources)} -> {config.target}[/]: "
-                  f"{len(bank)} training slices from {len(train_subjects)} subjects, "
-                  f"{len(val_subjects)} validation subjects, preset {config.preset}, {device}")
-    console.print("LUT baseline (validation): " + _fmt(lut_metrics))
+                  f"{len(dataset)} training slices from {len(train_entries)} subjects, "
+                  f"{len(val_entries)} validation subjects ({len(subset)} slices each epoch), "
+                  f"preset {config.preset}, context {config.context}, {device} x {ctx.world}, "
+                  f"{run_config['precision_resolved']}, {workers} loader worker(s)")
+    if ctx.is_main:
+        console.print("LUT baseline (validation slice subset): " + _fmt(lut_subset))
 
-    def metadata_for(epoch: int, metrics: dict[str, float]) -> ModelMetadata:
+    def metadata_for(epoch: int, validation: dict[str, Any]) -> ModelMetadata:
         return ModelMetadata(
             sources=config.sources, target=config.target, normalisation=norm,
             pad_multiple=preset.geometry.multiple, min_size=preset.geometry.min_size,
-            preset=config.preset, architecture={"name": "unet-pix2pix", **preset.unet.to_dict()},
+            context=config.context, preset=config.preset,
+            architecture={"name": "unet-pix2pix", **preset.unet.to_dict()},
             training_summary=data_summary,
             training={"data": data_summary["dataset"], "seed": config.seed,
                       "epochs": epoch + 1, "epochs_planned": config.epochs,
                       "subjects": {k: len(v) for k, v in split.items()},
                       "loss": f"{config.perceptual_weight} * VGG16 conv1_1 perceptual + "
                               f"{config.l1_weight} * L1",
-                      "validation": {"model": metrics, "lut_baseline": lut_metrics}},
+                      "global_batch": config.batch_size, "processes": ctx.world,
+                      "validation": validation},
             package_version=__version__)
 
+    def validation_record(subset_metrics: dict[str, float], full: dict[str, float] | None
+                          ) -> dict[str, Any]:
+        """Metadata's validation: 3D volume metrics when known, else the slice subset's."""
+        record: dict[str, Any] = {"subset": {"model": subset_metrics, "lut_baseline": lut_subset,
+                                             "slices": len(subset)}}
+        if full is not None and lut_full is not None:
+            record |= {"scope": "volumes", "model": full, "lut_baseline": lut_full}
+        else:
+            record |= {"scope": "slice subset", "model": subset_metrics,
+                       "lut_baseline": lut_subset}
+        return record
+
+    def predict_batch(batch: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            return net(batch).float()
+
+    def run_full_validation() -> tuple[dict[str, float], dict[str, float]]:
+        nonlocal lut_full
+        rows = full_validation(lambda s: predict_slices(net, s, 32, device), val_subjects,
+                               config.sources, config.target, preset.geometry, norm,
+                               config.context, lut if lut_full is None else None,
+                               ctx.rank, ctx.world)
+        rows = [r for part in ctx.all_gather(rows) for r in part]
+        if lut_full is None:
+            lut_full = mean_metrics([b for _, b in rows])
+        return mean_metrics([m for m, _ in rows]), lut_full
+
+    def state_for(epoch: int, validation: dict[str, Any], rng: list[dict[str, Any]]
+                  ) -> dict[str, Any]:
+        return {"metadata": metadata_for(epoch, validation).to_json(),
+                "model_config": preset.unet.to_dict(),
+                "model_state": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                "train_config": asdict(config), "split": split, "epoch": epoch,
+                "history": history, "best": best, "baseline": lut.to_dict(),
+                "lut_full": lut_full,
+                "optimizer_state": optimizer.state_dict(),
+                "scheduler_state": scheduler.state_dict(),
+                "scaler_state": scaler.state_dict(), "rng": rng[0], "rng_ranks": rng,
+                "parity_slices": torch.from_numpy(parity)}
+
     for epoch in range(start_epoch, config.epochs):
+        sampler.set_epoch(epoch)
         model.train()
-        order = epoch_order(len(bank), config.slices_per_epoch, config.seed, epoch)
-        loader = torch.utils.data.DataLoader(bank, batch_size=config.batch_size, sampler=order,
-                                             num_workers=config.workers,
-                                             pin_memory=device.type == "cuda")
-        total, count = 0.0, 0
-        with progress_bar("loss {task.fields[loss]:.4f}", console=console) as progress:
+        batches = iter(loader)  # workers start (once, persistent) before any bar is drawn
+        running = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
+        with progress_bar("{task.fields[note]}", console=console) as progress:
             task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(loader),
-                                     loss=math.nan)
-            for source, target in loader:
-                source, target = source.to(device), target.to(device)
-                with torch.autocast(device.type, enabled=use_amp):
+                                     note="")
+            for step, (source, target) in enumerate(batches, 1):
+                source = source.to(device, non_blocking=True)
+                target = target.to(device, non_blocking=True)
+                if channels_last:
+                    source = source.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     output = model(source)
                 loss = loss_fn(output, target)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                total += float(loss.detach()) * len(source)
+                running += loss.detach().double() * len(source)  # stays on the device
                 count += len(source)
-                progress.update(task, advance=1, loss=total / count)
+                if step % config.log_every == 0 or step == len(loader):
+                    # The only host sync of the loop: every log_every steps.
+                    progress.update(task, completed=step, note=f"loss {float(running) / count:.4f}")
+                else:
+                    progress.advance(task)
         scheduler.step()
-        metrics = evaluate(lambda s: predict_slices(model, s, 32, device), val_subjects)
-        row = {"epoch": epoch + 1, "train_loss": total / count,
-               "lr": optimizer.param_groups[0]["lr"],
-               **{f"val_{k}": v for k, v in metrics.items()},
-               **{f"lut_{k}": v for k, v in lut_metrics.items()},
-               "seconds": time.perf_counter() - started}
+        totals = torch.stack([running.cpu(), torch.tensor(float(count), dtype=torch.float64)])
+        if ctx.enabled:
+            torch.distributed.all_reduce(totals)
+        train_loss = float(totals[0] / totals[1])
+
+        metrics: dict[str, float] = {}
+        if ctx.is_main:
+            net.eval()
+            metrics = subset.evaluate(predict_batch, device)
+        full: dict[str, float] | None = None
+        last_epoch = epoch == config.epochs - 1
+        if last_epoch or (config.full_eval_every and (epoch + 1) % config.full_eval_every == 0):
+            full, _ = run_full_validation()
+        row: dict[str, Any] = {
+            "epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+            **{f"val_{k}": metrics.get(k) for k in METRICS},
+            **{f"lut_{k}": lut_subset.get(k) for k in METRICS},
+            **{f"full_val_{k}": None if full is None else full[k] for k in METRICS},
+            **{f"full_lut_{k}": None if full is None else lut_full[k] for k in METRICS},
+            "seconds": time.perf_counter() - started}
         history.append(row)
-        is_best = metrics[SELECTION_METRIC] > best["metrics"].get(SELECTION_METRIC, -math.inf)
-        if is_best:
-            best = {"epoch": epoch + 1, "metrics": metrics}
-        state = {"metadata": metadata_for(epoch, metrics).to_json(),
-                 "model_config": preset.unet.to_dict(),
-                 "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 "train_config": asdict(config), "split": split, "epoch": epoch,
-                 "history": history, "best": best, "baseline": lut.to_dict(),
-                 "optimizer_state": optimizer.state_dict(),
-                 "scheduler_state": scheduler.state_dict(),
-                 "scaler_state": scaler.state_dict(), "rng": _rng_state(),
-                 "parity_slices": torch.from_numpy(parity)}
-        if is_best:
-            save_checkpoint(state, out / "best.pt")
-        save_checkpoint(state, out / "last.pt")
-        _write_metrics(history, out / "metrics.csv")
-        _plot(history, out / "loss.png")
-        console.print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  model {_fmt(metrics)}"
-                      + ("  [green]best[/]" if is_best else ""))
+        rng = ctx.all_gather(_rng_state())
+        if ctx.is_main:
+            is_best = metrics[SELECTION_METRIC] > best["subset"].get(SELECTION_METRIC, -math.inf)
+            if is_best:
+                best = {"epoch": epoch + 1, "subset": metrics,
+                        "metrics": full if full is not None else metrics}
+            validation = validation_record(metrics, full)
+            state = state_for(epoch, validation, rng)
+            if is_best:
+                save_checkpoint(state, out / "best.pt")
+            save_checkpoint(state, out / "last.pt")
+            _write_metrics(history, out / "metrics.csv")
+            _plot(history, out / "loss.png")
+            console.print(f"epoch {epoch + 1}: loss {train_loss:.4f}  subset {_fmt(metrics)}"
+                          + (f"  volumes {_fmt(full)}" if full is not None else "")
+                          + ("  [green]best[/]" if is_best else ""))
+        ctx.barrier()
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
 
+    best = ctx.broadcast(best)
+    history = ctx.broadcast(history)
+    best_row = history[best["epoch"] - 1]
+    if best_row.get("full_val_psnr") is None:
+        # The best epoch was not scored on whole volumes: score its weights now.
+        last_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(load_checkpoint(out / "best.pt")["model_state"])
+        full, lut_metrics = run_full_validation()
+        net.load_state_dict(last_weights)
+        best_row.update({**{f"full_val_{k}": full[k] for k in METRICS},
+                         **{f"full_lut_{k}": lut_metrics[k] for k in METRICS}})
+        best["metrics"] = full
+        if ctx.is_main:
+            for path in (out / "best.pt", out / "last.pt"):
+                state = load_checkpoint(path)
+                if path.name == "best.pt":
+                    state["metadata"] = metadata_for(
+                        best["epoch"] - 1, validation_record(best["subset"], full)).to_json()
+                state.update(best=best, history=history, lut_full=lut_full)
+                save_checkpoint(state, path)
+            _write_metrics(history, out / "metrics.csv")
+            _plot(history, out / "loss.png")
+        ctx.barrier()
+    lut_volumes = lut_full or {}
+    if ctx.is_main:
+        console.print(f"best epoch {best['epoch']} on whole validation volumes: "
+                      f"{_fmt(best['metrics'])} (LUT {_fmt(lut_volumes)})")
     return RunResult(out, out / "best.pt", out / "last.pt", int(best["epoch"]),
-                     dict(best["metrics"]), lut_metrics, history,
-                     time.perf_counter() - started)
+                     dict(best["metrics"]), dict(lut_volumes), history,
+                     time.perf_counter() - started, dict(best["subset"]), dict(lut_subset))
 
 
 def _fmt(metrics: dict[str, float]) -> str:
+    if not metrics:
+        return "n/a"
     return (f"MAE {metrics['mae']:.4g}  PSNR {metrics['psnr']:.2f} dB  "
             f"SSIM {metrics['ssim']:.4f}")

@@ -1,0 +1,5 @@
+"""``python -m mri2mri.train``: the `mri2mri-train` command (handy under torchrun)."""
+
+from mri2mri.train.cli_train import main
+
+main()

@@ -1,0 +1,264 @@
+"""The preprocessed slice cache: each subject prepared once, then memory-mapped by every run.
+
+Layout::
+
+    CACHE/<key>/<subject>/sources.npy   (Z, S, H, W) float32, every slice of the subject
+                          target.npy    (Z, 1, H, W) float32, normalised by its own scale
+                          mask.npy      (Z, H, W) uint8, the first source's foreground
+                          lut.npz       the subject's look-up-table statistics (`LUTStats`)
+                          entry.json    written last: what the arrays are and came from
+
+``<key>`` hashes what changes the arrays' content: the cache format, the package
+version, the source/target contrasts, the normalisation and the slice geometry.
+``entry.json`` records the input files' size and mtime, the arrays' shapes and
+exact file sizes and the per-slice foreground fraction. An entry whose inputs
+changed (stale) or whose files do not match their record (truncated, missing,
+damaged header) is rebuilt, with a note; a run never reads arrays it has not
+checked. Readers open the ``.npy`` files with ``mmap_mode="r"``: nothing
+proportional to the cohort is held in memory.
+
+Torch-free: the preparation needs only the runtime's numpy/nibabel/scipy path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mri2mri.runtime import __version__
+from mri2mri.runtime.cohort import Subject
+from mri2mri.runtime.metadata import Normalisation
+from mri2mri.runtime.ood import summarize_prepared
+from mri2mri.runtime.slicing import SliceGeometry
+
+from .baseline import LUTStats
+from .prepare import MIN_FOREGROUND, load_subject
+
+CACHE_FORMAT = 1
+ARRAYS = ("sources", "target", "mask")
+ENTRY = "entry.json"
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a cached subject's arrays depend on, besides its input files."""
+
+    sources: tuple[str, ...]
+    target: str
+    geometry: SliceGeometry
+    method: str
+    percentile: float
+    mask_fraction: float
+
+    @classmethod
+    def of(cls, sources: Sequence[str], target: str, geometry: SliceGeometry,
+           norm: Normalisation) -> CacheSpec:
+        return cls(tuple(sources), target, geometry, norm.method, norm.percentile,
+                   norm.mask_fraction)
+
+    @property
+    def normalisation(self) -> Normalisation:
+        return Normalisation(self.method, self.percentile, self.mask_fraction)
+
+    def describe(self) -> dict[str, Any]:
+        return {"format": CACHE_FORMAT, "package_version": __version__, **asdict(self)}
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(self.describe(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def input_fingerprint(subject: Subject, contrasts: Sequence[str]) -> list[list[Any]]:
+    """(file, size, mtime_ns) of every input file the subject's arrays are made from."""
+    files = [subject.path(c) for c in contrasts]
+    if "b0" in contrasts and subject.bvals is not None:
+        files.append(subject.bvals)
+    rows = []
+    for path in files:
+        stat = Path(path).stat()
+        rows.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+    return rows
+
+
+@dataclass
+class CachedSubject:
+    """A checked cache entry: slice counts, kept slices, scales, and memory-mapped arrays."""
+
+    id: str
+    path: Path
+    n_slices: int
+    height: int
+    width: int
+    foreground: np.ndarray  # (Z,) fraction of foreground pixels per slice
+    target_scale: float
+    source_scales: list[float]
+    #: `mri2mri.runtime.ood.summarize_prepared` of the subject's sources (for the model card
+    #: and the run-time "unlike the training data" check).
+    summary: dict[str, Any]
+
+    @property
+    def keep(self) -> np.ndarray:
+        """Indices of the slices used for training (foreground >= MIN_FOREGROUND)."""
+        return np.flatnonzero(self.foreground >= MIN_FOREGROUND)
+
+    def array(self, name: str) -> np.ndarray:
+        """A read-only memory map of ``sources``, ``target`` or ``mask``."""
+        return np.load(self.path / f"{name}.npy", mmap_mode="r")
+
+    def lut_stats(self) -> LUTStats:
+        with np.load(self.path / "lut.npz") as data:
+            return LUTStats.from_arrays({k: data[k] for k in data.files})
+
+
+class CacheProblem(Exception):
+    """A cache entry that must not be used (the message says why)."""
+
+
+def _npy_size(path: Path) -> tuple[tuple[int, ...], str, int]:
+    with path.open("rb") as f:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"unexpected .npy format version {version}")
+        shape, _, dtype = readers[version](f)
+        return tuple(shape), dtype.str, f.tell()
+
+
+def read_entry(path: Path, spec: CacheSpec, fingerprint: list[list[Any]]) -> CachedSubject:
+    """Check one entry against its record and the inputs; raise `CacheProblem` if unusable."""
+    entry_file = path / ENTRY
+    if not entry_file.exists():
+        raise CacheProblem("not cached yet")
+    try:
+        entry = json.loads(entry_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CacheProblem(f"unreadable {ENTRY} ({exc})") from None
+    if entry.get("key") != spec.key:
+        raise CacheProblem("made for another configuration")
+    if entry.get("inputs") != fingerprint:
+        raise CacheProblem("stale: an input file changed since it was cached")
+    for name in ARRAYS:
+        file = path / f"{name}.npy"
+        expected = entry["arrays"][name]
+        try:
+            shape, dtype, offset = _npy_size(file)
+            size = file.stat().st_size
+        except (OSError, ValueError) as exc:
+            raise CacheProblem(f"{file.name} is unreadable ({exc})") from None
+        if list(shape) != expected["shape"] or dtype != expected["dtype"]:
+            raise CacheProblem(f"{file.name} holds {dtype} {list(shape)}, recorded "
+                               f"{expected['dtype']} {expected['shape']}")
+        if size != offset + expected["bytes"]:
+            raise CacheProblem(f"{file.name} is truncated or damaged ({size} bytes, expected "
+                               f"{offset + expected['bytes']})")
+    if not (path / "lut.npz").exists():
+        raise CacheProblem("lut.npz is missing")
+    if not isinstance(entry.get("summary"), dict):
+        raise CacheProblem("has no training-data summary (made by an older version)")
+    z, _, h, w = entry["arrays"]["sources"]["shape"]
+    return CachedSubject(entry["subject"], path, z, h, w,
+                         np.asarray(entry["foreground"], np.float64),
+                         float(entry["target_scale"]), list(entry["source_scales"]),
+                         entry["summary"])
+
+
+def _save_npy(path: Path, array: np.ndarray) -> dict[str, Any]:
+    np.save(path, array)
+    return {"shape": list(array.shape), "dtype": array.dtype.str, "bytes": int(array.nbytes)}
+
+
+def build_entry(subject: Subject, spec: CacheSpec, path: Path) -> CachedSubject:
+    """Prepare one subject and write its entry (in a temporary folder renamed into place)."""
+    fingerprint = input_fingerprint(subject, [*spec.sources, spec.target])
+    data = load_subject(subject, spec.sources, spec.target, spec.geometry, spec.normalisation)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        arrays = {"sources": _save_npy(tmp / "sources.npy", data.prepared.slices),
+                  "target": _save_npy(tmp / "target.npy", data.target_slices),
+                  "mask": _save_npy(tmp / "mask.npy", data.mask_slices)}
+        np.savez(tmp / "lut.npz", **LUTStats.of(data.prepared.slices,
+                                                data.target_slices).to_arrays())
+        entry = {"subject": subject.id, "key": spec.key, "spec": spec.describe(),
+                 "inputs": fingerprint, "arrays": arrays,
+                 "foreground": data.foreground_fraction.tolist(),
+                 "target_scale": data.target_scale, "source_scales": data.prepared.scales,
+                 "summary": summarize_prepared(data.prepared, spec.sources)}
+        (tmp / ENTRY).write_text(json.dumps(entry))
+        if path.exists():
+            shutil.rmtree(path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not path.exists():  # another process put its (identical) entry in place first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return read_entry(path, spec, fingerprint)
+
+
+class SliceCache:
+    """The cache folder for one `CacheSpec`: check entries, build the missing ones."""
+
+    def __init__(self, root: str | Path, spec: CacheSpec) -> None:
+        self.spec = spec
+        self.root = Path(root) / spec.key
+        #: Entries (re)built by this object so far.
+        self.built = 0
+
+    def path(self, subject: Subject) -> Path:
+        return self.root / subject.id
+
+    def check(self, subject: Subject) -> CachedSubject:
+        """The subject's entry if usable, else `CacheProblem` saying why."""
+        contrasts = [*self.spec.sources, self.spec.target]
+        return read_entry(self.path(subject), self.spec, input_fingerprint(subject, contrasts))
+
+    def ensure(self, subjects: Sequence[Subject], jobs: int = 1,
+               note: Callable[[str], None] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> list[CachedSubject]:
+        """Check every subject's entry; (re)build the unusable ones with `jobs` processes.
+
+        `note(text)` is told what is rebuilt and why; `progress(done, total)` counts builds.
+        Threads, not processes: decompression, resampling and the filters release the
+        GIL, and threads need no pickling, no `__main__` guard in a caller's script and
+        no fork while torch or a progress bar runs threads.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "spec.json").write_text(json.dumps(self.spec.describe(), indent=2) + "\n")
+        todo = []
+        for subject in subjects:
+            try:
+                self.check(subject)
+            except CacheProblem as problem:
+                if note and str(problem) != "not cached yet":
+                    note(f"{subject.id}: {problem}; rebuilding")
+                todo.append(subject)
+        self.built += len(todo)
+        if todo and progress:
+            progress(0, len(todo))
+        with ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool:
+            builds = pool.map(lambda s: build_entry(s, self.spec, self.path(s)), todo)
+            for done, _ in enumerate(builds, 1):
+                if progress:
+                    progress(done, len(todo))
+        return [self._checked(s) for s in subjects]
+
+    def _checked(self, subject: Subject) -> CachedSubject:
+        try:
+            return self.check(subject)
+        except CacheProblem as problem:  # written a moment ago: the disk lost it
+            raise OSError(f"cache entry {self.path(subject)} is unusable right after it was "
+                          f"written ({problem})") from None
