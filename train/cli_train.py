@@ -43,6 +43,16 @@ def main_command(
     workers: Annotated[int, typer.Option(help="Data-loader worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option(help="CPU threads (0: all available).")] = 0,
+    augment: Annotated[str | None, typer.Option(
+        help="Augmentation: none, light or strong, then name=value overrides, e.g. "
+             "'strong,rotate=10,noise=0' or 'light,randomize=0.8' (contrast randomisation); "
+             "options flip, rotate, scale, translate, gamma, contrast, bias, noise, lowres, "
+             "randomize (see docs/training.md).")] = None,
+    context: Annotated[int | None, typer.Option(
+        help="2.5D input: K neighbouring slices on each side per source.")] = None,
+    patience: Annotated[int | None, typer.Option(
+        help="Early stopping: stop after N epochs without a better validation PSNR "
+             "(0: off).")] = None,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
     from .trainer import TrainConfig, train
@@ -51,7 +61,7 @@ def main_command(
     stored = _stored_config(out) if resume else {}
     defaults = TrainConfig("", ["T1w"], "T2w", "")
 
-    def pick(value: float | int | None, name: str) -> float | int:
+    def pick(value: float | int | str | None, name: str) -> float | int | str:
         return value if value is not None else stored.get(name, getattr(defaults, name))
 
     try:
@@ -60,12 +70,16 @@ def main_command(
             epochs=pick(epochs, "epochs"), seed=seed, batch_size=pick(batch_size, "batch_size"),
             slices_per_epoch=pick(slices_per_epoch, "slices_per_epoch"),
             l1_weight=pick(l1_weight, "l1_weight"), lr=lr if lr is not None else stored.get("lr"),
-            workers=workers,
-            device=device, threads=threads)
+            workers=workers, device=device, threads=threads,
+            augment=pick(augment, "augment"), context=pick(context, "context"),
+            patience=pick(patience, "patience"))
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     result = train(config, resume=resume)
     best, lut = result.best_metrics, result.baseline_metrics
+    if result.stopped_early:
+        typer.echo(f"stopped early after epoch {len(result.history)} (patience "
+                   f"{config.patience})")
     typer.echo(f"best epoch {result.best_epoch}: PSNR {best['psnr']:.2f} dB (LUT "
                f"{lut['psnr']:.2f}), SSIM {best['ssim']:.4f} (LUT {lut['ssim']:.4f}), MAE "
                f"{best['mae']:.4g} (LUT {lut['mae']:.4g}); {result.seconds:.0f} s -> "

@@ -20,7 +20,9 @@ from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.runtime.preprocess import PreparedSources, prepare_sources, prepare_target
 from mri2mri.runtime.resample import resample_to
-from mri2mri.runtime.slicing import PAD_VALUE, SliceGeometry
+from mri2mri.runtime.slicing import PAD_VALUE, SliceGeometry, context_indices
+
+from .augment import Transform
 
 #: A slice is used for training when at least this fraction of its pixels is foreground.
 MIN_FOREGROUND = 0.02
@@ -79,29 +81,70 @@ def _pad_to(slices: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class SliceBank(torch.utils.data.Dataset):
-    """Foreground slices of the training subjects as (source, target) tensor pairs."""
+    """Foreground slices of the training subjects as (source, target) tensor pairs.
 
-    def __init__(self, subjects: Sequence[SubjectData], min_foreground: float = MIN_FOREGROUND
-                 ) -> None:
+    With `context` K, each item's source holds the K slices on either side of the
+    kept slice (taken from the whole subject volume with `context_indices`, so a
+    neighbour may be a non-foreground slice, and edges repeat as at inference).
+    `item` gives the augmentation hook's layout, (S, 2K+1, H, W) and (1, H, W);
+    indexing gives network input (S * (2K+1), H, W), source-major as `stack_context`.
+    """
+
+    def __init__(self, subjects: Sequence[SubjectData], min_foreground: float = MIN_FOREGROUND,
+                 context: int = 0) -> None:
         if not subjects:
             raise ValueError("no training subjects")
         height = max(s.prepared.slices.shape[2] for s in subjects)
         width = max(s.prepared.slices.shape[3] for s in subjects)
-        sources, targets = [], []
-        for s in subjects:
-            keep = s.foreground_fraction >= min_foreground
-            sources.append(_pad_to(s.prepared.slices[keep], height, width))
-            targets.append(_pad_to(s.target_slices[keep], height, width))
-        self.sources = torch.from_numpy(np.concatenate(sources))
-        self.targets = torch.from_numpy(np.concatenate(targets))
-        if len(self.sources) == 0:
+        self.context = context
+        self.volumes = [_pad_to(s.prepared.slices, height, width) for s in subjects]
+        self.targets = [_pad_to(s.target_slices, height, width) for s in subjects]
+        self.index = [(i, int(z)) for i, s in enumerate(subjects)
+                      for z in np.flatnonzero(s.foreground_fraction >= min_foreground)]
+        if not self.index:
             raise ValueError("the training subjects have no foreground slices")
 
     def __len__(self) -> int:
-        return len(self.sources)
+        return len(self.index)
+
+    def item(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh arrays: source (S, 2K+1, H, W) and target (1, H, W), float32."""
+        subject, z = self.index[index]
+        volume = self.volumes[subject]
+        stack = volume[context_indices(z, len(volume), self.context)]  # (2K+1, S, H, W)
+        return np.ascontiguousarray(stack.transpose(1, 0, 2, 3)), self.targets[subject][z].copy()
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.sources[index], self.targets[index]
+        return _as_input(*self.item(index))
+
+
+def _as_input(source: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    channels = source.shape[0] * source.shape[1]
+    return (torch.from_numpy(np.ascontiguousarray(source.reshape(channels, *source.shape[2:]))),
+            torch.from_numpy(np.ascontiguousarray(target)))
+
+
+class EpochItems(torch.utils.data.Dataset):
+    """One epoch's items in order, augmented by `transform` seeded from (seed, epoch, position).
+
+    Indexed by position in the epoch, so a worker process, a resumed run or a
+    different worker count all draw the same augmentation for the same item.
+    """
+
+    def __init__(self, bank: SliceBank, order: Sequence[int], seed: int, epoch: int,
+                 transform: Transform | None = None) -> None:
+        self.bank, self.order, self.seed, self.epoch = bank, list(order), seed, epoch
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        source, target = self.bank.item(self.order[position])
+        if self.transform is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, position])
+            source, target = self.transform(source, target, rng)
+        return _as_input(source, target)
 
 
 def epoch_order(n_slices: int, n_samples: int, seed: int, epoch: int) -> list[int]:

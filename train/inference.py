@@ -17,6 +17,7 @@ import torch
 from mri2mri.runtime.errors import InputError, exception_summary
 from mri2mri.runtime.metadata import ModelMetadata
 from mri2mri.runtime.preprocess import prepare_sources, restore_image
+from mri2mri.runtime.slicing import stack_context
 
 from .checkpoint import checkpoint_metadata, load_checkpoint
 from .model import UNet, build_model
@@ -39,7 +40,10 @@ def model_from_checkpoint(checkpoint: str | Path | dict[str, Any]
 @torch.no_grad()
 def predict_slices(model: UNet, slices: np.ndarray, batch_size: int = 16,
                    device: str | torch.device = "cpu") -> np.ndarray:
-    """(Z, C, H, W) prepared slices -> (Z, 1, H, W) network output, float32."""
+    """(Z, C, H, W) network input -> (Z, 1, H, W) network output, float32.
+
+    With a 2.5D model, C counts the context channels: pass `stack_context(slices, K)`.
+    """
     model = model.to(device).eval()
     out = []
     for start in range(0, len(slices), batch_size):
@@ -59,6 +63,6 @@ def synthesize_with_checkpoint(checkpoint: str | Path | dict[str, Any],
                                f"got {len(images)}")
     prepared = prepare_sources(images, meta.geometry, meta.normalisation, names=meta.sources,
                                resample_to_first=resample_to_first)
-    pred = predict_slices(model, prepared.slices, batch_size, device)
+    pred = predict_slices(model, stack_context(prepared.slices, meta.context), batch_size, device)
     return restore_image(pred, prepared, meta.normalisation.target_scale,
                          description=f"mri2mri {meta.task}")

@@ -31,10 +31,12 @@ from mri2mri.runtime.contrasts import canonical_contrast
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
 from mri2mri.runtime.preprocess import restore_volume
+from mri2mri.runtime.slicing import stack_context
 
+from .augment import AugmentSpec, build_transform
 from .baseline import IntensityLUT
 from .checkpoint import load_checkpoint, save_checkpoint
-from .dataset import SliceBank, SubjectData, epoch_order, load_subjects
+from .dataset import EpochItems, SliceBank, SubjectData, epoch_order, load_subjects
 from .inference import predict_slices
 from .metrics import volume_metrics
 from .model import build_model, get_preset
@@ -66,6 +68,13 @@ class TrainConfig:
     workers: int = 0
     device: str = "auto"
     threads: int = 0  # 0: all CPU cores this process may use
+    # -- generalisation (issue 16): augmentation, 2.5D context, early stopping --
+    #: `mri2mri.train.augment` specification, stored in canonical form ("none": off).
+    augment: str = "none"
+    #: Neighbouring slices on each side fed as extra channels per source.
+    context: int = 0
+    #: Stop after this many epochs without a better validation PSNR (0: never).
+    patience: int = 0
 
     def __post_init__(self) -> None:
         self.sources = [canonical_contrast(s) for s in self.sources]
@@ -85,9 +94,12 @@ class TrainConfig:
             self.lr = preset.lr
         if self.lr <= 0:
             raise ValueError("the learning rate must be positive")
+        self.augment = AugmentSpec.parse(self.augment).to_string()
+        if self.context < 0 or self.patience < 0:
+            raise ValueError("context and patience must be >= 0")
 
     #: Fields that may differ when resuming (they do not change the result on CPU).
-    RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data")
+    RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data", "patience")
 
 
 @dataclass
@@ -102,6 +114,8 @@ class RunResult:
     baseline_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    #: True when `patience` epochs passed without improvement before `epochs` were done.
+    stopped_early: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -273,7 +287,8 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
                                       f"{', '.join(config.sources)} and {config.target}; found "
                                       f"{len(split['train'])} and {len(split['validation'])} "
                                       "(at least 3 subjects with these contrasts)")
-    preset = get_preset(config.preset, in_channels=len(config.sources))
+    preset = get_preset(config.preset,
+                        in_channels=len(config.sources) * (2 * config.context + 1))
     norm = Normalisation()
     with console.status("loading subjects") as status:
         def note(subject_id: str) -> None:
@@ -284,13 +299,15 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
         val_subjects = load_subjects([cohort.subject(i) for i in split["validation"]],
                                      config.sources, config.target, preset.geometry, norm, note)
     norm.target_scale = float(np.median([s.target_scale for s in train_subjects]))
-    bank = SliceBank(train_subjects)
+    bank = SliceBank(train_subjects, context=config.context)
+    transform = build_transform(config.augment)
     lut = IntensityLUT.fit([s.prepared.slices for s in train_subjects],
                            [s.target_slices for s in train_subjects])
     lut_metrics = evaluate(lut.predict, val_subjects)
     middle = val_subjects[0].prepared.slices
     centre = len(middle) // 2
-    parity = middle[max(0, centre - PARITY_SLICES // 2): centre + PARITY_SLICES // 2].copy()
+    parity = stack_context(middle, config.context)[
+        max(0, centre - PARITY_SLICES // 2): centre + PARITY_SLICES // 2].copy()
 
     torch.manual_seed(config.seed)
     model = build_model(preset.unet).to(device)
@@ -324,19 +341,28 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
         return ModelMetadata(
             sources=config.sources, target=config.target, normalisation=norm,
             pad_multiple=preset.geometry.multiple, min_size=preset.geometry.min_size,
-            preset=config.preset, architecture={"name": "unet-pix2pix", **preset.unet.to_dict()},
+            context=config.context, preset=config.preset,
+            architecture={"name": "unet-pix2pix", **preset.unet.to_dict()},
             training={"data": str(Path(config.data).resolve()), "seed": config.seed,
                       "epochs": epoch + 1, "epochs_planned": config.epochs,
                       "subjects": {k: len(v) for k, v in split.items()},
                       "loss": f"{config.perceptual_weight} * VGG16 conv1_1 perceptual + "
                               f"{config.l1_weight} * L1",
-                      "validation": {"model": metrics, "lut_baseline": lut_metrics}},
+                      "validation": {"model": metrics, "lut_baseline": lut_metrics},
+                      "augment": AugmentSpec.parse(config.augment).to_dict(),
+                      "context": config.context, "patience": config.patience,
+                      "best_epoch": best["epoch"]},
             package_version=__version__)
 
+    stopped_early = False
     for epoch in range(start_epoch, config.epochs):
+        if _patience_spent(config, epoch, best):
+            stopped_early = True
+            break
         model.train()
         order = epoch_order(len(bank), config.slices_per_epoch, config.seed, epoch)
-        loader = torch.utils.data.DataLoader(bank, batch_size=config.batch_size, sampler=order,
+        items = EpochItems(bank, order, config.seed, epoch, transform)
+        loader = torch.utils.data.DataLoader(items, batch_size=config.batch_size,
                                              num_workers=config.workers,
                                              pin_memory=device.type == "cuda")
         total, count = 0.0, 0
@@ -356,7 +382,8 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
                 count += len(source)
                 progress.update(task, advance=1, loss=total / count)
         scheduler.step()
-        metrics = evaluate(lambda s: predict_slices(model, s, 32, device), val_subjects)
+        metrics = evaluate(lambda s: predict_slices(model, stack_context(s, config.context), 32,
+                                                    device), val_subjects)
         row = {"epoch": epoch + 1, "train_loss": total / count,
                "lr": optimizer.param_groups[0]["lr"],
                **{f"val_{k}": v for k, v in metrics.items()},
@@ -366,6 +393,10 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
         is_best = metrics[SELECTION_METRIC] > best["metrics"].get(SELECTION_METRIC, -math.inf)
         if is_best:
             best = {"epoch": epoch + 1, "metrics": metrics}
+        row["best_epoch"] = best["epoch"]
+        row["epochs_without_improvement"] = epoch + 1 - best["epoch"]
+        stop = _patience_spent(config, epoch + 1, best) and epoch + 1 < config.epochs
+        row["early_stop"] = int(stop)
         state = {"metadata": metadata_for(epoch, metrics).to_json(),
                  "model_config": preset.unet.to_dict(),
                  "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -384,10 +415,25 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
                       + ("  [green]best[/]" if is_best else ""))
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
+        if stop:
+            stopped_early = True
+            break
 
+    if stopped_early:
+        console.print(f"early stop: no better validation {SELECTION_METRIC} for "
+                      f"{config.patience} epochs (best epoch {best['epoch']})")
     return RunResult(out, out / "best.pt", out / "last.pt", int(best["epoch"]),
                      dict(best["metrics"]), lut_metrics, history,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, stopped_early)
+
+
+def _patience_spent(config: TrainConfig, epoch: int, best: dict[str, Any]) -> bool:
+    """True when `patience` epochs before epoch `epoch` (0-based) brought no better model.
+
+    A function of the stored best epoch only, so a resumed run stops where the
+    uninterrupted one did.
+    """
+    return config.patience > 0 and best["epoch"] > 0 and epoch - best["epoch"] >= config.patience
 
 
 def _fmt(metrics: dict[str, float]) -> str:
