@@ -105,7 +105,7 @@ def generalisation(
     cohort: Annotated[list[str], typer.Option("--cohort", help="NAME=DIR: a cohort to score "
                                               "every subject of (repeatable).")],
     out: Annotated[Path, typer.Option(help="Output directory (scores.csv, summary.json, "
-                                           "table.md).")],
+                                           "table.md, curves.png).")],
     reference: Annotated[str | None, typer.Option(help="Recipe the others are compared with, "
                                                        "paired by seed.")] = None,
     metric: Annotated[str, typer.Option(help="psnr, ssim or mae for table.md.")] = "psnr",
@@ -116,7 +116,7 @@ def generalisation(
     from mri2mri.runtime.errors import InputError
 
     from .generalisation import evaluate_runs
-    from .generalisation.report import markdown_table
+    from .generalisation.report import markdown_table, plot_curves
 
     cohorts: dict[str, str] = {}
     for item in cohort:
@@ -134,8 +134,9 @@ def generalisation(
     table = markdown_table(summary, list(cohorts), metric, reference)
     with atomic_path(out / "table.md", overwrite=True) as tmp:
         tmp.write_text(table)
+    plot_curves(run, out / "curves.png")
     typer.echo(table)
-    typer.echo(f"wrote {out}/scores.csv, summary.json, table.md")
+    typer.echo(f"wrote {out}/scores.csv, summary.json, table.md, curves.png")
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ def test_scores_drop_on_a_reversed_contrast(tmp_path_factory, tmp_path):
 
     # The LUT maps intensities: a reversed contrast must hurt it badly.
     assert mean("inverted", "lut") < mean("same", "lut") - 3
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "table.md").read_text()
     assert "| recipe (seeds) | same | inverted |" in table and "default (1)" in table
     # Scores already in scores.csv are reused: an unreadable checkpoint is not opened again ...

@@ -7,7 +7,9 @@ deviation over seeds. Differences to a reference recipe are paired by seed.
 
 from __future__ import annotations
 
+import csv
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -68,3 +70,47 @@ def markdown_table(summary: dict[str, dict], cohorts: list[str], metric: str = "
                 cells.append(_fmt(paired) if paired else "")
             row(f"  Δ {recipe} − {reference}", cells)
     return "\n".join(lines) + "\n"
+
+
+def validation_curves(runs: list[Path]) -> dict[str, dict[str, list[list[float]]]]:
+    """recipe -> {"model": [per seed: val PSNR per epoch], "lut": [...]} from metrics.csv."""
+    curves: dict[str, dict[str, list[list[float]]]] = {}
+    for run in runs:
+        with (Path(run) / "metrics.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        entry = curves.setdefault(recipe_of(Path(run).name)[0], {"model": [], "lut": []})
+        entry["model"].append([float(r["val_psnr"]) for r in rows])
+        entry["lut"].append([float(r["lut_psnr"]) for r in rows])
+    return curves
+
+
+def plot_curves(runs: list[Path], out: Path) -> None:
+    """Validation PSNR per epoch, one line per recipe (mean over seeds, band = min..max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from mri2mri.runtime.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    lut_drawn = False
+    for recipe, entry in sorted(validation_curves(runs).items()):
+        n = min(len(c) for c in entry["model"])
+        values = np.array([c[:n] for c in entry["model"]])
+        epochs = np.arange(1, n + 1)
+        line, = ax.plot(epochs, values.mean(0), "o-", label=f"{recipe} ({len(values)})")
+        if len(values) > 1:
+            ax.fill_between(epochs, values.min(0), values.max(0), alpha=0.2,
+                            color=line.get_color())
+        if not lut_drawn:
+            ax.axhline(float(np.mean([c[0] for c in entry["lut"]])), ls="--", color="k",
+                       label="LUT baseline")
+            lut_drawn = True
+    ax.set(xlabel="epoch", ylabel="validation PSNR (dB)",
+           title="validation (training scanner), mean over seeds")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
