@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 
 from mri2mri.runtime.cli_common import run_app
-
-from .registration.motion import DEFAULT_MAX_ROTATION_DEG, DEFAULT_MAX_TRANSLATION_MM
+from mri2mri.runtime.registration.motion import DEFAULT_MAX_ROTATION_DEG, DEFAULT_MAX_TRANSLATION_MM
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mri2mri benchmarks (reproducible, resumable).")
@@ -46,9 +45,14 @@ def registration(
                                                         "(mm).")] = DEFAULT_MAX_TRANSLATION_MM,
     ants: Annotated[bool, typer.Option(help="Include the ANTs baseline when antspyx is "
                                             "installed.")] = True,
+    device: Annotated[str, typer.Option(help="Where the 'via' model runs: cpu (default), "
+                                             "auto, tensorrt or cuda.")] = "cpu",
 ) -> None:
     """Known motions, three methods (DIPY direct, DIPY via synthesis, ANTs), two protocols."""
+    from mri2mri.runtime.devices import check_device
     from mri2mri.runtime.errors import InputError
+
+    device = check_device(device)
 
     from .registration import run_registration_benchmark
     from .registration.methods import ANTS, DIRECT, VIA
@@ -66,7 +70,8 @@ def registration(
             data=str(data), model=None if model is None else str(model), split=split,
             split_seed=split_seed, seed=seed, settings=settings,
             moving_contrast=moving_contrast, static_contrast=static_contrast,
-            max_rotation_deg=max_rotation, max_translation_mm=max_translation, methods=methods)
+            max_rotation_deg=max_rotation, max_translation_mm=max_translation, methods=methods,
+            device=device)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     if out.exists() and not out.is_dir():

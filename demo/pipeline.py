@@ -20,9 +20,9 @@ from mri2mri.runtime.atomic import atomic_path
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.nifti import save_volume
-from mri2mri.runtime.normalize import intensity_scale
 from mri2mri.runtime.orientation import to_canonical
-from mri2mri.runtime.preprocess import prepare_sources, restore_volume
+from mri2mri.runtime.preprocess import prepare_sources, prepare_target, restore_volume
+from mri2mri.runtime.progress import progress_bar
 
 SOURCE, TARGET = "T1w", "T2w"
 
@@ -155,9 +155,7 @@ def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution:
         clock = now
 
     console.rule(f"1/4 simulating {subjects} subjects at {resolution:g} mm")
-    from rich.progress import Progress
-
-    with Progress(console=console, transient=True) as bar:
+    with progress_bar(console=console) as bar:
         task = bar.add_task("simulating subjects", total=subjects)
         data = generate_cohort(out / "data", subjects=subjects, seed=seed, resolution=resolution,
                                jobs=2, preview=True,
@@ -193,9 +191,8 @@ def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution:
     prepared = prepare_sources([source], meta.geometry, meta.normalisation, names=[SOURCE])
     truth_data = np.asarray(truth.dataobj, np.float32)
     mask = prepared.view.restore(prepared.mask)
-    truth_scale = intensity_scale(
-        to_canonical(truth, truth_data).data,
-        None, meta.normalisation.percentile)
+    # The truth's scale exactly as training measured it: the model's own normalisation.
+    _, truth_scale = prepare_target(truth, prepared, meta.normalisation)
     gain = truth_scale / meta.normalisation.target_scale
     synth_data = np.asarray(synth.dataobj, np.float32)
     lut = IntensityLUT.from_dict(state["baseline"])

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.devices import CHECK_DEVICES, check_device
 
 from .onnx_export import DEFAULT_OPSET, TOLERANCE_FP16, TOLERANCE_FP32
 
@@ -24,15 +25,20 @@ def main_command(
                                                       f"instead of {TOLERANCE_FP32:g}).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it "
                                                                 "exists.")] = False,
+    check_on: Annotated[str, typer.Option("--check-on", help="Provider of the parity check: "
+                                          "cpu, or cuda (the GPU the model will run on; "
+                                          "TF32 off).")] = "cpu",
 ) -> None:
     """Export a checkpoint to a self-describing ONNX model, checked against PyTorch."""
+    check_on = check_device(check_on, CHECK_DEVICES, "--check-on")
     from .onnx_export import export_checkpoint
 
-    report = export_checkpoint(checkpoint, out, opset=opset, fp16=fp16, overwrite=overwrite)
+    report = export_checkpoint(checkpoint, out, opset=opset, fp16=fp16, overwrite=overwrite,
+                               check_on=check_on)
     typer.echo(f"wrote {report.path} ({report.metadata.task}, opset {report.opset}, "
-               f"{'fp16' if report.fp16 else 'fp32'}); onnxruntime vs PyTorch on "
-               f"{report.parity_slices} validation slices: max |diff| {report.max_abs_diff:.2e} "
-               f"(tolerance {report.tolerance:g})")
+               f"{'fp16' if report.fp16 else 'fp32'}); onnxruntime ({report.check_on}) vs "
+               f"PyTorch on {report.parity_slices} validation slices: max |diff| "
+               f"{report.max_abs_diff:.2e} (tolerance {report.tolerance:g})")
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import torch
 
 from mri2mri.runtime import __version__
 from mri2mri.runtime.atomic import atomic_path, check_output_path
+from mri2mri.runtime.devices import CHECK_DEVICES, check_device
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import ModelMetadata
 from mri2mri.train.checkpoint import load_checkpoint
@@ -32,7 +33,8 @@ from .fp16 import convert_to_fp16
 DEFAULT_OPSET = 17
 MIN_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "sources", "target"
-#: Max |ONNX - PyTorch| allowed on the parity slices (normalised [-1, 1] units).
+#: Max |ONNX - PyTorch| allowed on the parity slices (normalised [-1, 1] units), on the CPU
+#: and on CUDA alike (CUDA runs with TF32 off, so fp32 means fp32; see docs/runtime.md).
 TOLERANCE_FP32 = 1e-4
 TOLERANCE_FP16 = 1e-2
 
@@ -48,6 +50,7 @@ class ExportReport:
     tolerance: float
     parity_slices: int
     metadata: ModelMetadata
+    check_on: str = "cpu"
 
 
 def export_metadata(state: dict[str, Any], checkpoint: Path, opset: int, fp16: bool
@@ -84,19 +87,30 @@ def _to_onnx(model: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _run_onnxruntime(path: Path, slices: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+def run_as_runtime(path: Path, slices: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """`slices` through the model as `mri2mri-run` runs it on `device` (cpu or cuda).
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: slices})[0]
+    The runtime's own provider set-up (`open_session`: CUDA with TF32 off) and
+    slice runner, so parity is checked on the provider that will run the model.
+    """
+    from mri2mri.runtime.providers import open_session
+    from mri2mri.runtime.session import SliceRunner, session_options
+
+    session, provider = open_session(path.read_bytes(), session_options(), device, path,
+                                     option="--check-on")
+    return SliceRunner(session, provider, batch_size=len(slices)).run(slices)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OPSET,
-                      fp16: bool = False, *, overwrite: bool = False) -> ExportReport:
-    """Export a training checkpoint to ONNX with metadata; keep it only if parity holds."""
+                      fp16: bool = False, *, overwrite: bool = False,
+                      check_on: str = "cpu") -> ExportReport:
+    """Export a training checkpoint to ONNX with metadata; keep it only if parity holds.
+
+    `check_on` is the provider the parity check runs on (``cpu`` or ``cuda``);
+    the PyTorch reference always runs in float32 on the CPU.
+    """
     checkpoint, out = Path(checkpoint), Path(out)
+    check_on = check_device(check_on, CHECK_DEVICES, "--check-on")
     if opset < MIN_OPSET:
         raise InputError(None, f"opset {opset} is too old; use {MIN_OPSET} or newer")
     check_output_path(out, overwrite=overwrite)
@@ -110,7 +124,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
         expected = model(torch.from_numpy(slices)).numpy()
         proto = _to_onnx(copy.deepcopy(model), torch.from_numpy(slices[:1]), opset)
     if fp16:
-        proto = convert_to_fp16(proto, INPUT_NAME, OUTPUT_NAME)
+        proto = convert_to_fp16(proto)
     proto.producer_name = "mri2mri"
     proto.producer_version = __version__
     proto.doc_string = f"mri2mri {meta.task} ({meta.preset} U-Net). {meta.weights_license}"
@@ -119,9 +133,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
     tolerance = TOLERANCE_FP16 if fp16 else TOLERANCE_FP32
     with atomic_path(out, overwrite=overwrite) as tmp:
         onnx.save(proto, str(tmp))
-        got = _run_onnxruntime(tmp, slices)
+        got = run_as_runtime(tmp, slices, check_on)
         diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
         if not diff <= tolerance:
-            raise InputError(out, f"ONNX output differs from PyTorch by {diff:.3g} "
-                                  f"(tolerance {tolerance:g}); the file was not written")
-    return ExportReport(out, opset, fp16, diff, tolerance, len(slices), meta)
+            raise InputError(out, f"ONNX output on {check_on} differs from PyTorch by "
+                                  f"{diff:.3g} (tolerance {tolerance:g}); the file was not "
+                                  "written")
+    return ExportReport(out, opset, fp16, diff, tolerance, len(slices), meta, check_on)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import InputError
@@ -43,3 +44,19 @@ def atomic_path(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, data: object, *, overwrite: bool = True,
+               sort_keys: bool = False, default: Callable[[object], object] | None = None
+               ) -> Path:
+    """Write `data` as indented JSON (2 spaces, trailing newline), atomically.
+
+    The one JSON writer of the project: a reader never sees a half-written file,
+    and a failed serialisation (an object JSON cannot hold) leaves the old file, if
+    any, untouched. `default` converts objects JSON does not know (e.g. ``float`` for
+    numpy scalars).
+    """
+    text = json.dumps(data, indent=2, sort_keys=sort_keys, default=default) + "\n"
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text)
+    return Path(path)

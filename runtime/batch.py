@@ -6,13 +6,12 @@ cohort run: it is recorded and reported, and the caller exits non-zero.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import write_json
 from .cohort import Cohort, Subject
 from .errors import InputError
 from .synthesizer import Synthesizer
@@ -58,10 +57,7 @@ def write_dataset_description(out_dir: Path, synth: Synthesizer, source: Path) -
                          "Description": f"{synth.task} with model {synth.model_path.name}"}],
         "SourceDatasets": [{"URL": source.resolve().as_uri()}],
     }
-    path = out_dir / "dataset_description.json"
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(description, indent=2) + "\n")
-    return path
+    return write_json(out_dir / "dataset_description.json", description)
 
 
 def _inputs_of(subject: Subject, synth: Synthesizer) -> dict[str, Path]:

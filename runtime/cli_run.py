@@ -11,14 +11,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .atomic import check_output_path
 from .batch import synthesize_cohort
 from .cli_common import run_app
 from .contrasts import canonical_contrast
+from .devices import check_device
 from .errors import InputError
-from .providers import DEVICES
+from .progress import progress_bar
 from .synthesizer import Synthesizer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -56,15 +56,8 @@ def _inputs(values: list[str]) -> dict[str, Path] | list[Path]:
     return {n: p for n, p in parsed} if named else [p for _, p in parsed]
 
 
-def _progress() -> Progress:
-    """A progress bar on stderr, drawn only on a terminal.
-
-    No auto-refresh: it would run a background thread, and a thread alive while a
-    caller forks worker processes can deadlock them; the bar is redrawn on each update.
-    """
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=_err, transient=True, auto_refresh=False,
-                    disable=not _err.is_terminal)
+def _notify(message: str) -> None:
+    _err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], output: Path, *,
@@ -72,7 +65,7 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], output: Pa
     """Synthesize one subject from files and write `output`."""
     if isinstance(inputs, list) and len(inputs) != 1 and len(synth.sources) == 1:
         raise InputError(None, f"model {synth.task} takes one input, got {len(inputs)}")
-    with _progress() as bar:
+    with progress_bar(console=_err) as bar:
         task = bar.add_task(f"{synth.task} ({synth.provider_name})", total=None)
 
         def show(done: int, total: int) -> None:
@@ -100,8 +93,12 @@ def run(
                                               help="Batch mode: a BIDS dataset.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out",
                                                  help="Batch mode: output directory.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (TensorRT > CUDA > CPU), "
-                                                         "cuda or cpu.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto (TensorRT > CUDA > CPU, "
+                                                         "whichever starts), tensorrt, cuda "
+                                                         "or cpu.")] = "auto",
+    no_trt_cache: Annotated[bool, typer.Option(
+        "--no-trt-cache", help="Do not read or write TensorRT engines on disk (each run "
+                               "rebuilds them).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b",
                                             help="Slices per network run.")] = 8,
     threads: Annotated[int | None, typer.Option(
@@ -113,12 +110,12 @@ def run(
     overwrite: Annotated[bool, typer.Option("--overwrite",
                                             help="Replace existing outputs.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                          help="Print the provider and timings.")] = False,
+                                          help="Print the provider (and why faster ones "
+                                               "did not start) and timings.")] = False,
 ) -> None:
     """Synthesize the model's target contrast for one subject, or for every subject of a
     BIDS dataset (--bids DIR --out OUT_DIR)."""
-    if device not in DEVICES:
-        raise InputError(None, f"--device must be one of {', '.join(DEVICES)} (got {device!r})")
+    device = check_device(device)
     single = bool(inputs) or output is not None
     if single == (bids is not None or out_dir is not None):
         raise InputError(None, "give either --input ... --output FILE, or --bids DIR --out DIR")
@@ -129,15 +126,18 @@ def run(
     if single:
         parsed = _inputs(inputs)
         check_output_path(output, overwrite=overwrite)  # fail before loading the model
-    synth = Synthesizer(model, device=device, threads=threads, batch_size=batch_size)
+    synth = Synthesizer(model, device=device, threads=threads, batch_size=batch_size,
+                        trt_cache=not no_trt_cache, notify=_notify)
     if verbose:
         typer.echo(f"model {model.name}: {synth.task}, provider {synth.provider_name}, "
                    f"{synth.threads} CPU thread(s), batch {synth.runner.batch_size}")
+        for name, reason in synth.provider_failures.items():
+            typer.echo(f"provider {name} not used: {reason}")
     if single:
         run_one(synth, parsed, output, bvals=bval, resample_to_first=resample_to_first,
                 overwrite=overwrite, verbose=verbose)
         return
-    with _progress() as bar:
+    with progress_bar(console=_err) as bar:
         task = bar.add_task("subjects", total=None)
         summary = synthesize_cohort(
             synth, bids, out_dir, resample_to_first=resample_to_first, overwrite=overwrite,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 
@@ -18,3 +19,13 @@ class InputError(ValueError):
         self.path = None if path is None else Path(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+def require_module(module: str, extra: str, purpose: str) -> None:
+    """Fail before any work, in one line, when an optional dependency is not installed.
+
+    `extra` names the pyproject extra that brings it (``pip install 'mri2mri[extra]'``).
+    """
+    if importlib.util.find_spec(module) is None:
+        raise InputError(None, f"{purpose} needs {module}, which is not installed: "
+                               f"pip install 'mri2mri[{extra}]'")

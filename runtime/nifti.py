@@ -64,15 +64,32 @@ def _check_affine(img: nib.Nifti1Image, path: Path) -> None:
         raise InputError(path, "affine is not invertible (zero or undefined voxel size)")
 
 
-def _as_float_image(data: np.ndarray, img: nib.Nifti1Image) -> nib.Nifti1Image:
-    header = img.header.copy()
-    header.set_data_dtype(np.float32)
+def image_like(reference: nib.Nifti1Image | nib.Nifti1Header, data: np.ndarray,
+               description: str | None = None, *, dtype: np.dtype | type = np.float32
+               ) -> nib.Nifti1Image:
+    """`data` as a NIfTI image on `reference`'s grid: its affine, qform/sform codes and units.
+
+    The one way new voxels get a header. `reference` is an image, or just its header
+    (its best affine is then the grid). Both codes are copied as they are: they say
+    which space the affine is in (scanner, aligned, a template), and the new voxels
+    share the reference's space, so resetting them (or claiming "scanner") would be
+    wrong. Scaling is dropped (the data are stored as they are, `dtype`, float32 by
+    default), and so is the display range (cal_min/cal_max), which described the
+    reference's intensities. `description` replaces the header's descrip (79 bytes).
+    """
+    header_in = reference if isinstance(reference, nib.Nifti1Header) else reference.header
+    affine = header_in.get_best_affine() if isinstance(reference, nib.Nifti1Header) \
+        else reference.affine
+    header = nib.Nifti1Header.from_header(header_in)
+    header.set_data_dtype(dtype)
     header.set_data_shape(data.shape)
-    out = nib.Nifti1Image(data.astype(np.float32, copy=False), img.affine, header)
+    header["cal_min"] = header["cal_max"] = 0
+    if description is not None:
+        header["descrip"] = description.encode()[:79]
+    out = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine, header)
     out.header.set_slope_inter(None, None)
-    # Keep the original qform/sform codes rather than nibabel's defaults.
-    out.set_qform(img.get_qform(), code=int(img.header["qform_code"]))
-    out.set_sform(img.get_sform(), code=int(img.header["sform_code"]))
+    out.set_qform(header_in.get_qform(), code=int(header_in["qform_code"]))
+    out.set_sform(header_in.get_sform(), code=int(header_in["sform_code"]))
     return out
 
 
@@ -110,11 +127,12 @@ def load_volume(path: str | Path, bvals: str | Path | Sequence[float] | None = N
                                    "give the .bval file to pick its b=0 volumes")
         data = mean_b0(data, bvals, path)
     _check_values(data, path)
-    return _as_float_image(data, img)
+    return image_like(img, data)
 
 
-def mean_b0(data: np.ndarray, bvals: str | Path | Sequence[float], path: Path) -> np.ndarray:
-    """Average the b=0 volumes of a 4D series (b <= B0_THRESHOLD)."""
+def mean_b0(data: np.ndarray, bvals: str | Path | Sequence[float] | np.ndarray,
+            path: str | Path) -> np.ndarray:
+    """Average the b=0 volumes of a 4D series (b <= B0_THRESHOLD); `path` names it in errors."""
     values = read_bvals(bvals) if isinstance(bvals, (str, Path)) else np.asarray(bvals, float)
     if values.size != data.shape[3]:
         raise InputError(path, f"{data.shape[3]} volumes but {values.size} b-values")

@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import InputError
 from .metadata import Normalisation
+from .nifti import image_like
 from .normalize import denormalize, foreground_mask, intensity_scale, normalize
 from .orientation import CanonicalView, to_canonical
 from .resample import resample_to, same_grid
@@ -107,13 +108,5 @@ def restore_volume(pred_slices: np.ndarray, prepared: PreparedSources, target_sc
 def restore_image(pred_slices: np.ndarray, prepared: PreparedSources, target_scale: float,
                   description: str = "") -> nib.Nifti1Image:
     """Like `restore_volume`, as a NIfTI image with the reference's affine, codes and units."""
-    data = restore_volume(pred_slices, prepared, target_scale).astype(np.float32)
-    ref = prepared.reference
-    header = ref.header.copy()
-    header.set_data_dtype(np.float32)
-    out = nib.Nifti1Image(data, ref.affine, header)
-    out.header.set_slope_inter(None, None)
-    out.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]))
-    out.set_sform(ref.get_sform(), code=int(ref.header["sform_code"]))
-    out.header["descrip"] = description[:79].encode()
-    return out
+    return image_like(prepared.reference, restore_volume(pred_slices, prepared, target_scale),
+                      description)

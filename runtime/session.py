@@ -115,6 +115,11 @@ class SliceRunner:
                 progress(stop, z)
         return out
 
+    def warm_up(self, channels: int, height: int, width: int) -> None:
+        """Run one full batch of background slices: builds or loads a TensorRT engine now."""
+        batch = np.full((self.batch_size, channels, height, width), -1.0, np.float32)
+        self.run(batch)
+
     def _filled(self, batch: np.ndarray) -> np.ndarray:
         """Pad a short last batch to a fixed batch size by repeating its last slice."""
         extra = np.repeat(batch[-1:], self.fixed_batch - batch.shape[0], axis=0)

@@ -8,25 +8,47 @@ The CLI (`mri2mri-run`) and the benchmarks both use it.
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import nibabel as nib
+import onnxruntime as ort
 
 from .atomic import check_output_path
 from .contrasts import canonical_contrast
+from .devices import check_device
 from .errors import InputError
 from .metadata import ModelMetadata
 from .nifti import load_volume, save_volume
 from .preprocess import prepare_sources, restore_image
-from .providers import describe, open_session
+from .providers import (
+    TENSORRT,
+    describe,
+    open_session,
+    preload_gpu_libraries,
+    try_provider,
+)
 from .session import Progress, SliceRunner, session_options
 from .slicing import stack_context
+from .tensorrt import (
+    ShapeProfile,
+    announcement,
+    build_key,
+    ensure_cache_dir,
+    is_cached,
+    model_digest,
+    record_build,
+    resolve_cache_dir,
+    tensorrt_options,
+    tensorrt_version,
+)
 
 Inputs = Mapping[str, nib.Nifti1Image] | Sequence[nib.Nifti1Image]
 FileInputs = Mapping[str, str | Path] | Sequence[str | Path]
+TENSORRT_DEVICE = "tensorrt"
 
 
 @dataclass
@@ -35,6 +57,8 @@ class Timings:
 
     load: float = 0.0
     preprocess: float = 0.0
+    #: Building or loading a TensorRT engine (first volume of a slice size only; else 0).
+    engine: float = 0.0
     inference: float = 0.0
     postprocess: float = 0.0
     write: float = 0.0
@@ -61,19 +85,139 @@ def read_model(path: str | Path) -> bytes:
 
 
 class Synthesizer:
-    """A loaded model: call `synthesize` for each subject; the session is created once."""
+    """A loaded model: call `synthesize` for each subject.
+
+    The provider is chosen once, when the model is loaded. On CUDA and the CPU
+    one session serves every slice size. TensorRT engines are built for a fixed
+    shape profile, and the padded slice size is known only per volume, so with
+    TensorRT there is one session per padded slice size, opened the first time
+    that size is seen (`runner_for`): a cohort of same-sized volumes builds (or
+    loads from the engine cache) exactly one engine.
+    """
 
     def __init__(self, model_path: str | Path, device: str = "auto", threads: int | None = None,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, *, trt_cache: bool | str | Path = True,
+                 notify: Callable[[str], None] | None = None) -> None:
         self.model_path = Path(model_path)
-        options = session_options(threads)
-        self.threads = options.intra_op_num_threads
-        self.session, self.provider = open_session(read_model(self.model_path), options, device,
-                                                   self.model_path)
+        self.device = check_device(device)
+        model = read_model(self.model_path)
+        #: sha256 of the model bytes: the model's identity in the TensorRT engine cache.
+        self.model_sha256 = model_digest(model)
+        self._options = session_options(threads)
+        self.threads = self._options.intra_op_num_threads
+        self.batch_size = batch_size
+        #: Engine cache folder (None: cache off, engines rebuilt in every process).
+        self.trt_cache_dir = resolve_cache_dir(trt_cache)
+        #: Where announcements go (the first-run TensorRT engine build); stderr by default.
+        self.notify = notify or _to_stderr
+        #: Providers that did not start, short name -> onnxruntime's reason (for reports).
+        self.provider_failures: dict[str, str] = {}
+        #: Seconds to build or load the TensorRT engine and run its first batch, per slice size.
+        self.engine_seconds: dict[tuple[int, int], float] = {}
+        self.session, self.provider = open_session(model, self._options, self.device,
+                                                   self.model_path,
+                                                   failures=self.provider_failures)
+        # TensorRT opens one more session per slice size from these very bytes (a file
+        # replaced meanwhile must not be mixed in); other providers need them no more.
+        self._model = model if self.provider == TENSORRT else None
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta = ModelMetadata.from_onnx_props(props, str(self.model_path))
         self._check_signature()
         self.runner = SliceRunner(self.session, self.provider, batch_size)
+        self._runners: dict[tuple[int, int], SliceRunner] = {}
+        if self.provider == TENSORRT and self.trt_cache_dir is not None:
+            ensure_cache_dir(self.trt_cache_dir)
+
+    def execution_info(self) -> dict[str, object]:
+        """Where and how the network runs, JSON-ready: for run reports and sidecars.
+
+        ``provider_failures`` holds onnxruntime's own reason for each faster
+        provider that did not start (or had no engine), so a report can say why
+        a run was on the CPU.
+        """
+        info: dict[str, object] = {
+            "device": self.device, "provider": self.provider_name, "precision": self.precision,
+            "onnxruntime": ort.__version__, "provider_failures": dict(self.provider_failures)}
+        if self.provider == TENSORRT:
+            info["tensorrt"] = tensorrt_version()
+            info["engine_cache"] = None if self.trt_cache_dir is None else str(self.trt_cache_dir)
+            info["engine_seconds"] = {f"{h}x{w}": round(s, 2)
+                                      for (h, w), s in self.engine_seconds.items()}
+        if self.provider_failures:  # what preload_dlls() could not load, if anything
+            info["gpu_library_notes"] = list(preload_gpu_libraries())
+        return info
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` or ``fp16``, as recorded by `mri2mri-export`."""
+        return str(self.meta.training.get("export", {}).get("precision", "fp32"))
+
+    def shape_profile(self, height: int, width: int) -> ShapeProfile:
+        """The TensorRT profile for slices of this padded size: batch 1..batch size.
+
+        A model exported with a fixed batch gets exactly that batch (the runner
+        pads the short last batch); otherwise the profile covers the short last batch.
+        """
+        fixed = self.runner.fixed_batch
+        return ShapeProfile(self.runner.input_name, self.meta.input_channels, height, width,
+                            fixed or 1, fixed or self.runner.batch_size)
+
+    def tensorrt_options(self, height: int, width: int) -> dict[str, object]:
+        """TensorRT provider options for slices of this size (`mri2mri.runtime.tensorrt`)."""
+        return tensorrt_options(self.model_sha256, self.shape_profile(height, width),
+                                fp16=self.precision == "fp16", cache_dir=self.trt_cache_dir)
+
+    def runner_for(self, height: int, width: int) -> SliceRunner:
+        """The slice runner for this padded slice size (TensorRT: its own engine)."""
+        if self.provider != TENSORRT:
+            return self.runner
+        key = (height, width)
+        if key not in self._runners:
+            self._runners[key] = self._tensorrt_runner(height, width)
+        return self._runners[key]
+
+    def _tensorrt_runner(self, height: int, width: int) -> SliceRunner:
+        profile = self.shape_profile(height, width)
+        options = self.tensorrt_options(height, width)
+        fp16 = self.precision == "fp16"
+        key = build_key(self.meta.preset, profile, fp16)
+        cached = is_cached(options)
+        if not cached:
+            self.notify(announcement(self.trt_cache_dir, key, profile))
+        start = time.perf_counter()
+        assert self._model is not None  # kept whenever the provider is TensorRT
+        session, reason = try_provider(self._model, self._options, TENSORRT, options)
+        runner = None
+        if session is not None:
+            runner = SliceRunner(session, TENSORRT, self.batch_size)
+            try:
+                runner.warm_up(profile.channels, height, width)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's errors share no base class
+                runner, reason = None, f"engine build failed: {exc}"
+        if runner is None:
+            return self._without_tensorrt(profile, str(reason))
+        seconds = time.perf_counter() - start
+        self.engine_seconds[(height, width)] = seconds
+        if not cached:
+            record_build(self.trt_cache_dir, key, seconds)
+        return runner
+
+    def _without_tensorrt(self, profile: ShapeProfile, reason: str) -> SliceRunner:
+        """TensorRT has no engine for this size: an error, or (auto) the next provider."""
+        reason = " ".join(reason.split())[:400]
+        self.provider_failures[describe(TENSORRT)] = f"no engine for {profile.label}: {reason}"
+        if self.device == TENSORRT_DEVICE:
+            raise InputError(None, f"--device tensorrt: no TensorRT engine for {profile.label} "
+                                   f"({reason}); use --device cuda, cpu or auto")
+        assert self._model is not None
+        self.session, self.provider = open_session(self._model, self._options, self.device,
+                                                   self.model_path, skip=(TENSORRT,),
+                                                   failures=self.provider_failures)
+        self._model = None
+        self.runner = SliceRunner(self.session, self.provider, self.batch_size)
+        self.notify(f"TensorRT has no engine for {profile.label} ({reason}); "
+                    f"running on {self.provider_name}")
+        return self.runner
 
     @property
     def task(self) -> str:
@@ -168,12 +312,15 @@ class Synthesizer:
         self._check_slice_size(prepared.slices.shape, names[0])
         stacks = stack_context(prepared.slices, self.meta.context)
         mid = time.perf_counter()
-        pred = self.runner.run(stacks, progress)
+        runner = self.runner_for(*stacks.shape[2:])
+        ready = time.perf_counter()
+        pred = runner.run(stacks, progress)
         end = time.perf_counter()
         out = restore_image(pred, prepared, self.meta.normalisation.target_scale,
                             self.description)
         timings.preprocess += mid - start
-        timings.inference += end - mid
+        timings.engine += ready - mid
+        timings.inference += end - ready
         timings.postprocess += time.perf_counter() - end
         return out
 
@@ -215,6 +362,10 @@ class Synthesizer:
 
     def _takes_bvals(self, index: int, count: int) -> bool:
         return count == 1 or self.meta.sources[index] == "b0"
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def synthesize(model_path: str | Path, inputs: Inputs, device: str = "auto",

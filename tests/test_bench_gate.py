@@ -11,6 +11,7 @@ from mri2mri.benchmarks.throughput.gate import (
     TOLERANCE,
     GateResult,
     gate_passes,
+    main,
     speed_ratio,
 )
 
@@ -44,3 +45,21 @@ def test_result_reports_its_verdict() -> None:
     fast = GateResult(ratio=2.6, threshold=1.8, max_abs_diff=1e-7)
     assert not slow.passed and "FAIL" in slow.message() and "1.20x" in slow.message()
     assert fast.passed and "PASS" in fast.message()
+
+
+def test_gate_cli_rejects_bad_settings_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The typer command (benchmarks/ci_gate.sh) fails before building any model."""
+    monkeypatch.setenv("MRI2MRI_ORT_OPT", "fastest")
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 1
+    assert capsys.readouterr().err.strip() == ("error: MRI2MRI_ORT_OPT must be runtime, "
+                                               "disable, untuned, not 'fastest'")
+    monkeypatch.delenv("MRI2MRI_ORT_OPT")
+    with pytest.raises(SystemExit) as info:
+        main(["--repeats", "0"])
+    assert info.value.code == 1 and "--repeats" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["--batch-size", "eight"])
+    assert info.value.code == 2  # a usage error, reported by typer

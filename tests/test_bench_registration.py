@@ -13,19 +13,21 @@ import pytest
 from mri2mri.benchmarks.cli import app as bench_app
 from mri2mri.benchmarks.registration import runner as runner_mod
 from mri2mri.benchmarks.registration.methods import DIRECT, DipyDirect
-from mri2mri.benchmarks.registration.metrics import errors, jenkinson_rms
-from mri2mri.benchmarks.registration.motion import (
+from mri2mri.benchmarks.registration.protocols import CONSISTENCY, KNOWN_TRUTH, evaluate_pair
+from mri2mri.benchmarks.registration.runner import BenchmarkConfig, run_benchmark
+from mri2mri.benchmarks.registration.stats import compare
+from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.cohort import Cohort
+from mri2mri.runtime.registration import Registration
+from mri2mri.runtime.registration.io import save_itk
+from mri2mri.runtime.registration.metrics import errors, jenkinson_rms
+from mri2mri.runtime.registration.motion import (
     apply_motion,
     foreground_centre,
     rigid_matrix,
     sample_motion,
     shift_header,
 )
-from mri2mri.benchmarks.registration.protocols import CONSISTENCY, KNOWN_TRUTH, evaluate_pair
-from mri2mri.benchmarks.registration.runner import BenchmarkConfig, run_benchmark
-from mri2mri.benchmarks.registration.stats import compare
-from mri2mri.runtime.cli_common import run_app
-from mri2mri.runtime.cohort import Cohort
 
 CENTRE = np.array([5.0, -10.0, 20.0])
 
@@ -106,6 +108,24 @@ def test_protocols_on_a_pair_misaligned_before_the_motion(demo_cohort: Path) -> 
     assert by_protocol[KNOWN_TRUTH]["mean_displacement_mm"] > 2.0
     assert by_protocol[CONSISTENCY]["translation_mae_mm"] < 0.3
     assert by_protocol[CONSISTENCY]["mean_displacement_mm"] < 0.6
+
+
+def test_itk_file_matches_ants_resampling(demo_cohort: Path, tmp_path: Path) -> None:
+    """ANTs, given our ITK file with fixed=static, reslices exactly like `Registration.resample`."""
+    ants = pytest.importorskip("ants")  # the optional [ants] extra
+    from mri2mri.benchmarks.registration.ants_baseline import to_ants
+
+    subject = Cohort.discover(demo_cohort).subjects[0]
+    t1, b0 = subject.load("T1w"), subject.load("b0")
+    affine = rigid_matrix((0.05, 0.0, -0.08), (3.0, -4.0, 2.0), foreground_centre(b0))
+    save_itk(affine, tmp_path / "t.txt")
+    ours = Registration(affine, "rigid", "fast", 0.0, b0.shape, b0.affine, b0.header).resample(t1)
+    theirs = ants.apply_transforms(fixed=to_ants(b0), moving=to_ants(t1),
+                                   transformlist=[str(tmp_path / "t.txt")],
+                                   interpolator="linear").numpy()
+    ref = ours.get_fdata()
+    inside = ref > 0.05 * ref.max()
+    assert np.abs(theirs - ref)[inside].mean() < 0.01 * ref[inside].mean()
 
 
 @pytest.fixture()

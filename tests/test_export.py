@@ -65,9 +65,37 @@ def test_fp16_export(exported, tmp_path):
     run, _ = exported
     report = export_checkpoint(run.best_checkpoint, tmp_path / "half.onnx", fp16=True)
     assert report.tolerance == onnx_export.TOLERANCE_FP16 and report.max_abs_diff <= 1e-2
+    assert report.check_on == "cpu"
     proto = onnx.load(str(report.path))
     assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # onnxruntime's converter (keep_io_types): its Casts at the graph's input and output.
+    casts = [n.name for n in proto.graph.node if n.op_type == "Cast"]
+    assert any(c.startswith("graph_input_cast") for c in casts)
+    assert any(c.startswith("graph_output_cast") for c in casts)
+    # The runtime runs it on the CPU: float32 out, within the fp16 tolerance of fp32.
+    full = ort.InferenceSession(str(exported[1].path), providers=["CPUExecutionProvider"])
+    half = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 1, 48, 64)).astype(np.float32)
+    got = half.run(None, {"sources": x})[0]
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got - full.run(None, {"sources": x})[0])) <= onnx_export.TOLERANCE_FP16
+
+
+def test_check_on_cuda_checks_on_the_gpu_or_says_why_not(exported, tmp_path):
+    run, _ = exported
+    out = tmp_path / "gpu.onnx"
+    try:
+        report = export_checkpoint(run.best_checkpoint, out, check_on="cuda")
+    except InputError as exc:  # no working CUDA here: the cause, and no file
+        from mri2mri.runtime import providers
+
+        assert str(exc) == (f"--check-on cuda: CUDA did not start "
+                            f"({providers._BROKEN[providers.CUDA]}); use --check-on cpu")
+        assert not out.exists() and list(tmp_path.iterdir()) == []
+    else:
+        assert report.check_on == "cuda" and report.max_abs_diff <= report.tolerance
 
 
 def test_parity_failure_leaves_no_file(exported, tmp_path, monkeypatch):

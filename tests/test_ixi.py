@@ -1,4 +1,8 @@
-"""IXI importer: real IXI diffusion files (b-value quirk), a fake IXI tree from the demo cohort."""
+"""IXI importer: real IXI diffusion files (b-value quirk), a fake IXI tree from the demo cohort.
+
+The real diffusion data are the crop of IXI025 shipped in tests/data; the two
+full-size subjects are used, when present, by the tests marked slow.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,11 @@ from mri2mri.train.data.ixi.layout import ixi_split_sizes
 from mri2mri.train.data.ixi.names import parse_name
 from mri2mri.train.data.ixi.sources import index_source, read_image
 
+#: Real IXI diffusion data in the repository: a crop of one subject (see its README).
+IXI_DTI_CROP = Path(__file__).parent / "data" / "ixi-dti-crop"
 REAL = {"IXI002": "IXI002-Guys-0828", "IXI025": "IXI025-Guys-0852"}
+#: The subject whose DTI crop ships with the tests.
+CROPPED = "IXI025"
 #: The known motion given to IXI002's T1: 4/-3/5 degrees about x/y/z and (3, -4, 2) mm.
 MOTION = np.eye(4)
 MOTION[:3, :3] = Rotation.from_euler("xyz", [4, -3, 5], degrees=True).as_matrix()
@@ -33,7 +41,13 @@ QUICK = with_settings("fast", sampling_proportion=0.3)
 
 
 @pytest.fixture(scope="module")
-def dti_dir(shared_dir: Path) -> Path:
+def dti_dir() -> Path:
+    """IXI025's 17 DTI volumes (cropped) and IXI's bvals.txt/bvecs.txt, from the repository."""
+    return IXI_DTI_CROP
+
+
+@pytest.fixture(scope="module")
+def full_dti_dir(shared_dir: Path) -> Path:
     path = shared_dir / "ixi-dti"
     assert (path / "bvals.txt").is_file(), f"real IXI DTI files missing under {path}"
     return path
@@ -96,7 +110,7 @@ def _dti_volumes(dti_dir: Path, subject: str) -> list[tuple[int, nib.Nifti1Image
 def test_quirk_volume_found_on_real_subjects(imported, dti_dir: Path) -> None:
     out, report = imported
     bvals, bvecs = read_table(dti_dir / "bvals.txt", dti_dir / "bvecs.txt")
-    for subject, prefix in REAL.items():
+    for subject, prefix in [(CROPPED, REAL[CROPPED])]:
         dwi = out / f"sub-{subject}" / "dwi"
         sidecar = json.loads((dwi / f"sub-{subject}_dwi.json").read_text())
         (dropped,) = sidecar["DroppedVolumes"]
@@ -119,12 +133,16 @@ def test_quirk_volume_found_on_real_subjects(imported, dti_dir: Path) -> None:
         np.testing.assert_allclose(np.loadtxt(dwi / f"sub-{subject}_dwi.bval"), bvals)
         np.testing.assert_allclose(np.loadtxt(dwi / f"sub-{subject}_dwi.bvec"), bvecs)
     description = json.loads((out / "dataset_description.json").read_text())
-    assert set(description["DWIVolumesDropped"]) == {"sub-IXI002", "sub-IXI025"}
+    assert set(description["DWIVolumesDropped"]) == {f"sub-{CROPPED}"}
 
 
-def test_quirk_decided_from_images_not_position(dti_dir: Path) -> None:
+def _check_decided_from_images(dti_dir: Path, subject: str) -> None:
     bvals, bvecs = read_table(dti_dir / "bvals.txt", dti_dir / "bvecs.txt")
-    vols = _dti_volumes(dti_dir, "IXI025")
+    vols = _dti_volumes(dti_dir, subject)
+    assert [v[0] for v in vols] == list(range(17))
+    in_place = assemble_dwi(vols, bvals, bvecs)
+    assert in_place.dropped[0]["volume"] == 16
+    assert in_place.dropped[0]["method"] == "dependence"
     # The derived volume moved to position 5: the detector must follow it there.
     order = list(range(16))
     order.insert(5, 16)
@@ -137,6 +155,18 @@ def test_quirk_decided_from_images_not_position(dti_dir: Path) -> None:
     assert copied.dropped[0]["volume"] == 16
     np.testing.assert_array_equal(np.asarray(copied.image.dataobj)[..., 0],
                                   np.asarray(vols[0][1].dataobj))
+
+
+def test_quirk_decided_from_images_not_position() -> None:
+    """On the shipped crop: found in place, followed when moved, ties broken by the b-table."""
+    _check_decided_from_images(IXI_DTI_CROP, CROPPED)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subject", sorted(REAL))
+def test_quirk_decided_on_full_size_subjects(full_dti_dir: Path, subject: str) -> None:
+    """The same decisions on both full-size subjects (when the shared data are present)."""
+    _check_decided_from_images(full_dti_dir, subject)
 
 
 def test_t1_alignment_recovered_within_1mm(imported) -> None:
@@ -158,7 +188,7 @@ def test_output_is_a_cohort(imported, dti_dir: Path) -> None:
     out, report = imported
     cohort = Cohort.discover(out)
     assert cohort.ids == ["sub-IXI002", "sub-IXI025"]
-    assert cohort.subject("sub-IXI002").contrasts == ["PDw", "T1w", "T2w", "b0"]
+    assert cohort.subject("sub-IXI002").contrasts == ["PDw", "T1w", "T2w"]
     assert cohort.subject("sub-IXI025").contrasts == ["PDw", "T2w", "b0"]
     b0 = cohort.subject("sub-IXI025").load("b0")
     raw = np.asarray(nib.load(dti_dir / "IXI025-Guys-0852-DTI-00.nii.gz").dataobj)
@@ -169,7 +199,7 @@ def test_output_is_a_cohort(imported, dti_dir: Path) -> None:
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["License"] == "CC BY-SA 3.0"
     assert "IXI project" in description["Acknowledgements"]
-    assert [s.missing for s in report.subjects] == [[], ["T1w"]]
+    assert [s.missing for s in report.subjects] == [["dwi"], ["T1w"]]
     assert (out / "qc" / "sub-IXI002_qc.png").stat().st_size > 1000
 
 

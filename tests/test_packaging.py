@@ -36,3 +36,19 @@ def test_every_console_script_has_help():
                                "--help"], capture_output=True, text=True)
         assert done.returncode == 0, f"{name}: {done.stderr[-400:]}"
         assert "Usage" in done.stdout, name
+
+
+def test_no_pytest_file_is_inside_an_installed_package():
+    """Benchmark pytest files live in benchmarks/tests/ (no __init__.py): not in the wheel."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {name: REPO / folder for name, folder in config["package-dir"].items()}
+    for package in config["packages"]:
+        root = next(name for name in sorted(folders, key=len, reverse=True)
+                    if package == name or package.startswith(name + "."))
+        folder = folders[root].joinpath(*package[len(root):].split(".")[1:])
+        found = sorted(p.name for p in folder.glob("*.py")
+                       if p.name.startswith("test_") or p.name == "conftest.py")
+        assert not found, f"{package} would install {found}"
+    assert sorted(p.name for p in (REPO / "benchmarks" / "tests").glob("*.py")) == [
+        "conftest.py", "test_end_to_end.py", "test_gate.py", "test_throughput.py"]
+    assert not (REPO / "benchmarks" / "tests" / "__init__.py").exists()

@@ -9,24 +9,24 @@ import numpy as np
 import pytest
 from onnx_fixtures import channel_picker
 
-from mri2mri.benchmarks.registration.metrics import parameter_errors
-from mri2mri.benchmarks.registration.motion import (
-    apply_motion,
-    foreground_centre,
-    rigid_matrix,
-    shift_header,
-)
 from mri2mri.runtime.cli_common import run_app
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.nifti import image_like
 from mri2mri.runtime.registration import SETTINGS, Registration, check_overlap, register_images
 from mri2mri.runtime.registration.cli import app
 from mri2mri.runtime.registration.io import (
     itk_text,
     load_transform,
     parse_itk,
-    save_itk,
     save_matrix,
+)
+from mri2mri.runtime.registration.metrics import parameter_errors
+from mri2mri.runtime.registration.motion import (
+    apply_motion,
+    foreground_centre,
+    rigid_matrix,
+    shift_header,
 )
 from mri2mri.runtime.resample import resample_to
 
@@ -117,7 +117,7 @@ def test_resample_matches_world_resampling(pair) -> None:
     """A known transform resamples like nibabel would after moving the header by its inverse."""
     t1, b0, _ = pair
     affine = rigid_matrix((0.0, 0.0, 0.1), (4.0, 0.0, 0.0), foreground_centre(b0))
-    reg = Registration(affine, "rigid", "fast", 0.0, b0.shape, b0.affine)
+    reg = Registration(affine, "rigid", "fast", 0.0, b0.shape, b0.affine, b0.header)
     ours = reg.resample(t1).get_fdata()
     # Reading T1 at A(x) is reading a T1 whose header was moved by A^-1 at x.
     expected = resample_to(shift_header(t1, np.linalg.inv(affine)), b0).get_fdata()
@@ -142,21 +142,23 @@ def test_itk_text_round_trip_and_convention() -> None:
     np.testing.assert_allclose(m @ [-10.0, 0, 0, 1], [-10.0, 0, 0, 1], atol=1e-12)
 
 
-def test_itk_file_matches_ants_resampling(pair, tmp_path) -> None:
-    """ANTs, given our ITK file with fixed=static, reslices exactly like `Registration.resample`."""
-    ants = pytest.importorskip("ants")  # the optional [ants] extra
-    from mri2mri.benchmarks.registration.ants_baseline import to_ants
-
+def test_resampled_image_takes_the_grids_header(pair) -> None:
+    """Resliced onto the static grid: the static's affine, codes and units, not the moving's."""
     t1, b0, _ = pair
-    affine = rigid_matrix((0.05, 0.0, -0.08), (3.0, -4.0, 2.0), foreground_centre(b0))
-    save_itk(affine, tmp_path / "t.txt")
-    ours = Registration(affine, "rigid", "fast", 0.0, b0.shape, b0.affine).resample(t1)
-    theirs = ants.apply_transforms(fixed=to_ants(b0), moving=to_ants(t1),
-                                   transformlist=[str(tmp_path / "t.txt")],
-                                   interpolator="linear").numpy()
-    ref = ours.get_fdata()
-    inside = ref > 0.05 * ref.max()
-    assert np.abs(theirs - ref)[inside].mean() < 0.01 * ref[inside].mean()
+    static = image_like(b0, np.asarray(b0.dataobj), "static")
+    static.set_qform(b0.affine, code=1)
+    static.set_sform(b0.affine, code=2)  # aligned space: must not turn into "scanner"
+    static.header.set_xyzt_units("mm", "sec")
+    t1 = image_like(t1, np.asarray(t1.dataobj), "moving")
+    t1.header.set_xyzt_units("micron")
+    reg = Registration(np.eye(4), "rigid", "fast", 0.0, static.shape, static.affine,
+                       static.header)
+    for out, grid in ((reg.resample(t1), static), (reg.resample(static, reference=t1), t1)):
+        assert out.shape == grid.shape and out.get_data_dtype() == np.float32
+        np.testing.assert_allclose(out.affine, grid.affine)
+        for field in ("qform_code", "sform_code", "xyzt_units"):
+            assert out.header[field] == grid.header[field], field
+    assert reg.resample(t1).header["descrip"] == b"moving"
 
 
 def test_matrix_file_round_trip(tmp_path) -> None:

@@ -1,4 +1,7 @@
-"""The deployable runtime needs neither torch nor the onnx package, nor training/export code."""
+"""The deployable runtime needs neither torch, onnx nor matplotlib, nor training/export code.
+
+Nor does cohort preparation (`mri2mri-data`) need torch.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +18,17 @@ from onnx_fixtures import (
     volume,
 )
 
-RUNTIME = Path(__file__).resolve().parents[1] / "runtime"
-FORBIDDEN = ("torch", "onnx", "mri2mri.train", "mri2mri.export", "mri2mri.benchmarks")
+REPO = Path(__file__).resolve().parents[1]
+RUNTIME = REPO / "runtime"
+FORBIDDEN = ("torch", "onnx", "matplotlib", "mri2mri.train", "mri2mri.export",
+             "mri2mri.benchmarks", "mri2mri.demo")
+#: Blocks modules through sys.modules, as on an install without them.
+BLOCK = "import sys\nfor name in {names!r}: sys.modules[name] = None\n"
+LOADED = """
+loaded = sorted(m for m in sys.modules if sys.modules[m] is not None
+                and m.split(".")[0] in ("torch", "onnx", "matplotlib"))
+print("LOADED", loaded)
+"""
 
 # Runs in a fresh interpreter where importing torch or onnx fails, as on a runtime-only install.
 SCRIPT = """
@@ -69,10 +81,64 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_no_runtime_module_imports_training_code() -> None:
-    modules = sorted(RUNTIME.glob("*.py"))
-    assert len(modules) > 10
+    modules = sorted(RUNTIME.rglob("*.py"))
+    assert len(modules) > 10 and any(p.parent.name == "registration" for p in modules)
     for path in modules:
+        depth = len(path.relative_to(RUNTIME).parts) - 1  # 1 inside runtime/registration/
         for name in _imports(path):
-            assert not name.startswith(".."), f"{path.name} imports {name} from outside runtime"
+            level = len(name) - len(name.lstrip("."))
+            assert level <= depth + 1, f"{path.name} imports {name} from outside runtime"
             assert not any(name == f or name.startswith(f + ".") for f in FORBIDDEN), \
                 f"{path.name} imports {name}"
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_runtime_and_data_help_without_torch_and_matplotlib() -> None:
+    """Every runtime module imports, and mri2mri-data ixi --help works, with neither."""
+    script = BLOCK.format(names=["torch", "matplotlib"]) + """
+import importlib, pkgutil
+import mri2mri.runtime
+for info in pkgutil.walk_packages(mri2mri.runtime.__path__, "mri2mri.runtime."):
+    importlib.import_module(info.name)
+from mri2mri.runtime.cli_common import run_app
+from mri2mri.train.data.cli import app
+try:
+    run_app(app, ["ixi", "--help"])
+except SystemExit as exc:
+    assert not exc.code, exc.code
+""" + LOADED
+    result = _run(script)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout and "--dti" in result.stdout
+
+
+def test_ixi_import_runs_without_torch(tmp_path: Path) -> None:
+    """A real DTI import (the shipped crop) with torch blocked; without matplotlib, one line."""
+    crop = REPO / "tests" / "data" / "ixi-dti-crop"
+    script = BLOCK.format(names=["torch"]) + """
+from mri2mri.runtime.cli_common import run_app
+from mri2mri.train.data.cli import app
+try:
+    run_app(app, sys.argv[1:])
+except SystemExit as exc:
+    assert not exc.code, exc.code
+""" + LOADED
+    out = tmp_path / "ixi"
+    result = _run(script, "ixi", "--dti", str(crop), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "LOADED ['matplotlib'" in result.stdout and "torch" not in result.stdout
+    assert nib.load(out / "sub-IXI025" / "dwi" / "sub-IXI025_dwi.nii.gz").shape[3] == 16
+    blocked = _run(BLOCK.format(names=["torch", "matplotlib"]) + """
+from mri2mri.runtime.cli_common import run_app
+from mri2mri.train.data.cli import app
+run_app(app, sys.argv[1:])
+""", "ixi", "--dti", str(crop), "--out", str(tmp_path / "none"))
+    assert blocked.returncode == 1
+    assert blocked.stderr.strip() == ("error: mri2mri-data ixi (its QC pictures) needs "
+                                      "matplotlib, which is not installed: "
+                                      "pip install 'mri2mri[data]'")
+    assert not (tmp_path / "none").exists()

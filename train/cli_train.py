@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.devices import TORCH_DEVICES, check_device
 from mri2mri.runtime.errors import InputError
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -39,7 +40,7 @@ def main_command(
     l1_weight: Annotated[float | None, typer.Option(help="Weight of the L1 term next to the "
                                                          "perceptual loss.")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate (default: the preset's, "
-                                                  "small 1e-3, reference 2e-4).")] = None,
+                                                  "2e-4 for every preset).")] = None,
     workers: Annotated[int, typer.Option(help="Data-loader worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option(help="CPU threads (0: all available).")] = 0,
@@ -55,6 +56,7 @@ def main_command(
              "(0: off).")] = None,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
+    device = check_device(device, TORCH_DEVICES)
     from .trainer import TrainConfig, train
 
     # Options left out take the resumed run's values, else the Python API's defaults.

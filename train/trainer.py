@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import time
@@ -22,15 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mri2mri.runtime import __version__
-from mri2mri.runtime.atomic import atomic_path
+from mri2mri.runtime.atomic import atomic_path, write_json
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.contrasts import canonical_contrast
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
 from mri2mri.runtime.preprocess import restore_volume
+from mri2mri.runtime.progress import progress_bar
 from mri2mri.runtime.slicing import stack_context
 
 from .augment import AugmentSpec, build_transform
@@ -207,11 +206,6 @@ def _plot(history: list[dict[str, float]], out: Path) -> None:
     plt.close(fig)
 
 
-def _write_json(data: dict[str, Any], out: Path) -> None:
-    with atomic_path(out, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _check_resume(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
     for key, value in asdict(config).items():
         if key in TrainConfig.RESUMABLE_CHANGES or key == "out":
@@ -331,7 +325,7 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
 
     run_config = {**asdict(config), "resolved_device": str(device),
                   "split": split, "package_version": __version__}
-    _write_json(run_config, out / "config.json")
+    write_json(out / "config.json", run_config, sort_keys=True)
     console.print(f"[bold]{'+'.join(config.sources)} -> {config.target}[/]: "
                   f"{len(bank)} training slices from {len(train_subjects)} subjects, "
                   f"{len(val_subjects)} validation subjects, preset {config.preset}, {device}")
@@ -366,7 +360,7 @@ def _run(config: TrainConfig, out: Path, device: torch.device,
                                              num_workers=config.workers,
                                              pin_memory=device.type == "cuda")
         total, count = 0.0, 0
-        with _progress(console) as progress:
+        with progress_bar("loss {task.fields[loss]:.4f}", console=console) as progress:
             task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(loader),
                                      loss=math.nan)
             for source, target in loader:
@@ -439,10 +433,3 @@ def _patience_spent(config: TrainConfig, epoch: int, best: dict[str, Any]) -> bo
 def _fmt(metrics: dict[str, float]) -> str:
     return (f"MAE {metrics['mae']:.4g}  PSNR {metrics['psnr']:.2f} dB  "
             f"SSIM {metrics['ssim']:.4f}")
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=True)

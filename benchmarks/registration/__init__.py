@@ -1,8 +1,9 @@
 """Registration benchmark: does registering through a synthesized image beat direct registration?
 
 `run_registration_benchmark` is what `mri2mri-bench registration` calls; the
-parts (motion, metrics, protocols, stats, methods, runner, report) are usable
-on their own.
+parts (protocols, stats, methods, runner, report) are usable on their own. The
+simulated motions and the error metrics live with registration itself
+(`mri2mri.runtime.registration.motion` and `.metrics`).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def to_ants(img: nib.spatialimages.SpatialImage):  # noqa: ANN201 (ants is optio
     import ants
 
     lps = RAS_TO_LPS @ img.affine
-    spacing = np.sqrt((lps[:3, :3] ** 2).sum(0))
+    spacing = nib.affines.voxel_sizes(lps)
     direction = lps[:3, :3] / spacing
     data = np.asarray(img.dataobj, dtype=np.float32)
     return ants.from_numpy(data, origin=[float(v) for v in lps[:3, 3]],

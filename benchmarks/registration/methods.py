@@ -43,6 +43,7 @@ class DipyVia:
     settings: str = "fast"
     transform: str = "rigid"
     threads: int = 1
+    device: str = "cpu"
     name: str = VIA
     _synth: object | None = field(default=None, repr=False)
 
@@ -50,7 +51,7 @@ class DipyVia:
         if self._synth is None:
             from mri2mri.runtime.synthesizer import Synthesizer
 
-            self._synth = Synthesizer(self.model, device="cpu", threads=self.threads)
+            self._synth = Synthesizer(self.model, device=self.device, threads=self.threads)
         return self._synth
 
     def __call__(self, moving: nib.Nifti1Image, static: nib.Nifti1Image

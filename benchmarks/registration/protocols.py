@@ -20,9 +20,8 @@ import nibabel as nib
 import numpy as np
 
 from mri2mri.runtime.normalize import foreground_mask
-
-from .metrics import errors
-from .motion import apply_motion, foreground_centre
+from mri2mri.runtime.registration.metrics import errors
+from mri2mri.runtime.registration.motion import apply_motion, foreground_centre
 
 KNOWN_TRUTH, CONSISTENCY = "known_truth", "consistency"
 PROTOCOLS = (KNOWN_TRUTH, CONSISTENCY)

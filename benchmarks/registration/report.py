@@ -10,14 +10,13 @@ same x so the three methods can be compared at a glance.
 from __future__ import annotations
 
 import csv
-import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
-from mri2mri.runtime.atomic import atomic_path
+from mri2mri.runtime.atomic import atomic_path, write_json
 from mri2mri.runtime.registration import get_settings
 
 from .ants_baseline import ANTS_SETTINGS, ANTS_THREADS
@@ -121,8 +120,7 @@ def summarise(rows: list[dict[str, object]], info: dict[str, object], config: di
 
 
 def write_summary(summary: dict[str, object], path: Path) -> None:
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    write_json(path, summary, default=float)
 
 
 def plot(rows: list[dict[str, object]], path: Path, title: str = "") -> None:

@@ -13,27 +13,28 @@ import json
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from mri2mri.runtime.atomic import atomic_path
+from mri2mri.runtime.atomic import write_json
 from mri2mri.runtime.cohort import Cohort, Subject
 from mri2mri.runtime.contrasts import canonical_contrast
+from mri2mri.runtime.devices import check_device
 from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.parallel import process_pool
 from mri2mri.runtime.registration import get_settings
-
-from .ants_baseline import available as ants_available
-from .methods import ANTS, DIRECT, VIA, Ants, DipyDirect, DipyVia
-from .motion import (
+from mri2mri.runtime.registration.motion import (
     DEFAULT_MAX_ROTATION_DEG,
     DEFAULT_MAX_TRANSLATION_MM,
     foreground_centre,
     sample_motion,
 )
+
+from .ants_baseline import available as ants_available
+from .methods import ANTS, DIRECT, VIA, Ants, DipyDirect, DipyVia
 from .protocols import evaluate_pair
 
 CACHE_DIR = "cache"
@@ -56,11 +57,14 @@ class BenchmarkConfig:
     max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG
     max_translation_mm: float = DEFAULT_MAX_TRANSLATION_MM
     methods: list[str] = field(default_factory=lambda: [DIRECT, VIA, ANTS])
+    #: Where the 'via' model runs (`mri2mri.runtime.devices.RUNTIME_DEVICES`).
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.moving_contrast = canonical_contrast(self.moving_contrast)
         self.static_contrast = canonical_contrast(self.static_contrast)
         get_settings(self.settings)
+        self.device = check_device(self.device)
         if VIA in self.methods and self.model is None:
             raise InputError(None, "the dipy_via method needs --model")
 
@@ -71,6 +75,8 @@ class BenchmarkConfig:
     def fingerprint(self) -> str:
         """Hash of the configuration and the model file's bytes (a retrained model invalidates)."""
         data = asdict(self)
+        if data["device"] == "cpu":  # the default: fingerprints of earlier runs stay valid
+            del data["device"]
         data["dipy_settings"] = get_settings(self.settings).describe()  # the preset's content
         if self.model is not None:
             data["model_sha256"] = hashlib.sha256(Path(self.model).read_bytes()).hexdigest()
@@ -88,7 +94,8 @@ def _methods(config: BenchmarkConfig) -> list[tuple[str, Callable]]:
         if name == DIRECT:
             made.append((name, DipyDirect(config.settings, config.transform)))
         elif name == VIA:
-            made.append((name, DipyVia(Path(config.model), config.settings, config.transform)))
+            made.append((name, DipyVia(Path(config.model), config.settings, config.transform,
+                                       device=config.device)))
         elif name == ANTS:
             made.append((name, Ants()))
         else:
@@ -120,9 +127,7 @@ def _subject_job(subject: Subject, config: BenchmarkConfig, cache_file: str
                  ) -> list[dict[str, object]]:
     """Process-pool / Dask entry point: run one subject and write its cache file."""
     rows = run_subject(subject, config)
-    payload = {"fingerprint": config.fingerprint(), "rows": rows}
-    with atomic_path(cache_file, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(payload))
+    write_json(cache_file, {"fingerprint": config.fingerprint(), "rows": rows})
     return rows
 
 
@@ -160,7 +165,7 @@ def effective_methods(config: BenchmarkConfig, notes: list[str]) -> BenchmarkCon
 
 def _run_pool(jobs: list[tuple[Subject, str]], config: BenchmarkConfig, workers: int
               ) -> Iterator[tuple[str, list[dict[str, object]]]]:
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         futures = {pool.submit(_subject_job, s, config, f): s.id for s, f in jobs}
         for future in as_completed(futures):
             yield futures[future], future.result()

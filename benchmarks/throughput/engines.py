@@ -1,21 +1,25 @@
 """What is timed: one batch of slices through PyTorch eager or an onnxruntime session.
 
 The onnxruntime engine uses the runtime's own `session_options` and `SliceRunner`
-(what `mri2mri-run` does), so the benchmark measures the shipped code path. The
-only departure is `optimisation="disable"`, graph optimisations off, which the
-CI gate uses to show that it fails when the runtime is made slow.
+(what `mri2mri-run` does), and on a GPU the runtime's `Synthesizer` with its
+provider options, so the benchmark measures the shipped code path. The only
+departure is `optimisation="disable"`/``"untuned"`` (CPU), which the CI gate
+uses to show that it fails when the runtime is made slow.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
+from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.providers import CPU, CUDA, TENSORRT, open_session
 from mri2mri.runtime.session import SliceRunner, session_options
+from mri2mri.runtime.synthesizer import Synthesizer
 
 OPTIMISATIONS = ("runtime", "disable", "untuned")
 
@@ -50,48 +54,67 @@ def ort_options(threads: int, optimisation: str = "runtime") -> ort.SessionOptio
     return options
 
 
-def gpu_skip_reason(provider: str) -> str | None:
-    """None when `provider` (CUDA or TensorRT) really runs here, otherwise why not."""
+#: The runtime's device name for each GPU provider.
+DEVICE_OF = {CUDA: "cuda", TENSORRT: "tensorrt"}
+
+
+def gpu_skip_reason(provider: str, model_path: Path | None = None) -> str | None:
+    """None when `provider` (CUDA, TensorRT, or PyTorch's CUDA) really runs here, else why not.
+
+    For onnxruntime the answer is the runtime's own (`open_session` on the
+    benchmark model): the reason it gives is the one a user would see.
+    """
     if provider == "torch-cuda":
         return None if torch.cuda.is_available() else "no CUDA device visible to PyTorch"
-    if provider not in ort.get_available_providers():
-        return f"this onnxruntime build has no {provider}"
-    from onnx import TensorProto, helper
-
-    node = helper.make_node("Relu", ["x"], ["y"])
-    graph = helper.make_graph([node], "probe",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    probe.ir_version = 8  # readable by every onnxruntime this project supports
+    if model_path is None:
+        raise ValueError("an onnxruntime provider is probed with the benchmark's model")
     try:
-        # enable_fallback=0 (as the runtime does): fail loudly instead of retrying on the CPU.
-        session = ort.InferenceSession(probe.SerializeToString(), ort_options(1),
-                                       providers=[provider, CPU], enable_fallback=0)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors share no base class
-        return f"{provider} failed to start ({str(exc).splitlines()[0][:120]})"
-    if session.get_providers()[0] != provider:
-        return f"{provider} is listed but falls back to the CPU (no GPU or CUDA libraries)"
+        open_session(Path(model_path).read_bytes(), session_options(1), DEVICE_OF[provider],
+                     model_path)
+    except InputError as exc:
+        return str(exc)
     return None
 
 
 class OrtEngine:
-    """An onnxruntime session run through the runtime's `SliceRunner` (IO binding)."""
+    """An onnxruntime session run through the runtime's `SliceRunner` (IO binding).
+
+    On the CPU the session is opened with the runtime's options (or a slow
+    variant, for the gate). On a GPU it is a `Synthesizer`, so the provider
+    options are exactly what `mri2mri-run` uses (CUDA with TF32 off; TensorRT
+    with its shape profile, engine cache and precision); `prepare` then builds
+    the engine for the slice size, and its time (`setup_seconds`) is reported
+    apart from the steady-state throughput.
+    """
 
     def __init__(self, model_path: Path, threads: int, batch_size: int,
-                 provider: str = CPU, optimisation: str = "runtime") -> None:
-        options = ort_options(threads, optimisation)
-        data = Path(model_path).read_bytes()
+                 provider: str = CPU, optimisation: str = "runtime",
+                 trt_cache: Path | bool = True) -> None:
+        self.threads, self.provider, self.setup_seconds = threads, provider, 0.0
+        self.synth: Synthesizer | None = None
         if provider == CPU:
-            session, used = open_session(data, options, "cpu", model_path)
-        else:  # pin one GPU provider (open_session would pick the best one itself)
-            chain = [provider, CUDA, CPU] if provider == TENSORRT else [provider, CPU]
-            session = ort.InferenceSession(data, options, providers=chain)
-            used = session.get_providers()[0]
-            if used != provider:
-                raise RuntimeError(f"{provider} fell back to {used}")
-        self.threads, self.provider = threads, used
-        self.runner = SliceRunner(session, used, batch_size)
+            options = ort_options(threads, optimisation)
+            session, used = open_session(Path(model_path).read_bytes(), options, "cpu",
+                                         model_path)
+            self.runner = SliceRunner(session, used, batch_size)
+            return
+        if optimisation != "runtime":
+            raise ValueError("GPU engines run with the runtime's settings only")
+        self.synth = Synthesizer(model_path, device=DEVICE_OF[provider], threads=threads,
+                                 batch_size=batch_size, trt_cache=trt_cache)
+        self.runner = self.synth.runner
+
+    def prepare(self, height: int, width: int) -> float:
+        """Build (TensorRT) or warm up (CUDA: cuDNN's algorithm search) for this slice size."""
+        if self.synth is None:
+            return 0.0
+        start = time.perf_counter()
+        self.runner = self.synth.runner_for(height, width)
+        if self.synth.provider == CUDA:
+            self.runner.warm_up(self.synth.meta.input_channels, height, width)
+        self.setup_seconds = self.synth.engine_seconds.get(
+            (height, width), time.perf_counter() - start)
+        return self.setup_seconds
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.runner.run(batch)

@@ -18,16 +18,19 @@ switched off (constructed here, not a knob of the runtime).
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
+
+from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.errors import InputError
 
 #: Fail when onnxruntime is less than this many times faster than PyTorch eager.
 THRESHOLD = 1.4
@@ -116,27 +119,46 @@ def result_threads(threads: int | None) -> int:
     return threads or physical_cores()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m mri2mri.benchmarks.throughput.gate`: exit 1 when the gate fails."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=GATE_REPEATS)
-    parser.add_argument("--preset", default=GATE_PRESET)
-    parser.add_argument("--batch-size", type=int, default=GATE_BATCH)
-    parser.add_argument("--threshold", type=float, default=THRESHOLD)
-    args = parser.parse_args(argv)
+#: onnxruntime settings the gate can be told to use (MRI2MRI_ORT_OPT).
+OPTIMISATIONS = ("runtime", "disable", "untuned")
+
+app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+
+
+@app.command()
+def gate(
+    threads: Annotated[int | None, typer.Option(help="Threads for both engines (default: "
+                                                     "physical cores).")] = None,
+    repeats: Annotated[int, typer.Option(help="Interleaved timings per engine.")]
+    = GATE_REPEATS,
+    preset: Annotated[str, typer.Option(help="Model preset to time.")] = GATE_PRESET,
+    batch_size: Annotated[int, typer.Option(help="Slices per run.")] = GATE_BATCH,
+    threshold: Annotated[float, typer.Option(help="Fail below this onnxruntime/PyTorch "
+                                                  "ratio.")] = THRESHOLD,
+) -> None:
+    """Time onnxruntime against PyTorch eager (same weights, batch, threads); exit 1 below
+    the threshold. MRI2MRI_ORT_OPT=disable|untuned runs it with slow onnxruntime settings."""
     optimisation = os.environ.get("MRI2MRI_ORT_OPT", "runtime")
-    if optimisation not in ("runtime", "disable", "untuned"):
-        parser.error(f"MRI2MRI_ORT_OPT must be runtime, disable or untuned, not {optimisation!r}")
+    if optimisation not in OPTIMISATIONS:
+        raise InputError(None, f"MRI2MRI_ORT_OPT must be {', '.join(OPTIMISATIONS)}, "
+                               f"not {optimisation!r}")
+    if repeats < 1 or batch_size < 1:
+        raise InputError(None, "--repeats and --batch-size must be at least 1")
     with tempfile.TemporaryDirectory(prefix="mri2mri-gate-") as tmp:
-        result = run_gate(Path(tmp), args.threads, optimisation, args.preset, args.batch_size,
-                          args.repeats, args.threshold)
-    print(f"{args.preset} preset, batch {args.batch_size}, onnxruntime settings: "
-          f"{optimisation} (MRI2MRI_ORT_OPT), {result_threads(args.threads)} thread(s), "
-          f"{len(result.torch_seconds)} interleaved repeats")
-    print(result.message())
-    return 0 if result.passed else 1
+        result = run_gate(Path(tmp), threads, optimisation, preset, batch_size, repeats,
+                          threshold)
+    typer.echo(f"{preset} preset, batch {batch_size}, onnxruntime settings: "
+               f"{optimisation} (MRI2MRI_ORT_OPT), {result_threads(threads)} thread(s), "
+               f"{len(result.torch_seconds)} interleaved repeats")
+    typer.echo(result.message())
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m mri2mri.benchmarks.throughput.gate` (benchmarks/ci_gate.sh)."""
+    run_app(app, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

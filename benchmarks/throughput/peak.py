@@ -26,9 +26,13 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def gemm_gflops(threads: int, n: int = 2048, repeats: int = 5, device: str = "cpu"
-                ) -> dict[str, float]:
-    """Median GFLOP/s of an n x n float32 matrix product per library, and their maximum."""
+def gemm_gflops(threads: int, n: int = 2048, repeats: int = 5, device: str = "cpu",
+                dtype: str = "float32") -> dict[str, float]:
+    """Median GFLOP/s of an n x n matrix product per library, and their maximum.
+
+    On a GPU (``device="cuda"``) only PyTorch runs; float32 there is true fp32
+    (PyTorch's TF32 for matmul is off by default, as in the runtime's CUDA sessions).
+    """
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
     work = 2.0 * n ** 3
@@ -36,7 +40,8 @@ def gemm_gflops(threads: int, n: int = 2048, repeats: int = 5, device: str = "cp
     if device == "cpu":
         with threadpool_limits(limits=threads):
             result["numpy"] = work / _median_seconds(lambda: a @ b, repeats) / 1e9
-    ta, tb = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
+    kind = getattr(torch, dtype)
+    ta, tb = (torch.from_numpy(m).to(device=device, dtype=kind) for m in (a, b))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
 

@@ -54,6 +54,10 @@ def _machine_lines(data: dict[str, Any]) -> list[str]:
              f"{m.get('onnxruntime', '?')} ({', '.join(m.get('onnxruntime_providers', []))})",
              f"- {m.get('platform', '?')}; run at {data.get('datetime', '?')}"]
     for threads, peak in sorted(peaks.items()):
+        if threads.startswith("cuda"):
+            lines.append(f"- GPU matmul peak ({threads}, PyTorch, 8192x8192): "
+                         f"{peak['peak']:.0f} GFLOP/s")
+            continue
         lines.append(f"- float32 GEMM peak with {threads} thread(s): {peak['peak']:.1f} GFLOP/s "
                      f"(numpy {peak.get('numpy', float('nan')):.1f}, torch "
                      f"{peak.get('torch', float('nan')):.1f})")
@@ -89,22 +93,32 @@ def render_markdown(data: dict[str, Any]) -> str:
                    f"{share} | {diff} |")
     gpu = [r for r in rows if r["device"] != "cpu"]
     if gpu:
-        out += ["", "## GPU", "", "| preset | batch | engine | precision | slices/s | "
-                "GFLOP/s | max abs diff |", "|---|---|---|---|---|---|---|"]
-        for r in gpu:
+        out += ["", "## GPU", "",
+                "Steady state after the engine build (TensorRT) or first batch (CUDA), which "
+                "is the *set-up* column.", "",
+                "| preset | batch | engine | precision | slices/s | GFLOP/s | % of GPU matmul "
+                "peak | set-up s | max abs diff |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(gpu, key=lambda r: (r["preset"], r["batch_size"], r["engine"],
+                                            r["precision"])):
+            peak = peaks.get(f"cuda-{r['precision']}", {}).get("peak")
+            share = f"{100 * r['gflops'] / peak:.0f} %" if peak else "n/a"
             out.append(f"| {r['preset']} | {r['batch_size']} | {r['engine']} | "
                        f"{r['precision']} | {r['slices_per_s']:.1f} | {r['gflops']:.0f} | "
+                       f"{share} | {r.get('setup_s', 0.0):.1f} | "
                        f"{r.get('max_abs_diff', float('nan')):.1e} |")
     e2e = [b for b in data.get("benchmarks", []) if "stages" in b.get("extra_info", {})]
     if e2e:
-        out += ["", "## End to end: `mri2mri-run` on a 256x256x150 volume (CPU)", "",
-                "| preset | process wall s | load | preprocess | inference | postprocess | "
-                "write | total (in-process) |", "|---|---|---|---|---|---|---|---|"]
+        out += ["", "## End to end: `mri2mri-run` on a 256x256x150 volume", "",
+                "| preset | device | process wall s | load | preprocess | engine | inference | "
+                "postprocess | write | total (in-process) |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for b in e2e:
             st = b["extra_info"]["stages"]
-            out.append(f"| {b['extra_info']['preset']} | {b['stats']['median']:.1f} | "
-                       + " | ".join(f"{st[k]:.2f}" for k in ("load", "preprocess", "inference",
-                                                             "postprocess", "write", "total"))
+            out.append(f"| {b['extra_info']['preset']} | "
+                       f"{b['extra_info'].get('device', 'cpu')} | {b['stats']['median']:.1f} | "
+                       + " | ".join(f"{st.get(k, 0.0):.2f}" for k in (
+                           "load", "preprocess", "engine", "inference", "postprocess", "write",
+                           "total"))
                        + " |")
     skipped = data.get("skipped", [])
     if skipped:

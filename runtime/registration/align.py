@@ -32,6 +32,7 @@ from dipy.align.transforms import (
 from scipy import ndimage
 
 from ..errors import InputError
+from ..nifti import image_like
 from ..normalize import foreground_mask
 
 TRANSFORMS = ("rigid", "affine")
@@ -109,6 +110,8 @@ class Registration:
     seconds: float
     static_shape: tuple[int, int, int]
     static_affine: np.ndarray
+    #: The static image's header: a resliced image takes its codes and units.
+    static_header: nib.Nifti1Header
     stage_seconds: dict[str, float] = field(default_factory=dict)
     #: CPU time of this process: a fairer speed measure than wall time on a busy machine.
     cpu_seconds: float = 0.0
@@ -116,7 +119,12 @@ class Registration:
     def resample(self, moving: nib.spatialimages.SpatialImage,
                  reference: nib.spatialimages.SpatialImage | None = None,
                  order: int = 1) -> nib.Nifti1Image:
-        """The moving image resliced onto the static grid (or `reference`'s), zero outside."""
+        """The moving image resliced onto the static grid (or `reference`'s), zero outside.
+
+        The result carries that grid's header (affine, qform/sform codes, units), as any
+        image written on it would: the moving image's header describes another grid.
+        Only the description is the moving image's: it says what the voxels are.
+        """
         shape = self.static_shape if reference is None else tuple(reference.shape[:3])
         ref_affine = self.static_affine if reference is None else reference.affine
         vox = np.linalg.inv(moving.affine) @ self.affine @ ref_affine
@@ -125,13 +133,10 @@ class Registration:
                                        order=order, mode="constant", cval=0.0)
         if order > 1:  # spline overshoot must not make magnitude images negative
             np.maximum(out, 0, out=out)
-        header = (reference.header if reference is not None else moving.header).copy()
-        header.set_data_dtype(np.float32)
-        img = nib.Nifti1Image(out.astype(np.float32), ref_affine, header)
-        img.header.set_slope_inter(None, None)
-        img.set_qform(ref_affine, code=1)
-        img.set_sform(ref_affine, code=1)
-        return img
+        description = moving.header["descrip"].item().decode(errors="replace") \
+            if "descrip" in moving.header else ""
+        return image_like(self.static_header if reference is None else reference, out,
+                          description)
 
     def inverse(self) -> np.ndarray:
         """The opposite direction: moving world points to static world points."""
@@ -189,7 +194,7 @@ def _working_grid(data: np.ndarray, affine: np.ndarray, voxel_mm: float | None,
     """Downsample to voxels of at least `voxel_mm`, Gaussian anti-aliased; same field of view."""
     if voxel_mm is None:
         return data, affine, mask
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    zooms = nib.affines.voxel_sizes(affine)
     ratio = np.maximum(voxel_mm / zooms, 1.0)
     if np.allclose(ratio, 1.0):
         return data, affine, mask
@@ -219,7 +224,7 @@ def _crop_to_foreground(data: np.ndarray, affine: np.ndarray, margin_mm: float |
     fg = foreground_mask(data.astype(np.float32))
     if not fg.any():
         return data, affine, mask
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    zooms = nib.affines.voxel_sizes(affine)
     pad = np.ceil(margin_mm / zooms).astype(int)
     idx = np.argwhere(fg)
     lo = np.maximum(idx.min(0) - pad, 0)
@@ -337,7 +342,9 @@ def register_images(moving: nib.spatialimages.SpatialImage,
     return Registration(affine=world, transform=transform, settings=preset.name,
                         seconds=time.perf_counter() - started,
                         static_shape=tuple(int(n) for n in static.shape[:3]),
-                        static_affine=static.affine.copy(), stage_seconds=timings,
+                        static_affine=static.affine.copy(),
+                        static_header=nib.Nifti1Header.from_header(static.header),
+                        stage_seconds=timings,
                         cpu_seconds=time.process_time() - cpu_started)
 
 

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from ..cli_common import run_app
+from ..devices import check_device
 from .align import SETTINGS
 from .via import register_files
 
@@ -51,13 +52,16 @@ def register(
                                               "or rigid only.")] = False,
     settings: Annotated[str, typer.Option(help="fast (default) or study (the study's DIPY "
                                                "settings; about 20x slower).")] = "fast",
-    device: Annotated[str, typer.Option(help="With --via: auto, cpu, cuda or tensorrt.")]
-    = "auto",
+    device: Annotated[str, typer.Option(help="With --via: auto (TensorRT > CUDA > CPU), "
+                                             "tensorrt, cuda or cpu.")] = "auto",
+    no_trt_cache: Annotated[bool, typer.Option("--no-trt-cache", help="With --via: do not "
+                                               "keep TensorRT engines on disk.")] = False,
     threads: Annotated[int | None, typer.Option(help="With --via: CPU threads for the "
                                                      "model.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Register --moving to --static and write the transform (and optionally the resliced image)."""
+    device = check_device(device)
     if settings not in SETTINGS:
         raise typer.BadParameter(f"choose from {', '.join(SETTINGS)}", param_hint="--settings")
     started = time.perf_counter()
@@ -70,7 +74,8 @@ def register(
                             out_itk=out_itk, out_resliced=out_resliced,
                             out_synthesized=out_synthesized,
                             transform="affine" if affine else "rigid", settings=settings,
-                            device=device, threads=threads, overwrite=overwrite, progress=say)
+                            device=device, threads=threads, overwrite=overwrite, progress=say,
+                            trt_cache=not no_trt_cache)
     reg = result.registration
     mode = f"via {Path(result.via).name}" if result.via else "direct"
     typer.echo(f"registered {moving.name} -> {static.name} ({reg.transform}, {reg.settings} "

@@ -87,7 +87,8 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
                    out_synthesized: str | Path | None = None,
                    transform: str = "rigid", settings: str | RegistrationSettings = "fast",
                    device: str = "auto", threads: int | None = None, overwrite: bool = False,
-                   progress: Callable[[str], None] | None = None) -> RegisterResult:
+                   progress: Callable[[str], None] | None = None,
+                   trt_cache: bool | str | Path = True) -> RegisterResult:
     """Register the moving file to the static file (directly or `via` a model); write results.
 
     All output paths are checked before any work and written atomically, so a
@@ -116,7 +117,8 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
 
         start = time.perf_counter()
         say(f"loading model {via}")
-        synth = Synthesizer(via, device=device, threads=threads)
+        synth = Synthesizer(via, device=device, threads=threads, trt_cache=trt_cache,
+                            notify=say)
         check_via_model(synth.sources, synth.target, via, moving_c, static_c)
         say(f"synthesizing {synth.target} from the static image ({synth.task}, "
             f"{synth.provider_name})")

@@ -39,9 +39,8 @@ def demo(
              "gm_wm_contrast, snr, bias_peak, blur_fwhm_mm.")] = None,
 ) -> None:
     """Simulate a multi-contrast cohort (T1w, T2w, PDw, DWI) from the MNI152 2009 template."""
-    from rich.progress import Progress
-
     from mri2mri.runtime.errors import InputError
+    from mri2mri.runtime.progress import progress_bar
 
     from .demo_cohort import generate_cohort
     from .shift import AcquisitionShift
@@ -51,7 +50,7 @@ def demo(
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
 
-    with Progress(transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("simulating subjects", total=subjects)
         out = generate_cohort(out_dir, subjects=subjects, seed=seed, resolution=resolution,
                               preview=preview, jobs=jobs, overwrite=overwrite,

@@ -29,11 +29,8 @@ on one grid, the DWI on its own, and their affines place them correctly.
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,7 +39,9 @@ import numpy as np
 from scipy import ndimage
 
 from mri2mri.runtime import __version__
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.atomic import write_json
+from mri2mri.runtime.errors import InputError, require_module
+from mri2mri.runtime.parallel import process_pool
 
 from .fields import grid_points, random_field, rotation_matrix
 from .shift import AcquisitionShift
@@ -240,7 +239,7 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
         d2 = ((dpoints - np.array(centre)) ** 2).sum(1)
         shift += weight * peak_mm * np.exp(-d2 / (2 * 15.0**2))
     dfrac = anatomy.fractions(dpoints + shift[:, None] * pe_dir)
-    jac = 1.0 + np.gradient(shift.reshape(dshape), axis=1) / np.linalg.norm(daffine[:3, 1])
+    jac = 1.0 + np.gradient(shift.reshape(dshape), axis=1) / nib.affines.voxel_sizes(daffine)[1]
     jac = np.clip(jac, 0.2, None).ravel()
     bias = _bias(rng, dpoints, template, cfg, "dwi")
     blur = scanner.blur_fwhm_mm.get("dwi")
@@ -286,10 +285,6 @@ def _sidecar(contrast: str, cfg: DemoConfig) -> dict:
     return meta
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _write_subject(root: Path, sub: str, images: dict[str, nib.Nifti1Image],
                    cfg: DemoConfig) -> None:
     anat, dwi = root / sub / "anat", root / sub / "dwi"
@@ -297,9 +292,9 @@ def _write_subject(root: Path, sub: str, images: dict[str, nib.Nifti1Image],
     dwi.mkdir(parents=True)
     for contrast in ANAT_CONTRASTS:
         nib.save(images[contrast], str(anat / f"{sub}_{contrast}.nii.gz"))
-        _write_json(anat / f"{sub}_{contrast}.json", _sidecar(contrast, cfg))
+        write_json(anat / f"{sub}_{contrast}.json", _sidecar(contrast, cfg), sort_keys=True)
     nib.save(images["dwi"], str(dwi / f"{sub}_dwi.nii.gz"))
-    _write_json(dwi / f"{sub}_dwi.json", _sidecar("dwi", cfg))
+    write_json(dwi / f"{sub}_dwi.json", _sidecar("dwi", cfg), sort_keys=True)
     (dwi / f"{sub}_dwi.bval").write_text(" ".join(f"{b:g}" for b in cfg.bvalues) + "\n")
     (dwi / f"{sub}_dwi.bvec").write_text(
         "\n".join(" ".join(f"{v:.6f}" for v in row) for row in _bvecs(cfg)) + "\n")
@@ -368,6 +363,9 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
         raise InputError(out, f"parent directory {out.parent} does not exist")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(out, "exists and is not empty; pass --overwrite to replace it")
+    require_module("nilearn", "data", "the demo cohort (MNI152 template)")
+    if preview:
+        require_module("matplotlib", "data", "the cohort preview")
     cfg = DemoConfig(subjects=subjects, seed=seed, resolution=float(resolution),
                      shift=None if shift is None or shift.empty else shift)
     tmp = out.with_name(f".{out.name}.partial")
@@ -377,10 +375,7 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
         tasks = [(cfg, i, str(tmp)) for i in range(subjects)]
         params: dict[str, dict] = {}
         if jobs > 1:
-            # forkserver, not fork: a caller holding onnxruntime or torch thread pools
-            # would hand forked workers locks whose owner threads do not exist there.
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("forkserver")
-                                     ) as pool:
+            with process_pool(jobs) as pool:
                 results = pool.map(_subject_job, tasks)
                 for done, (sub, p) in enumerate(results, 1):
                     params[sub] = p
@@ -392,7 +387,8 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
                 params[sub] = p
                 if progress:
                     progress(done, subjects)
-        _write_json(tmp / "dataset_description.json", _dataset_description(cfg, params))
+        write_json(tmp / "dataset_description.json", _dataset_description(cfg, params),
+                   sort_keys=True)
         (tmp / "participants.tsv").write_text(
             "participant_id\tsimulated\n" + "".join(f"{s}\tyes\n" for s in sorted(params)))
         if preview:

@@ -37,13 +37,11 @@ def ixi(
     series with matching b-values (IXI's extra 17th volume is identified from the
     images and left out). Rerunning skips subjects that are already complete.
     """
-    from rich.console import Console
-    from rich.progress import Progress
+    from mri2mri.runtime.progress import progress_bar
 
     from .importer import import_ixi
 
-    console = Console(stderr=True)
-    with Progress(console=console, transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("importing IXI subjects", total=None)
         report = import_ixi(t1=t1, t2=t2, pd=pd, mra=mra, dti=dti, bvals=bvals, bvecs=bvecs,
                             out=out, jobs=jobs, overwrite=overwrite, settings=settings,

@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.nifti import B0_THRESHOLD
+from mri2mri.runtime.nifti import B0_THRESHOLD, image_like, mean_b0, read_bvals
 from mri2mri.runtime.normalize import foreground_mask
 from mri2mri.runtime.resample import same_grid
 
@@ -46,14 +46,7 @@ class DwiSeries:
     def mean_b0(self) -> nib.Nifti1Image:
         """The mean of the b=0 volumes, float32, on the DWI grid."""
         data = np.asarray(self.image.dataobj, dtype=np.float32)
-        is_b0 = self.bvals <= B0_THRESHOLD
-        if not is_b0.any():
-            raise ValueError(f"no b=0 volume (smallest b-value is {self.bvals.min():g})")
-        header = self.image.header.copy()
-        header.set_data_dtype(np.float32)
-        out = nib.Nifti1Image(data[..., is_b0].mean(axis=3), self.image.affine, header)
-        out.header.set_slope_inter(None, None)
-        return out
+        return image_like(self.image, mean_b0(data, self.bvals, "DWI series"))
 
     def summary(self) -> str:
         if not self.dropped:
@@ -63,10 +56,7 @@ class DwiSeries:
 
 def read_table(bvals: str | Path, bvecs: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read FSL/IXI ``bvals.txt`` (one row) and ``bvecs.txt`` (3 rows, or N rows of 3)."""
-    try:
-        values = np.loadtxt(bvals, dtype=float, ndmin=1).ravel()
-    except (OSError, ValueError) as exc:
-        raise InputError(bvals, f"not a b-value file ({exc})") from None
+    values = read_bvals(bvals)
     try:
         vectors = np.loadtxt(bvecs, dtype=float, ndmin=2)
     except (OSError, ValueError) as exc:
@@ -209,9 +199,7 @@ def assemble_dwi(volumes: list[tuple[int, nib.Nifti1Image, str]], bvals: np.ndar
             if len(kept) > m:  # more extras: the b-table check needs a full-length table
                 raise ValueError(f"{n} DTI volumes for {m} b-values: only one extra volume "
                                  "per series can be identified")
-    header = first.header.copy()
-    header.set_data_shape(data[..., kept].shape)
-    image = nib.Nifti1Image(data[..., kept], first.affine, header)
-    image.set_qform(first.get_qform(), code=int(first.header["qform_code"]))
-    image.set_sform(first.get_sform(), code=int(first.header["sform_code"]))
+    # The scanner's integers stay integers (IXI: int16): the series is stored as acquired.
+    dtype = data.dtype if np.issubdtype(data.dtype, np.integer) else np.float32
+    image = image_like(first, data[..., kept], dtype=dtype)
     return DwiSeries(image, bvals.copy(), bvecs.copy(), [numbers[k] for k in kept], dropped)

@@ -12,7 +12,7 @@ import json
 import shutil
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.atomic import write_json
+from mri2mri.runtime.errors import InputError, require_module
+from mri2mri.runtime.parallel import process_pool
 
-from .layout import LOG_FILE, MARKER, QC_DIR, anat_name, write_dataset_files, write_json, write_text
+from .layout import LOG_FILE, MARKER, QC_DIR, anat_name, write_dataset_files, write_text
 from .names import MODALITIES
 from .sources import FileRef, SourceIndex, index_source, read_image
 
@@ -268,6 +270,7 @@ def import_ixi(t1: str | Path | None = None, t2: str | Path | None = None,
     given = {k: Path(v) for k, v in given.items() if v is not None}
     if not given:
         raise InputError(None, "give at least one IXI source (--t1, --t2, --pd, --mra, --dti)")
+    require_module("matplotlib", "data", "mri2mri-data ixi (its QC pictures)")
     table = None
     if "DTI" in given:
         from .dwi import read_table
@@ -314,7 +317,7 @@ def import_ixi(t1: str | Path | None = None, t2: str | Path | None = None,
             if progress:
                 progress(finished, total)
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with process_pool(jobs) as pool:
             futures = [pool.submit(process_subject, job) for job in jobs_todo]
             for future in as_completed(futures):
                 results.append(future.result())

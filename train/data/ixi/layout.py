@@ -8,11 +8,10 @@ so the ``b0`` contrast is always derived from the 4D series and its b-values).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mri2mri.runtime import __version__
-from mri2mri.runtime.atomic import atomic_path
+from mri2mri.runtime.atomic import atomic_path, write_json
 from mri2mri.runtime.cohort import SPLIT_FILE, make_splits
 
 MARKER = ".ixi-import.json"
@@ -34,10 +33,6 @@ def anat_name(subject: str, contrast: str) -> str:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(text)
-
-
-def write_json(path: Path, data: object) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def ixi_split_sizes(n: int) -> tuple[int, int, int]:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+#: benchmarks/: the results live beside the package; this suite (benchmarks/tests/, not
+#: installed) is named test* so that `pytest benchmarks/` loads this file before configuring.
+HERE = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = HERE / "results" / "throughput.json"
 RESULTS_MD = HERE / "RESULTS.md"
 CHART = HERE / "throughput.png"
@@ -31,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Remember skipped configurations (GPU ones on a CPU machine) for RESULTS.md."""
-    if report.skipped and report.when in ("setup", "call") and "_gpu_" in report.nodeid:
+    if report.skipped and report.when in ("setup", "call"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(
             report.longrepr)
         _SKIPPED.append({"test": report.nodeid, "reason": reason.removeprefix("Skipped: ")})
@@ -76,9 +78,24 @@ def bench_models(bench_workdir: Path):
 
 @pytest.fixture(scope="session")
 def gemm_peak() -> dict:
-    """threads -> GEMM GFLOP/s on this machine, measured once at the start of the session."""
+    """threads -> GEMM GFLOP/s on this machine, measured once at the start of the session.
+
+    With a CUDA GPU visible to PyTorch, also ``cuda-fp32`` and ``cuda-fp16``: the
+    GPU's measured matmul peak, against which the GPU rows are set.
+    """
+    import torch
+
     from mri2mri.benchmarks.throughput.peak import gemm_gflops
     from mri2mri.runtime.session import physical_cores
 
     _PEAKS.update({str(t): gemm_gflops(t) for t in range(1, physical_cores() + 1)})
+    if torch.cuda.is_available():
+        for dtype in ("float32", "float16"):
+            _PEAKS[f"cuda-fp{dtype[-2:]}"] = gemm_gflops(1, 8192, 10, "cuda", dtype)
     return _PEAKS
+
+
+@pytest.fixture(scope="session")
+def trt_cache(bench_workdir: Path) -> Path:
+    """An empty TensorRT engine cache: the first build of each engine is measured."""
+    return bench_workdir / "tensorrt-cache"

@@ -14,7 +14,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from mri2mri.runtime.normalize import foreground_mask
+from ..nifti import image_like
+from ..normalize import foreground_mask
 
 #: Defaults: plausible motion of a cooperative adult between a T1w and a DWI scan of one
 #: session, and the range that pipelines must recover (a few degrees about any axis,
@@ -76,14 +77,12 @@ def apply_motion(img: nib.spatialimages.SpatialImage, motion: np.ndarray,
                                    mode="constant", cval=0.0)
     if order > 1:
         np.maximum(out, 0, out=out)
-    moved = nib.Nifti1Image(out.astype(np.float32), img.affine, img.header.copy())
-    moved.header.set_slope_inter(None, None)
-    return moved
+    return image_like(img, out)
 
 
 def shift_header(img: nib.spatialimages.SpatialImage, transform: np.ndarray) -> nib.Nifti1Image:
     """The same voxels with the world placement changed by `transform` (a header-only move)."""
-    out = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), transform @ img.affine,
-                          img.header.copy())
-    out.header.set_slope_inter(None, None)
+    out = image_like(img, np.asarray(img.dataobj, dtype=np.float32))
+    out.set_qform(transform @ img.affine)
+    out.set_sform(transform @ img.affine)
     return out

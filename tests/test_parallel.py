@@ -1,0 +1,34 @@
+"""The one process-pool helper (runtime/parallel.py): workers never forked from the caller."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+
+import pytest
+
+from mri2mri.runtime.parallel import process_pool, start_method
+
+#: Held by the test process while a worker runs: a forked worker would inherit it held.
+LOCK = threading.Lock()
+
+
+def _worker() -> tuple[bool, int]:
+    acquired = LOCK.acquire(timeout=5)
+    return acquired, os.getpid()
+
+
+def test_workers_do_not_inherit_the_callers_held_locks() -> None:
+    assert start_method() in multiprocessing.get_all_start_methods()
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        assert start_method() == "forkserver"
+    with LOCK, process_pool(2) as pool:
+        results = [f.result(timeout=120) for f in [pool.submit(_worker) for _ in range(2)]]
+    assert all(acquired for acquired, _ in results), "a worker saw the caller's lock held"
+    assert all(pid != os.getpid() for _, pid in results)
+
+
+def test_at_least_one_worker() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        process_pool(0)
