@@ -1,7 +1,8 @@
 """The training loop: `train(config) -> RunResult`, what `mri2mri-train` runs.
 
 Determinism: the model is initialised from ``torch.manual_seed(seed)``, each
-epoch's slice order is a function of (seed, epoch) alone, and the torch RNG
+epoch's slice order is a function of (seed, epoch) alone, each item's augmentation
+of (seed, epoch, position) (`mri2mri.train.augment`), and the torch RNG
 state (dropout) is saved at every epoch end, so on CPU an interrupted run
 resumed from ``last.pt`` ends with the same weights as an uninterrupted one.
 """
