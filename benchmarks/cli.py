@@ -102,6 +102,48 @@ def registration(
                f"({summary['wall_seconds']:.0f} s)")
 
 
+@app.command()
+def generalisation(
+    run: Annotated[list[Path], typer.Option("--run", help="Run directory with best.pt "
+                                            "(repeatable); name it RECIPE-sSEED to group "
+                                            "seeds.")],
+    cohort: Annotated[list[str], typer.Option("--cohort", help="NAME=DIR: a cohort to score "
+                                              "every subject of (repeatable).")],
+    out: Annotated[Path, typer.Option(help="Output directory (scores.csv, summary.json, "
+                                           "table.md, curves.png).")],
+    reference: Annotated[str | None, typer.Option(help="Recipe the others are compared with, "
+                                                       "paired by seed.")] = None,
+    metric: Annotated[str, typer.Option(help="psnr, ssim or mae for table.md.")] = "psnr",
+    threads: Annotated[int, typer.Option(help="PyTorch CPU threads (0: default).")] = 0,
+) -> None:
+    """Cross-scanner evaluation: each run's best.pt and its LUT baseline on each cohort."""
+    from mri2mri.runtime.atomic import atomic_path
+    from mri2mri.runtime.errors import InputError
+
+    from .generalisation import evaluate_runs
+    from .generalisation.report import markdown_table, plot_curves
+
+    cohorts: dict[str, str] = {}
+    for item in cohort:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not Path(path).is_dir():
+            raise InputError(item, "expected --cohort NAME=DIR with an existing directory")
+        cohorts[name] = path
+    for r in run:
+        if not (r / "best.pt").is_file():
+            raise InputError(r, "no best.pt in this run directory")
+    if metric not in ("psnr", "ssim", "mae"):
+        raise InputError(None, f"--metric {metric!r}: use psnr, ssim or mae")
+    summary = evaluate_runs(run, cohorts, out, threads=threads,
+                            progress=lambda what: _err.print(what))
+    table = markdown_table(summary, list(cohorts), metric, reference)
+    with atomic_path(out / "table.md", overwrite=True) as tmp:
+        tmp.write_text(table)
+    plot_curves(run, out / "curves.png")
+    typer.echo(table)
+    typer.echo(f"wrote {out}/scores.csv, summary.json, table.md, curves.png")
+
+
 def main() -> None:
     run_app(app)
 

@@ -1,106 +1,398 @@
-"""Batch synthesis over a BIDS dataset, written as a BIDS derivative.
+"""Batch synthesis over a BIDS dataset, written as a BIDS derivative (the BIDS-App mode).
 
-One failing subject (a corrupted file, a missing b-value file) must not stop a
-cohort run: it is recorded and reported, and the caller exits non-zero.
+Each unit (subject, session, run: `mri2mri.runtime.bids_inputs`) gives one NIfTI
+and its JSON sidecar, both written atomically, the sidecar last: an output counts
+as finished only when its sidecar exists, so a run killed at any moment is
+completed by the next one and finished outputs are skipped (unless
+``overwrite``). One failing unit never stops the others; it is reported and the
+caller exits non-zero. Work runs in this process, in a local process pool
+(``nprocs``), or on a running Dask cluster (``scheduler``), one task per
+participant.
 """
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .atomic import write_json
-from .cohort import Cohort, Subject
-from .errors import InputError
+from .bids import (
+    bids_uri,
+    build_name,
+    command_line,
+    dataset_description,
+    generated_by,
+    write_dataset_files,
+)
+from .bids_inputs import Unit, find_units
+from .errors import InputError, exception_summary
+from .ood import assess, summarize_prepared
+from .parallel import start_method
+from .preprocess import PreparedSources
+from .session import physical_cores
 from .synthesizer import Synthesizer
 
 #: Where a synthesized contrast goes: (BIDS datatype folder, filename suffix).
-#: A b=0 image has no BIDS suffix of its own; it lives beside DWI data as ``_b0``.
+#: A b=0 image has no BIDS suffix of its own; it lives beside DWI data as ``_b0``
+#: (listed in the derivative's ``.bidsignore``).
 DERIVATIVE_PLACES = {"T1w": ("anat", "T1w"), "T2w": ("anat", "T2w"), "PDw": ("anat", "PDw"),
                      "angio": ("anat", "angio"), "b0": ("dwi", "b0")}
 DESC = "mri2mri"
+#: The input dataset's name in the derivative's ``DatasetLinks`` (its BIDS URIs cite it).
+RAW = "raw"
 
-#: progress(done, total, subject_id)
+#: progress(done, total, label)
 CohortProgress = Callable[[int, int, str], None]
 
 
 @dataclass
+class RunOptions:
+    """How each worker builds its model session and writes outputs (picklable)."""
+
+    model: Path
+    device: str = "auto"
+    threads: int | None = None
+    batch_size: int = 8
+    resample_to_first: bool = False
+    overwrite: bool = False
+    model_sha256: str = ""
+    trt_cache: bool = True
+
+
+@dataclass
+class UnitResult:
+    """What happened to one unit (plain data: it comes back from worker processes)."""
+
+    label: str
+    participant: str
+    output: Path
+    status: str  # written | done | failed
+    error: str = ""
+    inputs: dict[str, str] = field(default_factory=dict)
+    ood: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    provider: str = ""
+    execution: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class CohortSummary:
-    """What a cohort run did, per subject id."""
+    """What a cohort run did, per unit label (``sub-01`` or ``sub-01_ses-2_run-1``)."""
 
     written: dict[str, Path] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    flagged: dict[str, str] = field(default_factory=dict)
+    results: list[UnitResult] = field(default_factory=list)
+    reports: list[Path] = field(default_factory=list)
 
     def describe(self) -> str:
         text = f"{len(self.written)} written, {len(self.failed)} failed"
+        if self.done:
+            text += f", {len(self.done)} already done (skipped; --overwrite redoes them)"
         if self.skipped:
             text += f", {len(self.skipped)} skipped (missing sources: {', '.join(self.skipped)})"
+        if self.flagged:
+            text += f", {len(self.flagged)} unlike the training data"
         return text
 
+    def add(self, result: UnitResult) -> None:
+        self.results.append(result)
+        if result.status == "written":
+            self.written[result.label] = result.output
+        elif result.status == "done":
+            self.done.append(result.label)
+        else:
+            self.failed[result.label] = result.error
+        if result.ood.get("flagged"):
+            self.flagged[result.label] = result.ood.get("message", "")
 
-def derivative_path(out_dir: Path, subject_id: str, target: str) -> Path:
-    """``OUT/sub-X/anat/sub-X_desc-mri2mri_T2w.nii.gz`` (BIDS-derivative naming)."""
+
+def derivative_path(out_dir: Path, unit: Unit | str, target: str) -> Path:
+    """``OUT/sub-X[/ses-Y]/anat/sub-X[_ses-Y][_run-Z]_desc-mri2mri_T2w.nii.gz``."""
+    if isinstance(unit, str):  # a bare subject id
+        unit = Unit(unit, None, (("sub", unit.removeprefix("sub-")),), ())
     datatype, suffix = DERIVATIVE_PLACES[target]
-    return out_dir / subject_id / datatype / f"{subject_id}_desc-{DESC}_{suffix}.nii.gz"
+    folder = out_dir / unit.participant
+    if unit.session:
+        folder = folder / unit.session
+    name = build_name({**dict(unit.entities), "desc": DESC}, suffix, ".nii.gz")
+    return folder / datatype / name
 
 
-def write_dataset_description(out_dir: Path, synth: Synthesizer, source: Path) -> Path:
-    """The derivative's ``dataset_description.json`` (DatasetType, GeneratedBy, sources)."""
-    description = {
-        "Name": f"mri2mri synthesis {synth.task}",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "mri2mri", "Version": __version__,
-                         "Description": f"{synth.task} with model {synth.model_path.name}"}],
-        "SourceDatasets": [{"URL": source.resolve().as_uri()}],
-    }
-    return write_json(out_dir / "dataset_description.json", description)
+def sidecar_path(output: Path) -> Path:
+    return output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".json")
 
 
-def _inputs_of(subject: Subject, synth: Synthesizer) -> dict[str, Path]:
-    return {contrast: subject.path(contrast) for contrast in synth.sources}
+def is_finished(output: Path) -> bool:
+    """Both files present: the sidecar is written last, so this survives a kill at any point."""
+    return output.exists() and sidecar_path(output).exists()
+
+
+def _model_of(output: Path) -> str:
+    """SHA-256 of the model a finished output's sidecar names ('' if unreadable)."""
+    try:
+        return str(json.loads(sidecar_path(output).read_text())["Mri2mri"]["Model"]["Sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _remove_stale_temporaries(output: Path) -> None:
+    """Temporary files a killed run (SIGKILL: no cleanup) left for this output."""
+    for stale in output.parent.glob(f".{output.name.split('.')[0]}-*"):
+        stale.unlink(missing_ok=True)
 
 
 def _remove_empty(folder: Path, stop: Path) -> None:
-    """Remove folders this run created for a subject that then failed (only if empty)."""
+    """Remove folders this run created for a unit that then failed (only if empty)."""
     while folder != stop and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
         folder = folder.parent
 
 
-def synthesize_cohort(synth: Synthesizer, bids_dir: str | Path, out_dir: str | Path, *,
-                      resample_to_first: bool = False, overwrite: bool = False,
-                      progress: CohortProgress | None = None) -> CohortSummary:
-    """Synthesize the model's target for every subject that has all its sources."""
-    bids_dir, out_dir = Path(bids_dir), Path(out_dir)
-    cohort = Cohort.discover(bids_dir)
+def run_unit(synth: Synthesizer, unit: Unit, raw_dir: Path, out_dir: Path,
+             options: RunOptions) -> UnitResult:
+    """Synthesize one unit and write its NIfTI and sidecar; never raises for bad input."""
+    output = derivative_path(out_dir, unit, synth.target)
+    result = UnitResult(unit.label, unit.participant, output, "written",
+                        inputs={c: str(p) for c, p in unit.inputs})
+    if is_finished(output) and not options.overwrite:
+        made_by = _model_of(output)
+        if made_by == options.model_sha256:
+            result.status = "done"
+        else:  # never pass off another model's output as this one's
+            result.status = "failed"
+            result.error = (f"{output}: exists, made by another model (sha256 "
+                            f"{made_by[:12] or 'unknown'}...); pass --overwrite to replace it")
+        return result
+    verdicts: list[dict[str, Any]] = []
+
+    def inspect(prepared: PreparedSources) -> None:
+        subject = summarize_prepared(prepared, synth.sources)
+        verdicts.append(assess(subject, synth.meta.training_summary).as_dict())
+
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(output)
+        timings = synth.synthesize_file(dict(unit.inputs), output, bvals=unit.bvals,
+                                        resample_to_first=options.resample_to_first,
+                                        overwrite=True, inspect=inspect)
+        result.ood, result.timings = verdicts[0], timings.as_dict()
+        result.provider, result.execution = synth.provider_name, synth.execution_info()
+        write_json(sidecar_path(output), sidecar(synth, unit, raw_dir, options, result))
+    except Exception as exc:  # noqa: BLE001 - one bad unit must not stop the cohort
+        result.status = "failed"
+        result.error = str(exc) if isinstance(exc, InputError) \
+            else f"{type(exc).__name__}: {exception_summary(exc)}"
+        if not sidecar_path(output).exists():
+            output.unlink(missing_ok=True)
+        _remove_empty(output.parent, stop=out_dir)
+    return result
+
+
+def sidecar(synth: Synthesizer, unit: Unit, raw_dir: Path, options: RunOptions,
+            result: UnitResult) -> dict[str, Any]:
+    """The output's JSON sidecar: its sources as BIDS URIs and how it was made."""
+    meta = synth.meta
+    return {
+        "Description": f"{meta.target} synthesized from {' + '.join(meta.sources)} by mri2mri "
+                       "(a deep-learning estimate, not an acquired image)",
+        "Sources": [bids_uri(path, raw_dir, RAW) for _, path in unit.inputs],
+        # mri2mri does not remove the skull: the output covers what the input covers.
+        "SkullStripped": False,
+        "Mri2mri": {
+            "Version": __version__,
+            "Task": meta.task,
+            "Model": {"File": synth.model_path.name, "Sha256": options.model_sha256,
+                      "TrainingData": meta.training.get("data", "")},
+            "Provider": result.provider,
+            "Execution": result.execution,
+            "OutOfDistribution": result.ood,
+            "TimingsSeconds": {k: round(v, 3) for k, v in result.timings.items()},
+        },
+    }
+
+
+def write_derivative_description(out_dir: Path, synth: Synthesizer, raw_dir: Path,
+                                 command: str) -> None:
+    """The derivative's ``dataset_description.json`` (GeneratedBy with the command), README,
+    and ``.bidsignore`` for the HTML reports."""
+    raw_uri = raw_dir.resolve().as_uri()
+    description = dataset_description(
+        f"mri2mri synthesis {synth.task}", "derivative",
+        [generated_by("mri2mri", f"{synth.task} with model {synth.model_path.name}.",
+                      command=command)],
+        source_datasets=[{"URL": raw_uri}], links={RAW: raw_uri})
+    ignore = ["*.html", "*_b0.nii.gz", "*_b0.json"] if synth.target == "b0" else ["*.html"]
+    write_dataset_files(out_dir, description, readme=(
+        f"# mri2mri synthesis {synth.task}\n\nImages synthesized by mri2mri "
+        f"({synth.task}, model {synth.model_path.name}) from the dataset at {raw_uri}. Each "
+        "image's JSON sidecar names its sources, the model (file name and SHA-256), the "
+        "package version, the execution provider and whether the input was unlike the "
+        "model's training data. `sub-<label>.html` are the QC reports, `index.html` the "
+        "group index (listed in .bidsignore)."), ignore=ignore)
+
+
+# -- execution: here, in a local process pool, or on a Dask cluster -----------------------
+
+_WORKER: Synthesizer | None = None
+
+
+def _synthesizer(options: RunOptions) -> Synthesizer:
+    return Synthesizer(options.model, device=options.device, threads=options.threads,
+                       batch_size=options.batch_size, trt_cache=options.trt_cache)
+
+
+def _init_worker(options: RunOptions) -> None:
+    global _WORKER
+    _WORKER = _synthesizer(options)
+
+
+def _pool_unit(unit: Unit, raw_dir: Path, out_dir: Path, options: RunOptions) -> UnitResult:
+    assert _WORKER is not None, "worker not initialised"
+    return run_unit(_WORKER, unit, raw_dir, out_dir, options)
+
+
+def participant_task(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptions
+                     ) -> list[UnitResult]:
+    """One participant's units with a session of its own: a Dask task (or a job-array job)."""
+    synth = _synthesizer(options)
+    return [run_unit(synth, u, raw_dir, out_dir, options) for u in units]
+
+
+def _failed(unit: Unit, out_dir: Path, target: str, exc: BaseException) -> UnitResult:
+    return UnitResult(unit.label, unit.participant, derivative_path(out_dir, unit, target),
+                      "failed", f"{type(exc).__name__}: {exception_summary(exc)}")
+
+
+def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | Path, *,
+                       participants: list[str] | None = None,
+                       sessions: list[str] | None = None, nprocs: int = 1,
+                       omp_nthreads: int | None = None, scheduler: str | None = None,
+                       device: str = "auto", batch_size: int = 8,
+                       resample_to_first: bool = False, overwrite: bool = False,
+                       report: bool = True, command: str | None = None,
+                       trt_cache: bool = True,
+                       progress: CohortProgress | None = None,
+                       synth: Synthesizer | None = None) -> CohortSummary:
+    """The BIDS App: synthesize every selected unit of `bids_dir` into the derivative `out_dir`.
+
+    `synth` (already loaded) is used for in-process work; workers load their own.
+    """
+    bids_dir, out_dir, model = Path(bids_dir), Path(out_dir), Path(model)
+    if nprocs < 1:
+        raise InputError(None, "--nprocs must be at least 1")
     if not out_dir.parent.is_dir():
         raise InputError(out_dir, f"parent directory {out_dir.parent} does not exist")
-    subjects = cohort.with_contrasts(*synth.sources)
-    summary = CohortSummary(skipped=[s.id for s in cohort.subjects if s not in subjects])
-    if not subjects:
+    if out_dir.resolve() == bids_dir.resolve():
+        raise InputError(out_dir, "the output directory must not be the input dataset")
+    local = synth or _synthesizer(RunOptions(model, device, omp_nthreads, batch_size,
+                                             trt_cache=trt_cache))
+    found = find_units(bids_dir, local.sources, participants, sessions)
+    summary = CohortSummary(skipped=found.missing)
+    if not found.units:
         raise InputError(bids_dir, f"no subject has the model's sources "
-                                   f"({', '.join(synth.sources)})")
+                                   f"({', '.join(local.sources)})")
+    if omp_nthreads is None and nprocs > 1 and not scheduler:
+        # Split the cores between the workers rather than give each all of them.
+        omp_nthreads = max(1, physical_cores() // nprocs)
+    options = RunOptions(model, device, omp_nthreads, batch_size, resample_to_first, overwrite,
+                         local.model_sha256, trt_cache)
     out_dir.mkdir(exist_ok=True)
-    write_dataset_description(out_dir, synth, bids_dir)
-    for done, subject in enumerate(subjects):
-        if progress is not None:
-            progress(done, len(subjects), subject.id)
-        target = derivative_path(out_dir, subject.id, synth.target)
-        bvals = subject.bvals if "b0" in synth.sources else None
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            synth.synthesize_file(_inputs_of(subject, synth), target, bvals=bvals,
-                                  resample_to_first=resample_to_first, overwrite=overwrite)
-        except Exception as exc:  # noqa: BLE001 - one bad subject must not stop the cohort
-            summary.failed[subject.id] = str(exc) if isinstance(exc, InputError) \
-                else f"{type(exc).__name__}: {exc}"
-            _remove_empty(target.parent, stop=out_dir)
-        else:
-            summary.written[subject.id] = target
+    write_derivative_description(out_dir, local, bids_dir, command or command_line())
+    total = len(found.units)
     if progress is not None:
-        progress(len(subjects), len(subjects), "done")
+        progress(0, total, "starting")
+
+    def collect(result: UnitResult) -> None:
+        summary.add(result)
+        if progress is not None:
+            progress(len(summary.results), total, result.label)
+
+    started = time.perf_counter()
+    if scheduler:
+        _run_dask(found.units, bids_dir, out_dir, options, scheduler, local.target, collect)
+    elif nprocs > 1 and total > 1:
+        _run_pool(found.units, bids_dir, out_dir, options, nprocs, local.target, collect)
+    else:
+        for unit in found.units:
+            collect(run_unit(local, unit, bids_dir, out_dir, options))
+    if report:
+        from .qc.synthesis import write_reports
+
+        params = {"model": model.name, "device": device, "nprocs": nprocs,
+                  "omp_nthreads": omp_nthreads or "auto", "batch_size": batch_size,
+                  "scheduler": scheduler or "none", "overwrite": overwrite,
+                  "command": command or command_line(),
+                  "wall_seconds": round(time.perf_counter() - started, 2)}
+        summary.reports = write_reports(out_dir, local.meta, summary.results, params)
     return summary
+
+
+def _run_pool(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptions,
+              nprocs: int, target: str, collect: Callable[[UnitResult], None]) -> None:
+    # The project's start method (mri2mri.runtime.parallel): never fork a process that
+    # holds onnxruntime thread pools. Each worker loads the model once (initializer).
+    context = multiprocessing.get_context(start_method())
+    pool = ProcessPoolExecutor(min(nprocs, len(units)), mp_context=context,
+                               initializer=_init_worker, initargs=(options,))
+    try:
+        futures = {pool.submit(_pool_unit, u, raw_dir, out_dir, options): u for u in units}
+        for future in as_completed(futures):
+            try:
+                collect(future.result())
+            except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. bad model)
+                collect(_failed(futures[future], out_dir, target, exc))
+    except BaseException:
+        # Interrupted (SIGTERM, Ctrl-C): start nothing new; running units finish atomically.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _run_dask(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptions,
+              address: str, target: str, collect: Callable[[UnitResult], None]) -> None:
+    try:
+        from dask.distributed import Client
+        from dask.distributed import as_completed as dask_completed
+    except ImportError:
+        raise InputError(None, "--scheduler needs dask.distributed "
+                               "(pip install 'dask[distributed]')") from None
+    by_participant: dict[str, list[Unit]] = {}
+    for unit in units:
+        by_participant.setdefault(unit.participant, []).append(unit)
+    with Client(address) as client:
+        futures = {client.submit(participant_task, group, raw_dir, out_dir, options,
+                                 key=f"mri2mri-run-{pid}-{options.model_sha256[:12]}",
+                                 pure=False): group
+                   for pid, group in by_participant.items()}
+        for future in dask_completed(list(futures)):
+            try:
+                for result in future.result():
+                    collect(result)
+            except Exception as exc:  # noqa: BLE001 - a lost worker fails its participant only
+                for unit in futures[future]:
+                    collect(_failed(unit, out_dir, target, exc))
+
+
+def synthesize_cohort(synth: Synthesizer, bids_dir: str | Path, out_dir: str | Path, *,
+                      resample_to_first: bool = False, overwrite: bool = False,
+                      progress: CohortProgress | None = None, report: bool = False
+                      ) -> CohortSummary:
+    """In-process batch mode with an already loaded model (the Python API of ``--bids``)."""
+    return synthesize_dataset(synth.model_path, bids_dir, out_dir, synth=synth,
+                              resample_to_first=resample_to_first, overwrite=overwrite,
+                              progress=progress, report=report)
+
+
+__all__ = ["CohortSummary", "RunOptions", "UnitResult", "derivative_path", "is_finished",
+           "participant_task", "run_unit", "sidecar_path", "synthesize_cohort",
+           "synthesize_dataset"]

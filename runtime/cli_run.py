@@ -1,11 +1,14 @@
 """`mri2mri-run`: synthesize a contrast with an exported ONNX model; no torch needed.
 
 A thin typer layer over `mri2mri.runtime.synthesizer.Synthesizer` (one subject)
-and `mri2mri.runtime.batch.synthesize_cohort` (a BIDS directory).
+and `mri2mri.runtime.batch.synthesize_dataset` (a BIDS dataset, called the
+BIDS-Apps way: ``mri2mri-run BIDS_DIR OUTPUT_DIR participant --model M``).
 """
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,11 +16,13 @@ import typer
 from rich.console import Console
 
 from .atomic import check_output_path
-from .batch import synthesize_cohort
+from .batch import CohortSummary, synthesize_dataset
 from .cli_common import run_app
 from .contrasts import canonical_contrast
 from .devices import check_device
 from .errors import InputError
+from .ood import assess, summarize_prepared
+from .preprocess import PreparedSources
 from .progress import progress_bar
 from .synthesizer import Synthesizer
 
@@ -65,6 +70,12 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], output: Pa
     """Synthesize one subject from files and write `output`."""
     if isinstance(inputs, list) and len(inputs) != 1 and len(synth.sources) == 1:
         raise InputError(None, f"model {synth.task} takes one input, got {len(inputs)}")
+    verdicts = []
+
+    def inspect(prepared: PreparedSources) -> None:
+        verdicts.append(assess(summarize_prepared(prepared, synth.sources),
+                               synth.meta.training_summary))
+
     with progress_bar(console=_err) as bar:
         task = bar.add_task(f"{synth.task} ({synth.provider_name})", total=None)
 
@@ -73,26 +84,55 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], output: Pa
 
         timings = synth.synthesize_file(inputs, output, bvals=bvals,
                                         resample_to_first=resample_to_first,
-                                        overwrite=overwrite, progress=show)
+                                        overwrite=overwrite, progress=show, inspect=inspect)
+    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs[0]
+    if verdicts and verdicts[0].flagged:
+        _err.print(f"warning: {first}: {verdicts[0].message}", markup=False, highlight=False,
+                   soft_wrap=True)
     typer.echo(f"wrote {output} ({synth.task}, {timings.total:.1f} s)")
     if verbose:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in timings.as_dict().items())
         typer.echo(f"timings: {stages}")
 
 
+LEVELS = ("participant",)
+#: BIDS-Apps options that take several values (``--participant-label 01 02``).
+_MULTI = ("--participant-label", "--session-label")
+
+
 @app.command()
 def run(
-    model: Annotated[Path, typer.Option("--model", "-m",
-                                        help="ONNX model written by mri2mri-export.")],
+    bids_dir: Annotated[Path | None, typer.Argument(
+        help="BIDS-App mode: the input BIDS dataset.", show_default=False)] = None,
+    output_dir: Annotated[Path | None, typer.Argument(
+        help="BIDS-App mode: the derivative dataset to write.", show_default=False)] = None,
+    analysis_level: Annotated[str | None, typer.Argument(
+        help="BIDS-App mode: participant (the only level; every run also updates the "
+             "group index.html).", show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option("--model", "-m",
+                                               help="ONNX model written by mri2mri-export.")]
+    = None,
     inputs: Annotated[list[str] | None, typer.Option(
         "--input", "-i", help="Source image, CONTRAST=PATH (or PATH for a one-source model); "
                               "repeat for several sources.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="Synthesized NIfTI to write.")] = None,
-    bids: Annotated[Path | None, typer.Option("--bids",
-                                              help="Batch mode: a BIDS dataset.")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out",
-                                                 help="Batch mode: output directory.")] = None,
+    bids: Annotated[Path | None, typer.Option(
+        "--bids", help="Batch mode, same as the positional BIDS_DIR.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Batch mode, same as the positional OUTPUT_DIR.")] = None,
+    participant_label: Annotated[list[str] | None, typer.Option(
+        "--participant-label", help="Only these participants (01 or sub-01; several may "
+                                    "follow the option).")] = None,
+    session_label: Annotated[list[str] | None, typer.Option(
+        "--session-label", help="Only these sessions (1 or ses-1).")] = None,
+    nprocs: Annotated[int, typer.Option(
+        "--nprocs", help="Batch mode: units synthesized in parallel (processes).")] = 1,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", help="Batch mode: address of a running Dask scheduler; one task per "
+                            "participant.")] = None,
+    report: Annotated[bool, typer.Option(
+        "--report/--no-report", help="Batch mode: write the HTML QC reports.")] = True,
     device: Annotated[str, typer.Option("--device", help="auto (TensorRT > CUDA > CPU, "
                                                          "whichever starts), tensorrt, cuda "
                                                          "or cpu.")] = "auto",
@@ -102,28 +142,48 @@ def run(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b",
                                             help="Slices per network run.")] = 8,
     threads: Annotated[int | None, typer.Option(
-        "--threads", help="CPU threads (default: physical cores).")] = None,
+        "--threads", "--omp-nthreads",
+        help="CPU threads per model session (default: physical cores).")] = None,
     bval: Annotated[Path | None, typer.Option(
         "--bval", help="b-values of a 4D DWI input: its b=0 volumes are averaged.")] = None,
     resample_to_first: Annotated[bool, typer.Option(
         "--resample-to-first", help="Resample the other inputs onto the first's grid.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite",
-                                            help="Replace existing outputs.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace existing outputs (batch mode: redo finished ones).")]
+    = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v",
                                           help="Print the provider (and why faster ones "
                                                "did not start) and timings.")] = False,
 ) -> None:
-    """Synthesize the model's target contrast for one subject, or for every subject of a
-    BIDS dataset (--bids DIR --out OUT_DIR)."""
+    """Synthesize the model's target contrast for one subject (--input ... --output FILE), or
+    for a BIDS dataset: BIDS_DIR OUTPUT_DIR participant --model M (the BIDS-Apps convention)."""
+    if model is None:
+        raise InputError(None, "--model is needed")
     device = check_device(device)
+    positional = bids_dir is not None
+    if positional and (bids is not None or out_dir is not None):
+        raise InputError(None, "give the dataset either as BIDS_DIR OUTPUT_DIR participant or "
+                               "with --bids/--out, not both")
+    if positional:
+        if output_dir is None or analysis_level is None:
+            raise InputError(None, "BIDS-App mode needs BIDS_DIR OUTPUT_DIR participant")
+        if analysis_level not in LEVELS:
+            raise InputError(None, f"analysis level {analysis_level!r}: mri2mri has only the "
+                                   "participant level (the group index.html is updated by "
+                                   "every run)")
+        bids, out_dir = bids_dir, output_dir
     single = bool(inputs) or output is not None
     if single == (bids is not None or out_dir is not None):
-        raise InputError(None, "give either --input ... --output FILE, or --bids DIR --out DIR")
+        raise InputError(None, "give either --input ... --output FILE, or BIDS_DIR OUTPUT_DIR "
+                               "participant (or --bids DIR --out DIR)")
     if single and (not inputs or output is None):
         raise InputError(None, "--input and --output are both needed")
     if not single and (bids is None or out_dir is None):
         raise InputError(None, "--bids and --out are both needed")
     if single:
+        if participant_label or session_label or scheduler or nprocs != 1:
+            raise InputError(None, "--participant-label, --session-label, --nprocs and "
+                                   "--scheduler are for a BIDS dataset, not --input")
         parsed = _inputs(inputs)
         check_output_path(output, overwrite=overwrite)  # fail before loading the model
     synth = Synthesizer(model, device=device, threads=threads, batch_size=batch_size,
@@ -137,21 +197,69 @@ def run(
         run_one(synth, parsed, output, bvals=bval, resample_to_first=resample_to_first,
                 overwrite=overwrite, verbose=verbose)
         return
-    with progress_bar(console=_err) as bar:
-        task = bar.add_task("subjects", total=None)
-        summary = synthesize_cohort(
-            synth, bids, out_dir, resample_to_first=resample_to_first, overwrite=overwrite,
-            progress=lambda done, total, sid: bar.update(task, completed=done, total=total,
-                                                         description=sid, refresh=True))
-    for sid, error in summary.failed.items():
-        _err.print(f"failed {sid}: {error}", markup=False, highlight=False, soft_wrap=True)
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        summary = _run_dataset(synth, model, bids, out_dir, participant_label, session_label,
+                               nprocs, threads, scheduler, device, batch_size,
+                               resample_to_first, overwrite, report, not no_trt_cache)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for label, message in summary.flagged.items():
+        _err.print(f"warning: {label}: {message}", markup=False, highlight=False,
+                   soft_wrap=True)
+    for label, error in summary.failed.items():
+        _err.print(f"failed {label}: {error}", markup=False, highlight=False, soft_wrap=True)
+    if summary.reports:
+        typer.echo(f"report: {summary.reports[-1]}")
     typer.echo(summary.describe())
     if summary.failed:
         raise typer.Exit(1)
 
 
-def main() -> None:
-    run_app(app)
+def _run_dataset(synth: Synthesizer, model: Path, bids: Path, out_dir: Path,
+                 participants: list[str] | None, sessions: list[str] | None, nprocs: int,
+                 threads: int | None, scheduler: str | None, device: str, batch_size: int,
+                 resample_to_first: bool, overwrite: bool, report: bool, trt_cache: bool
+                 ) -> CohortSummary:
+    with progress_bar(console=_err) as bar:
+        task = bar.add_task("outputs", total=None)
+        return synthesize_dataset(
+            model, bids, out_dir, participants=participants, sessions=sessions,
+            nprocs=nprocs, omp_nthreads=threads, scheduler=scheduler, device=device,
+            batch_size=batch_size, resample_to_first=resample_to_first, overwrite=overwrite,
+            report=report, synth=synth, trt_cache=trt_cache,
+            progress=lambda done, total, label: bar.update(task, completed=done, total=total,
+                                                           description=label, refresh=True))
+
+
+def _stop(signum: int, _frame: object) -> None:
+    """A batch scheduler's SIGTERM unwinds like Ctrl-C, so temporary files are removed."""
+    raise SystemExit(128 + signum)
+
+
+def expand_multi(argv: list[str]) -> list[str]:
+    """``--participant-label 01 02`` -> ``--participant-label 01 --participant-label 02``.
+
+    As in argparse-based BIDS Apps, the values run up to the next option, so put the
+    positional arguments first.
+    """
+    out: list[str] = []
+    current = None
+    for arg in argv:
+        if arg.startswith("-"):
+            current = arg if arg in _MULTI else None
+            if current is None:
+                out.append(arg)
+            continue
+        if current is not None:
+            out += [current, arg]
+            continue
+        out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_app(app, expand_multi(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

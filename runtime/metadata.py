@@ -53,6 +53,10 @@ class ModelMetadata:
     preset: str = "small"
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    #: What the training inputs looked like (`mri2mri.runtime.ood.combine_summaries`): the
+    #: run-time "unlike the training data" check compares each input with it. Empty for
+    #: models exported before it existed (the check is then reported as not done).
+    training_summary: dict[str, Any] = field(default_factory=dict)
     package_version: str = "0+unknown"
     weights_license: str = VGG16_WEIGHTS_LICENSE
     schema_version: int = SCHEMA_VERSION

@@ -23,7 +23,7 @@ from .devices import check_device
 from .errors import InputError
 from .metadata import ModelMetadata
 from .nifti import load_volume, save_volume
-from .preprocess import prepare_sources, restore_image
+from .preprocess import PreparedSources, prepare_sources, restore_image
 from .providers import (
     TENSORRT,
     describe,
@@ -48,6 +48,9 @@ from .tensorrt import (
 
 Inputs = Mapping[str, nib.Nifti1Image] | Sequence[nib.Nifti1Image]
 FileInputs = Mapping[str, str | Path] | Sequence[str | Path]
+#: Called with a subject's prepared (normalised) sources before inference: the
+#: out-of-distribution check looks at exactly what the network is given.
+Inspect = Callable[[PreparedSources], None]
 TENSORRT_DEVICE = "tensorrt"
 
 
@@ -297,19 +300,24 @@ class Synthesizer:
     # -- synthesis ----------------------------------------------------------------------
 
     def synthesize(self, inputs: Inputs, resample_to_first: bool = False,
-                   progress: Progress | None = None) -> nib.Nifti1Image:
+                   progress: Progress | None = None, inspect: Inspect | None = None
+                   ) -> nib.Nifti1Image:
         """Synthesize the target contrast on the first source's grid and header."""
         images = self.order_inputs(inputs)
-        return self._synthesize(images, list(self.meta.sources), resample_to_first, progress)
+        return self._synthesize(images, list(self.meta.sources), resample_to_first, progress,
+                                inspect=inspect)
 
     def _synthesize(self, images: Sequence[nib.Nifti1Image], names: Sequence[str],
                     resample_to_first: bool, progress: Progress | None,
-                    timings: Timings | None = None) -> nib.Nifti1Image:
+                    timings: Timings | None = None, inspect: Inspect | None = None
+                    ) -> nib.Nifti1Image:
         timings = timings if timings is not None else Timings()
         start = time.perf_counter()
         prepared = prepare_sources(images, self.meta.geometry, self.meta.normalisation, names,
                                    resample_to_first)
         self._check_slice_size(prepared.slices.shape, names[0])
+        if inspect is not None:
+            inspect(prepared)
         stacks = stack_context(prepared.slices, self.meta.context)
         mid = time.perf_counter()
         runner = self.runner_for(*stacks.shape[2:])
@@ -333,7 +341,8 @@ class Synthesizer:
 
     def synthesize_file(self, inputs: FileInputs, output: str | Path, *,
                         bvals: str | Path | None = None, resample_to_first: bool = False,
-                        overwrite: bool = False, progress: Progress | None = None) -> Timings:
+                        overwrite: bool = False, progress: Progress | None = None,
+                        inspect: Inspect | None = None) -> Timings:
         """Load, synthesize and atomically write one subject; return the time per stage.
 
         `bvals` belongs to the ``b0`` input (or to the only input of a
@@ -354,7 +363,7 @@ class Synthesizer:
                   for i, p in enumerate(paths)]
         timings.load = time.perf_counter() - start
         out = self._synthesize(images, [str(p) for p in paths], resample_to_first, progress,
-                               timings)
+                               timings, inspect)
         start = time.perf_counter()
         save_volume(out, output, overwrite=overwrite)
         timings.write = time.perf_counter() - start

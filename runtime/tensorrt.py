@@ -31,7 +31,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .atomic import atomic_path
+from .atomic import write_json
 from .errors import InputError
 
 #: Build times measured on this machine, per model shape (for the "~N s" announcement).
@@ -212,7 +212,6 @@ def record_build(cache_dir: Path | None, key: str, seconds: float) -> None:
     history = _history(cache_dir)
     history[key] = round(seconds, 1)
     try:
-        with atomic_path(cache_dir / BUILD_TIMES, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(history, indent=1, sort_keys=True) + "\n")
+        write_json(cache_dir / BUILD_TIMES, history, sort_keys=True)
     except OSError:
         pass  # the estimate is a courtesy; a read-only cache must not fail a run

@@ -49,3 +49,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_tensorrt_build_times_are_written_with_write_json(tmp_path: Path) -> None:
+    from mri2mri.runtime.tensorrt import BUILD_TIMES, _history, record_build
+
+    record_build(tmp_path, "small|b1-8", 12.34)
+    record_build(tmp_path, "reference|b1-8", 60.0)
+    assert _history(tmp_path) == {"small|b1-8": 12.3, "reference|b1-8": 60.0}
+    assert (tmp_path / BUILD_TIMES).read_text().startswith('{\n  "reference|b1-8": 60.0,')

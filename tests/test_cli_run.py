@@ -150,9 +150,9 @@ def test_bids_batch_continues_past_failures(models: dict[str, Path], tmp_path: P
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Name"] == "mri2mri"
-    # A second run refuses to replace outputs unless asked to.
+    # A second run skips finished outputs (and retries the failed one) unless asked to redo.
     code, stdout, _ = run_cli(["--model", models["t1"], "--bids", bids, "--out", out], capsys)
-    assert code == 1 and "0 written, 3 failed" in stdout
+    assert code == 1 and "0 written, 1 failed, 2 already done" in stdout
     code, stdout, _ = run_cli(["--model", models["t1"], "--bids", bids, "--out", out,
                                "--overwrite"], capsys)
     assert "2 written, 1 failed" in stdout

@@ -92,6 +92,9 @@ def test_cli_preview_and_refusals(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     png = (out / "preview.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    from bids_validation import bids_errors
+
+    assert bids_errors(out) == []  # the preview is .bidsignore'd
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 1 and "--overwrite" in again.stderr
     assert again.stderr.count("\n") == 1
@@ -107,3 +110,11 @@ def test_cli_rejects_bad_parameters(tmp_path: Path, bad: list[str]):
                            str(tmp_path / "x"), *bad], capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.startswith("error:")
     assert not (tmp_path / "x").exists()
+
+
+def test_demo_cohort_is_valid_bids(demo_cohort: Path):
+    """The official validator (bids-validator-deno) finds no error in the cohort."""
+    from bids_validation import bids_errors
+
+    assert (demo_cohort / "README.md").is_file()
+    assert bids_errors(demo_cohort) == []

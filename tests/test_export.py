@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -43,6 +45,15 @@ def test_export_metadata_round_trip(exported):
     assert meta.training["validation"]["model"] == pytest.approx(run.best_metrics)
     assert meta.training["validation"]["lut_baseline"] == pytest.approx(run.baseline_metrics)
     assert "CC BY 4.0" in meta.weights_license and meta.package_version
+    # The training data is named, never given as a local path, and summarised for the
+    # run-time "unlike the training data" check.
+    assert meta.training["data"].startswith("tiny_cohort")  # its folder: it has no Name
+    assert "/" not in json.dumps(meta.training)
+    summary = meta.training_summary
+    assert summary["dataset"] == meta.training["data"]
+    assert summary["subjects"] == meta.training["subjects"]["train"]
+    assert len(summary["contrasts"]["T1w"]["histogram"]) == 50
+    assert summary["voxel_size_mm"][0] > 0
     # onnxruntime exposes the same properties to the runtime.
     session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
     assert session.get_modelmeta().custom_metadata_map == props

@@ -88,7 +88,13 @@ def test_via_cli_recovers_known_motion_and_writes_outputs(pair, moved, tmp_path)
                  "--static", str(tmp_path / "sub-01_b0.nii.gz"), "--via", str(model),
                  "--out-affine", str(out), "--out-itk", str(tmp_path / "itk.txt"),
                  "--out-resliced", str(tmp_path / "resliced.nii.gz"),
-                 "--out-synthesized", str(tmp_path / "synth.nii.gz")]) == 0
+                 "--out-synthesized", str(tmp_path / "synth.nii.gz"),
+                 "--report", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 7  # 2 edges, 2 flickers x 2, synth
+    assert 'class="flicker"' in page and "edges of the static image" in page
+    assert "not checked (the model has no training-data summary)" in page
+    assert "http://" not in page and "https://" not in page
     affine = load_transform(out)
     _assert_recovered(affine, motion, centre)
     np.testing.assert_allclose(load_transform(tmp_path / "itk.txt"), affine, atol=1e-6)

@@ -97,8 +97,12 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
-def test_runtime_and_data_help_without_torch_and_matplotlib() -> None:
-    """Every runtime module imports, and mri2mri-data ixi --help works, with neither."""
+CROP = REPO / "tests" / "data" / "ixi-dti-crop"
+
+
+def test_runtime_and_data_cli_without_torch_and_matplotlib(tmp_path: Path) -> None:
+    """Every runtime module imports and mri2mri-data ixi --help works with neither; an
+    import then stops before any work, in one line naming the extra to install."""
     script = BLOCK.format(names=["torch", "matplotlib"]) + """
 import importlib, pkgutil
 import mri2mri.runtime
@@ -110,15 +114,23 @@ try:
     run_app(app, ["ixi", "--help"])
 except SystemExit as exc:
     assert not exc.code, exc.code
+try:
+    run_app(app, ["ixi", "--dti", sys.argv[1], "--out", sys.argv[2]])
+except SystemExit as exc:
+    print("EXIT", exc.code)
 """ + LOADED
-    result = _run(script)
+    result = _run(script, str(CROP), str(tmp_path / "none"))
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout and "--dti" in result.stdout
+    assert "EXIT 1" in result.stdout
+    assert result.stderr.strip() == ("error: mri2mri-data ixi (its QC pictures) needs "
+                                     "matplotlib, which is not installed: "
+                                     "pip install 'mri2mri[data]'")
+    assert not (tmp_path / "none").exists()
 
 
 def test_ixi_import_runs_without_torch(tmp_path: Path) -> None:
-    """A real DTI import (the shipped crop) with torch blocked; without matplotlib, one line."""
-    crop = REPO / "tests" / "data" / "ixi-dti-crop"
+    """A real DTI import (the shipped crop) with torch blocked."""
     script = BLOCK.format(names=["torch"]) + """
 from mri2mri.runtime.cli_common import run_app
 from mri2mri.train.data.cli import app
@@ -128,17 +140,27 @@ except SystemExit as exc:
     assert not exc.code, exc.code
 """ + LOADED
     out = tmp_path / "ixi"
-    result = _run(script, "ixi", "--dti", str(crop), "--out", str(out))
+    result = _run(script, "ixi", "--dti", str(CROP), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "LOADED ['matplotlib'" in result.stdout and "torch" not in result.stdout
     assert nib.load(out / "sub-IXI025" / "dwi" / "sub-IXI025_dwi.nii.gz").shape[3] == 16
-    blocked = _run(BLOCK.format(names=["torch", "matplotlib"]) + """
+
+
+def test_bids_app_with_reports_needs_no_torch_nor_matplotlib(tmp_path: Path) -> None:
+    """The BIDS App, its out-of-distribution check and its QC reports (PNGs included)."""
+    model = channel_picker(tmp_path / "m.onnx", ["T1w"], "T2w")
+    (tmp_path / "bids" / "sub-01" / "anat").mkdir(parents=True)
+    nib.save(nifti(volume()), tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    script = BLOCK.format(names=["torch", "onnx", "matplotlib"]) + """
 from mri2mri.runtime.cli_common import run_app
-from mri2mri.train.data.cli import app
-run_app(app, sys.argv[1:])
-""", "ixi", "--dti", str(crop), "--out", str(tmp_path / "none"))
-    assert blocked.returncode == 1
-    assert blocked.stderr.strip() == ("error: mri2mri-data ixi (its QC pictures) needs "
-                                      "matplotlib, which is not installed: "
-                                      "pip install 'mri2mri[data]'")
-    assert not (tmp_path / "none").exists()
+from mri2mri.runtime.cli_run import app
+try:
+    run_app(app, sys.argv[1:])
+except SystemExit as exc:
+    assert not exc.code, exc.code
+""" + LOADED
+    result = _run(script, str(tmp_path / "bids"), str(tmp_path / "out"), "participant",
+                  "--model", str(model))
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout and "1 written, 0 failed" in result.stdout
+    assert "data:image/png;base64," in (tmp_path / "out" / "sub-01.html").read_text()

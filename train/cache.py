@@ -38,6 +38,7 @@ import numpy as np
 from mri2mri.runtime import __version__
 from mri2mri.runtime.cohort import Subject
 from mri2mri.runtime.metadata import Normalisation
+from mri2mri.runtime.ood import summarize_prepared
 from mri2mri.runtime.slicing import SliceGeometry
 
 from .baseline import LUTStats
@@ -102,6 +103,9 @@ class CachedSubject:
     foreground: np.ndarray  # (Z,) fraction of foreground pixels per slice
     target_scale: float
     source_scales: list[float]
+    #: `mri2mri.runtime.ood.summarize_prepared` of the subject's sources (for the model card
+    #: and the run-time "unlike the training data" check).
+    summary: dict[str, Any]
 
     @property
     def keep(self) -> np.ndarray:
@@ -161,10 +165,13 @@ def read_entry(path: Path, spec: CacheSpec, fingerprint: list[list[Any]]) -> Cac
                                f"{offset + expected['bytes']})")
     if not (path / "lut.npz").exists():
         raise CacheProblem("lut.npz is missing")
+    if not isinstance(entry.get("summary"), dict):
+        raise CacheProblem("has no training-data summary (made by an older version)")
     z, _, h, w = entry["arrays"]["sources"]["shape"]
     return CachedSubject(entry["subject"], path, z, h, w,
                          np.asarray(entry["foreground"], np.float64),
-                         float(entry["target_scale"]), list(entry["source_scales"]))
+                         float(entry["target_scale"]), list(entry["source_scales"]),
+                         entry["summary"])
 
 
 def _save_npy(path: Path, array: np.ndarray) -> dict[str, Any]:
@@ -187,7 +194,8 @@ def build_entry(subject: Subject, spec: CacheSpec, path: Path) -> CachedSubject:
         entry = {"subject": subject.id, "key": spec.key, "spec": spec.describe(),
                  "inputs": fingerprint, "arrays": arrays,
                  "foreground": data.foreground_fraction.tolist(),
-                 "target_scale": data.target_scale, "source_scales": data.prepared.scales}
+                 "target_scale": data.target_scale, "source_scales": data.prepared.scales,
+                 "summary": summarize_prepared(data.prepared, spec.sources)}
         (tmp / ENTRY).write_text(json.dumps(entry))
         if path.exists():
             shutil.rmtree(path)

@@ -75,6 +75,14 @@ def main_command(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network "
                                                             "(CUDA).")] = False,
     log_every: Annotated[int, typer.Option(help="Steps between running-loss updates.")] = 25,
+    augment: Annotated[str | None, typer.Option(
+        help="Augmentation: none, light or strong, then name=value overrides, e.g. "
+             "'strong,rotate=10,noise=0' or 'light,randomize=0.8' (contrast randomisation); "
+             "options flip, rotate, scale, translate, gamma, contrast, bias, noise, lowres, "
+             "randomize (see docs/training.md).")] = None,
+    patience: Annotated[int | None, typer.Option(
+        help="Early stopping: stop after N epochs without a better validation PSNR "
+             "(0: off).")] = None,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
     device = check_device(device, TORCH_DEVICES)
@@ -84,7 +92,7 @@ def main_command(
     stored = _stored_config(out) if resume else {}
     defaults = TrainConfig("", ["T1w"], "T2w", "")
 
-    def pick(value: float | int | None, name: str) -> float | int:
+    def pick(value: float | int | str | None, name: str) -> float | int | str:
         return value if value is not None else stored.get(name, getattr(defaults, name))
 
     try:
@@ -97,13 +105,17 @@ def main_command(
             device=device, threads=threads,
             cache=str(cache) if cache is not None else stored.get("cache"),
             val_slices=pick(val_slices, "val_slices"), full_eval_every=full_eval_every,
-            precision=precision, compile=compile, log_every=log_every)
+            precision=precision, compile=compile, log_every=log_every,
+            augment=pick(augment, "augment"), patience=pick(patience, "patience"))
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     result = train(config, resume=resume)
     if int(os.environ.get("RANK", "0")):
         return  # under torchrun rank 0 reports
     best, lut = result.best_metrics, result.baseline_metrics
+    if result.stopped_early:
+        typer.echo(f"stopped early after epoch {len(result.history)} (patience "
+                   f"{config.patience})")
     typer.echo(f"best epoch {result.best_epoch} (whole validation volumes): PSNR "
                f"{best['psnr']:.2f} dB (LUT "
                f"{lut['psnr']:.2f}), SSIM {best['ssim']:.4f} (LUT {lut['ssim']:.4f}), MAE "

@@ -40,7 +40,10 @@ def model_from_checkpoint(checkpoint: str | Path | dict[str, Any]
 @torch.no_grad()
 def predict_slices(model: UNet, slices: np.ndarray, batch_size: int = 16,
                    device: str | torch.device = "cpu") -> np.ndarray:
-    """(Z, C, H, W) prepared slices -> (Z, 1, H, W) network output, float32."""
+    """(Z, C, H, W) network input -> (Z, 1, H, W) network output, float32.
+
+    With a 2.5D model, C counts the context channels: pass `stack_context(slices, K)`.
+    """
     model = model.to(device).eval()
     out = []
     for start in range(0, len(slices), batch_size):

@@ -1,7 +1,8 @@
 """The training loop: `train(config) -> RunResult`, what `mri2mri-train` runs.
 
 Determinism: the model is initialised from ``torch.manual_seed(seed)``, each
-epoch's slice order is a function of (seed, epoch) alone, and the torch RNG
+epoch's slice order is a function of (seed, epoch) alone, each item's augmentation
+of (seed, epoch, position) (`mri2mri.train.augment`), and the torch RNG
 state (dropout) is saved at every epoch end, so on CPU an interrupted run
 resumed from ``last.pt`` ends with the same weights as an uninterrupted one.
 """
@@ -24,13 +25,16 @@ from rich.console import Console
 
 from mri2mri.runtime import __version__
 from mri2mri.runtime.atomic import atomic_path, write_json
+from mri2mri.runtime.bids import dataset_name
 from mri2mri.runtime.cohort import Cohort, Subject
 from mri2mri.runtime.contrasts import canonical_contrast
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
+from mri2mri.runtime.ood import combine_summaries
 from mri2mri.runtime.progress import progress_bar
 
 from . import distributed
+from .augment import AugmentSpec, build_transform
 from .baseline import IntensityLUT
 from .cache import CachedSubject, CacheSpec, SliceCache
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -84,6 +88,10 @@ class TrainConfig:
     compile: bool = False
     #: Steps between updates of the running loss shown (each one syncs with the device).
     log_every: int = 25
+    #: `mri2mri.train.augment` specification, stored in canonical form ("none": off).
+    augment: str = "none"
+    #: Stop after this many epochs without a better validation PSNR (0: never).
+    patience: int = 0
 
     def __post_init__(self) -> None:
         self.sources = [canonical_contrast(s) for s in self.sources]
@@ -95,7 +103,7 @@ class TrainConfig:
         for name in ("epochs", "slices_per_epoch", "batch_size", "val_slices", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("context", "full_eval_every", "threads"):
+        for name in ("context", "full_eval_every", "threads", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be at least 0")
         if self.l1_weight < 0 or self.perceptual_weight < 0 or \
@@ -111,10 +119,11 @@ class TrainConfig:
             self.lr = preset.lr
         if self.lr <= 0:
             raise ValueError("the learning rate must be positive")
+        self.augment = AugmentSpec.parse(self.augment).to_string()
 
     #: Fields that may differ when resuming (they do not change the weights on CPU).
     RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data", "cache",
-                         "full_eval_every", "precision", "compile", "log_every")
+                         "full_eval_every", "precision", "compile", "log_every", "patience")
 
 
 @dataclass
@@ -136,6 +145,8 @@ class RunResult:
     seconds: float = 0.0
     best_subset_metrics: dict[str, float] = field(default_factory=dict)
     baseline_subset_metrics: dict[str, float] = field(default_factory=dict)
+    #: True when `patience` epochs passed without improvement before `epochs` were done.
+    stopped_early: bool = False
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -376,6 +387,9 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
     train_entries, val_entries = entries[:len(train_ids)], entries[len(train_ids):]
     val_subjects = [cohort.subject(i) for i in val_ids]
     norm.target_scale = float(np.median([e.target_scale for e in train_entries]))
+    # What the model is trained on, for the run-time "unlike the training data" check.
+    data_summary = combine_summaries([e.summary for e in train_entries],
+                                     name=dataset_name(config.data))
     if resume_state is not None:
         lut = IntensityLUT.from_dict(resume_state["baseline"])
     else:
@@ -425,7 +439,8 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
     if config.compile:
         model = torch.compile(model)
 
-    dataset = CachedSlices(train_entries, context=config.context, seed=config.seed)
+    dataset = CachedSlices(train_entries, context=config.context,
+                           transform=build_transform(config.augment), seed=config.seed)
     sampler = EpochSampler(len(dataset), config.slices_per_epoch, config.seed,
                            config.batch_size, ctx.rank, ctx.world)
     workers = resolve_workers(config.workers, device, max(1, _cpu_count() // ctx.world))
@@ -457,13 +472,17 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
             pad_multiple=preset.geometry.multiple, min_size=preset.geometry.min_size,
             context=config.context, preset=config.preset,
             architecture={"name": "unet-pix2pix", **preset.unet.to_dict()},
-            training={"data": str(Path(config.data).resolve()), "seed": config.seed,
+            training_summary=data_summary,
+            training={"data": data_summary["dataset"], "seed": config.seed,
                       "epochs": epoch + 1, "epochs_planned": config.epochs,
                       "subjects": {k: len(v) for k, v in split.items()},
                       "loss": f"{config.perceptual_weight} * VGG16 conv1_1 perceptual + "
                               f"{config.l1_weight} * L1",
                       "global_batch": config.batch_size, "processes": ctx.world,
-                      "validation": validation},
+                      "validation": validation,
+                      "augment": AugmentSpec.parse(config.augment).to_dict(),
+                      "context": config.context, "patience": config.patience,
+                      "best_epoch": best["epoch"]},
             package_version=__version__)
 
     def validation_record(subset_metrics: dict[str, float], full: dict[str, float] | None
@@ -508,7 +527,11 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
                 "scaler_state": scaler.state_dict(), "rng": rng[0], "rng_ranks": rng,
                 "parity_slices": torch.from_numpy(parity)}
 
+    stopped_early = False
     for epoch in range(start_epoch, config.epochs):
+        if _patience_spent(config, epoch, best):  # a resumed run that had already stopped
+            stopped_early = True
+            break
         sampler.set_epoch(epoch)
         model.train()
         batches = iter(loader)  # workers start (once, persistent) before any bar is drawn
@@ -558,12 +581,17 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
             **{f"full_lut_{k}": None if full is None else lut_full[k] for k in METRICS},
             "seconds": time.perf_counter() - started}
         history.append(row)
+        stop = False
         rng = ctx.all_gather(_rng_state())
         if ctx.is_main:
             is_best = metrics[SELECTION_METRIC] > best["subset"].get(SELECTION_METRIC, -math.inf)
             if is_best:
                 best = {"epoch": epoch + 1, "subset": metrics,
                         "metrics": full if full is not None else metrics}
+            row["best_epoch"] = best["epoch"]
+            row["epochs_without_improvement"] = epoch + 1 - best["epoch"]
+            stop = _patience_spent(config, epoch + 1, best) and epoch + 1 < config.epochs
+            row["early_stop"] = int(stop)
             validation = validation_record(metrics, full)
             state = state_for(epoch, validation, rng)
             if is_best:
@@ -577,6 +605,9 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
         ctx.barrier()
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
+        if ctx.broadcast(stop):  # rank 0 decides, every rank stops together
+            stopped_early = True
+            break
 
     best = ctx.broadcast(best)
     history = ctx.broadcast(history)
@@ -602,12 +633,25 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
             _plot(history, out / "loss.png")
         ctx.barrier()
     lut_volumes = lut_full or {}
+    if ctx.is_main and stopped_early:
+        console.print(f"early stop: no better validation {SELECTION_METRIC} for "
+                      f"{config.patience} epochs (best epoch {best['epoch']})")
     if ctx.is_main:
         console.print(f"best epoch {best['epoch']} on whole validation volumes: "
                       f"{_fmt(best['metrics'])} (LUT {_fmt(lut_volumes)})")
     return RunResult(out, out / "best.pt", out / "last.pt", int(best["epoch"]),
                      dict(best["metrics"]), dict(lut_volumes), history,
-                     time.perf_counter() - started, dict(best["subset"]), dict(lut_subset))
+                     time.perf_counter() - started, dict(best["subset"]), dict(lut_subset),
+                     stopped_early)
+
+
+def _patience_spent(config: TrainConfig, epoch: int, best: dict[str, Any]) -> bool:
+    """True when `patience` epochs before epoch `epoch` (0-based) brought no better model.
+
+    A function of the stored best epoch only, so a resumed run stops where the
+    uninterrupted one did.
+    """
+    return config.patience > 0 and best["epoch"] > 0 and epoch - best["epoch"] >= config.patience
 
 
 def _fmt(metrics: dict[str, float]) -> str:

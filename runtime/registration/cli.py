@@ -58,6 +58,9 @@ def register(
                                                "keep TensorRT engines on disk.")] = False,
     threads: Annotated[int | None, typer.Option(help="With --via: CPU threads for the "
                                                      "model.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML QC report: before/after "
+                                                     "with the static image's edges, and a "
+                                                     "flicker.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Register --moving to --static and write the transform (and optionally the resliced image)."""
@@ -75,7 +78,7 @@ def register(
                             out_synthesized=out_synthesized,
                             transform="affine" if affine else "rigid", settings=settings,
                             device=device, threads=threads, overwrite=overwrite, progress=say,
-                            trt_cache=not no_trt_cache)
+                            trt_cache=not no_trt_cache, report=report)
     reg = result.registration
     mode = f"via {Path(result.via).name}" if result.via else "direct"
     typer.echo(f"registered {moving.name} -> {static.name} ({reg.transform}, {reg.settings} "

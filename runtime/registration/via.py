@@ -21,6 +21,8 @@ from ..atomic import check_output_path
 from ..contrasts import canonical_contrast
 from ..errors import InputError
 from ..nifti import load_volume, save_volume
+from ..ood import assess, summarize_prepared
+from ..preprocess import PreparedSources
 from .align import Registration, RegistrationSettings, check_overlap, register_images
 from .io import save_itk, save_matrix
 
@@ -78,6 +80,8 @@ class RegisterResult:
     via: str | None
     seconds: dict[str, float] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
+    #: With `via`: whether the static image is like the model's training data (in words).
+    ood: str = ""
 
 
 def register_files(moving: str | Path, static: str | Path, *, out_affine: str | Path,
@@ -88,14 +92,17 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
                    transform: str = "rigid", settings: str | RegistrationSettings = "fast",
                    device: str = "auto", threads: int | None = None, overwrite: bool = False,
                    progress: Callable[[str], None] | None = None,
-                   trt_cache: bool | str | Path = True) -> RegisterResult:
+                   trt_cache: bool | str | Path = True,
+                   report: str | Path | None = None) -> RegisterResult:
     """Register the moving file to the static file (directly or `via` a model); write results.
 
     All output paths are checked before any work and written atomically, so a
-    failure leaves no partial output.
+    failure leaves no partial output. `report`: an HTML QC page (before/after with
+    the static image's edges, a flicker, parameters and timings).
     """
     say = progress or (lambda _msg: None)
-    outputs = [p for p in (out_affine, out_itk, out_resliced, out_synthesized) if p is not None]
+    outputs = [p for p in (out_affine, out_itk, out_resliced, out_synthesized, report)
+               if p is not None]
     resolved = [Path(p).resolve() for p in outputs]
     if len(set(resolved)) != len(resolved):
         raise InputError(outputs[0], "the same path is given for two outputs")
@@ -112,6 +119,7 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
     moving_c = resolve_contrast(moving_contrast, moving, "moving")
     static_c = resolve_contrast(static_contrast, static, "static")
     reference: nib.Nifti1Image = static_img
+    ood = "no model used"
     if via is not None:
         from ..synthesizer import Synthesizer  # onnxruntime is only loaded when a model is used
 
@@ -122,8 +130,17 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
         check_via_model(synth.sources, synth.target, via, moving_c, static_c)
         say(f"synthesizing {synth.target} from the static image ({synth.task}, "
             f"{synth.provider_name})")
-        reference = synth.synthesize([static_img])
+        verdicts = []
+
+        def inspect(prepared: PreparedSources) -> None:
+            verdicts.append(assess(summarize_prepared(prepared, synth.sources),
+                                   synth.meta.training_summary))
+
+        reference = synth.synthesize([static_img], inspect=inspect)
         seconds["synthesis"] = time.perf_counter() - start
+        ood = verdicts[0].message
+        if verdicts[0].flagged:
+            say(f"warning: {static}: {ood}")
     start = time.perf_counter()
     reg = register_images(moving_img, reference, transform=transform, settings=settings,
                           progress=lambda stage: say(f"registration: {stage}"))
@@ -136,5 +153,19 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
                                    overwrite=overwrite))
     if out_synthesized is not None:
         written.append(save_volume(reference, out_synthesized, overwrite=overwrite))
+    if report is not None:
+        from ..qc.registration import write_registration_report
+
+        say("writing the QC report")
+        params = {"moving": Path(moving).name, "static": Path(static).name,
+                  "moving contrast": moving_c or "?", "static contrast": static_c or "?",
+                  "via": Path(via).name if via is not None else "direct",
+                  "static image vs the model's training data": ood,
+                  "transform": reg.transform, "settings": reg.settings,
+                  "affine (static -> moving, RAS mm)": " / ".join(
+                      " ".join(f"{v:.4g}" for v in row) for row in reg.affine[:3])}
+        written.append(write_registration_report(
+            report, moving_img, static_img, reg.resample(moving_img, static_img), params,
+            seconds, reference if via is not None else None))
     return RegisterResult(reg, moving_c, static_c, None if via is None else str(via), seconds,
-                          written)
+                          written, ood)

@@ -32,17 +32,30 @@ def demo(
     jobs: Annotated[int, typer.Option(help="Parallel worker processes (the output does not "
                                            "depend on it).")] = min(4, os.cpu_count() or 1),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
+    shift: Annotated[list[str] | None, typer.Option(
+        help="Simulate another scanner, CONTRAST.FIELD=VALUE (repeatable), e.g. T1w.ti=1400, "
+             "T1w.gm_wm_contrast=0.5, T1w.snr=10, dwi.te=60, T2w.bias_peak=0.4, "
+             "T1w.blur_fwhm_mm=4; fields tr, te, ti, flip, shot_interval (ms, degrees), "
+             "gm_wm_contrast, snr, bias_peak, blur_fwhm_mm.")] = None,
 ) -> None:
     """Simulate a multi-contrast cohort (T1w, T2w, PDw, DWI) from the MNI152 2009 template."""
+    from mri2mri.runtime.errors import InputError
     from mri2mri.runtime.progress import progress_bar
 
     from .demo_cohort import generate_cohort
+    from .shift import AcquisitionShift
+
+    try:
+        scanner = AcquisitionShift.parse(shift or [])
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
 
     with progress_bar() as bar:
         task = bar.add_task("simulating subjects", total=subjects)
         out = generate_cohort(out_dir, subjects=subjects, seed=seed, resolution=resolution,
                               preview=preview, jobs=jobs, overwrite=overwrite,
-                              progress=lambda done, total: bar.update(task, completed=done))
+                              progress=lambda done, total: bar.update(task, completed=done),
+                              shift=scanner)
     typer.echo(f"wrote {subjects} simulated subjects to {out}")
     if preview:
         typer.echo(f"preview: {out / 'preview.png'}")

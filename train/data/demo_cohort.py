@@ -38,13 +38,14 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from mri2mri.runtime import __version__
 from mri2mri.runtime.atomic import write_json
+from mri2mri.runtime.bids import dataset_description, generated_by, write_dataset_files
 from mri2mri.runtime.errors import InputError, require_module
 from mri2mri.runtime.parallel import process_pool
 
 from .fields import grid_points, random_field, rotation_matrix
-from .tissue import LITERATURE_1P5T, PROTOCOLS, TISSUES, signal, subject_tissues
+from .shift import AcquisitionShift
+from .tissue import LITERATURE_1P5T, TISSUES, Tissue, signal, subject_tissues
 
 ANAT_CONTRASTS = ("T1w", "T2w", "PDw")
 DWI_VOXEL_MM = (1.75, 1.75, 2.35)
@@ -74,6 +75,29 @@ class DemoConfig:
     epi_peak_displacement_mm: tuple[float, float] = (3.0, 6.0)
     dwi_tilt_deg: tuple[float, float] = (4.0, 9.0)
     bvalues: tuple[float, ...] = (0.0, 0.0) + (1000.0,) * 6
+    #: A simulated other scanner (see `mri2mri.train.data.shift`); None: the IXI protocols.
+    shift: AcquisitionShift | None = None
+
+    def scanner(self) -> AcquisitionShift:
+        return self.shift if self.shift is not None else AcquisitionShift()
+
+
+def _tissue_signals(contrast: str, tissues: dict[str, Tissue], shift: AcquisitionShift,
+                    bvalue: float = 0.0) -> dict[str, float]:
+    """Pure-tissue signals of one acquisition, with the shift's protocol and GM/WM contrast."""
+    protocol = shift.protocol_for(contrast)
+    out = {t: signal(contrast, tissues[t], bvalue, protocol) for t in TISSUES}
+    k = shift.gm_wm_contrast.get(contrast)
+    if k is not None and out["wm"] > 0:
+        out["gm"] = out["wm"] * (out["gm"] / out["wm"]) ** k
+    return out
+
+
+def _blur(volume: np.ndarray, affine: np.ndarray, fwhm_mm: float | None) -> np.ndarray:
+    if not fwhm_mm:
+        return volume
+    voxel = np.linalg.norm(affine[:3, :3], axis=0)
+    return ndimage.gaussian_filter(volume, fwhm_mm / 2.3548 / voxel, mode="nearest")
 
 
 @dataclass
@@ -163,9 +187,10 @@ def _rician(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
 
 
 def _bias(rng: np.random.Generator, points: np.ndarray, template: Template,
-          cfg: DemoConfig) -> np.ndarray:
+          cfg: DemoConfig, contrast: str) -> np.ndarray:
+    peak = cfg.scanner().bias_peak.get(contrast, cfg.bias_peak)
     field_ = random_field(rng, template.box_lo - 30, template.box_hi + 30, 10.0,
-                          cfg.bias_correlation_mm, cfg.bias_peak)
+                          cfg.bias_correlation_mm, peak)
     return np.exp(field_(points))
 
 
@@ -191,12 +216,16 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     points = grid_points(shape, affine)
     frac = anatomy.fractions(points)
     wm_voxels = frac["wm"] > 0.9
+    scanner = cfg.scanner()
     for contrast in ANAT_CONTRASTS:
-        clean = sum(frac[t] * signal(contrast, tissues[t]) for t in TISSUES)
-        clean = clean * _bias(rng, points, template, cfg)
-        sigma = float(clean[wm_voxels].mean()) / cfg.snr[contrast]
+        values = _tissue_signals(contrast, tissues, scanner)
+        clean = sum(frac[t] * values[t] for t in TISSUES)
+        clean = _blur(clean.reshape(shape), affine,
+                      scanner.blur_fwhm_mm.get(contrast)).ravel()
+        clean = clean * _bias(rng, points, template, cfg, contrast)
+        sigma = float(clean[wm_voxels].mean()) / scanner.snr.get(contrast, cfg.snr[contrast])
         noisy = _rician(clean, sigma, rng).reshape(shape)
-        peak = max(signal(contrast, t) for t in LITERATURE_1P5T.values())
+        peak = max(_tissue_signals(contrast, LITERATURE_1P5T, scanner).values())
         images[contrast] = _to_int16_image(noisy / peak, affine, 1000.0)
 
     dshape, daffine = _dwi_grid(template, cfg.resolution, rng, cfg)
@@ -212,14 +241,20 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     dfrac = anatomy.fractions(dpoints + shift[:, None] * pe_dir)
     jac = 1.0 + np.gradient(shift.reshape(dshape), axis=1) / nib.affines.voxel_sizes(daffine)[1]
     jac = np.clip(jac, 0.2, None).ravel()
-    bias = _bias(rng, dpoints, template, cfg)
-    b0_clean = sum(dfrac[t] * signal("dwi", tissues[t]) for t in TISSUES) * jac * bias
-    sigma = float(b0_clean[dfrac["wm"] > 0.9].mean()) / cfg.snr["dwi"]
+    bias = _bias(rng, dpoints, template, cfg, "dwi")
+    blur = scanner.blur_fwhm_mm.get("dwi")
+
+    def dwi_clean(b: float) -> np.ndarray:
+        values = _tissue_signals("dwi", tissues, scanner, b)
+        clean = sum(dfrac[t] * values[t] for t in TISSUES) * jac
+        return _blur(clean.reshape(dshape), daffine, blur).ravel() * bias
+
+    b0_clean = dwi_clean(0.0)
+    sigma = float(b0_clean[dfrac["wm"] > 0.9].mean()) / scanner.snr.get("dwi", cfg.snr["dwi"])
     volumes = []
     for b in cfg.bvalues:
-        clean = sum(dfrac[t] * signal("dwi", tissues[t], b) for t in TISSUES) * jac * bias
-        volumes.append(_rician(clean, sigma, rng).reshape(dshape))
-    peak = max(signal("dwi", t) for t in LITERATURE_1P5T.values())
+        volumes.append(_rician(dwi_clean(b), sigma, rng).reshape(dshape))
+    peak = max(_tissue_signals("dwi", LITERATURE_1P5T, scanner).values())
     images["dwi"] = _to_int16_image(np.stack(volumes, axis=3) / peak, daffine, 1000.0)
 
     params = {"tissues": {k: asdict(v) for k, v in tissues.items()}, **anatomy.params,
@@ -238,8 +273,8 @@ def _bvecs(cfg: DemoConfig) -> np.ndarray:
     return np.array(vecs).T
 
 
-def _sidecar(contrast: str) -> dict:
-    p = PROTOCOLS[contrast]
+def _sidecar(contrast: str, cfg: DemoConfig) -> dict:
+    p = cfg.scanner().protocol_for(contrast)
     meta = {"MagneticFieldStrength": 1.5, "RepetitionTime": p.tr / 1000,
             "EchoTime": p.te / 1000, "FlipAngle": p.flip, "PulseSequenceType": p.sequence,
             "Simulated": True}
@@ -257,9 +292,9 @@ def _write_subject(root: Path, sub: str, images: dict[str, nib.Nifti1Image],
     dwi.mkdir(parents=True)
     for contrast in ANAT_CONTRASTS:
         nib.save(images[contrast], str(anat / f"{sub}_{contrast}.nii.gz"))
-        write_json(anat / f"{sub}_{contrast}.json", _sidecar(contrast), sort_keys=True)
+        write_json(anat / f"{sub}_{contrast}.json", _sidecar(contrast, cfg), sort_keys=True)
     nib.save(images["dwi"], str(dwi / f"{sub}_dwi.nii.gz"))
-    write_json(dwi / f"{sub}_dwi.json", _sidecar("dwi"), sort_keys=True)
+    write_json(dwi / f"{sub}_dwi.json", _sidecar("dwi", cfg), sort_keys=True)
     (dwi / f"{sub}_dwi.bval").write_text(" ".join(f"{b:g}" for b in cfg.bvalues) + "\n")
     (dwi / f"{sub}_dwi.bvec").write_text(
         "\n".join(" ".join(f"{v:.6f}" for v in row) for row in _bvecs(cfg)) + "\n")
@@ -283,31 +318,47 @@ def subject_label(index: int) -> str:
     return f"sub-{index + 1:03d}"
 
 
+#: Not BIDS, listed in ``.bidsignore``: the optional preview picture.
+PREVIEW_FILE = "preview.png"
+README = f"""# mri2mri simulated demo cohort
+
+A simulated BIDS cohort (T1w, T2w, PDw, DWI) written by `mri2mri-data demo`: the grey-
+and white-matter probability maps of the MNI ICBM152 2009c template, deformed per
+subject, imaged with the signal equations of the IXI protocols, with smooth bias fields
+and Rician noise. It is a phantom, not real data; `dataset_description.json` holds every
+simulation parameter.
+
+Not BIDS, listed in .bidsignore: `{PREVIEW_FILE}` (one subject's contrasts).
+"""
+
+
 def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
-    return {
-        "Name": "mri2mri simulated demo cohort",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "raw",
-        "License": "CC BY 4.0 (simulation); anatomy from the MNI ICBM152 2009c template",
-        "GeneratedBy": [{"Name": "mri2mri", "Version": __version__,
-                         "Description": "mri2mri-data demo: simulated phantom, not real data"}],
-        "ReferencesAndLinks": [
+    simulation = asdict(cfg)
+    if cfg.shift is None:
+        del simulation["shift"]  # the default scanner: same description as before shifts
+    return dataset_description(
+        "mri2mri simulated demo cohort", "raw",
+        [generated_by("mri2mri", "mri2mri-data demo: simulated phantom, not real data")],
+        License="CC BY 4.0 (simulation); anatomy from the MNI ICBM152 2009c template",
+        ReferencesAndLinks=[
             "Fonov VS et al., NeuroImage 2011;54:313-327 and NeuroImage 2009;47:S102 "
             "(MNI ICBM152 2009 template, via nilearn)",
             "Tissue parameters and sequence models: see mri2mri.train.data.tissue",
         ],
-        "SimulatedPhantom": True,
-        "SimulationParameters": asdict(cfg),
-        "Limits": "no vessels (no MRA), no skull or scalp, isotropic diffusion, no motion",
-        "SubjectParameters": params,
-    }
+        SimulatedPhantom=True, SimulationParameters=simulation,
+        Limits="no vessels (no MRA), no skull or scalp, isotropic diffusion, no motion",
+        SubjectParameters=params)
 
 
 def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
                     resolution: float = 2.0, preview: bool = False, jobs: int = 1,
                     overwrite: bool = False,
-                    progress: Callable[[int, int], None] | None = None) -> Path:
+                    progress: Callable[[int, int], None] | None = None,
+                    shift: AcquisitionShift | None = None) -> Path:
     """Write a simulated BIDS cohort to `out_dir`; deterministic for a seed.
+
+    `shift` images the same subjects (same seed: same anatomy and noise draws) with
+    another simulated scanner's acquisition (see `mri2mri.train.data.shift`).
 
     The dataset is built in a temporary sibling folder and renamed into place,
     so an interrupted run leaves nothing behind.
@@ -324,7 +375,8 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
     require_module("nilearn", "data", "the demo cohort (MNI152 template)")
     if preview:
         require_module("matplotlib", "data", "the cohort preview")
-    cfg = DemoConfig(subjects=subjects, seed=seed, resolution=float(resolution))
+    cfg = DemoConfig(subjects=subjects, seed=seed, resolution=float(resolution),
+                     shift=None if shift is None or shift.empty else shift)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -344,14 +396,14 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
                 params[sub] = p
                 if progress:
                     progress(done, subjects)
-        write_json(tmp / "dataset_description.json", _dataset_description(cfg, params),
-                   sort_keys=True)
+        write_dataset_files(tmp, _dataset_description(cfg, params), readme=README,
+                            ignore=[PREVIEW_FILE] if preview else [])
         (tmp / "participants.tsv").write_text(
             "participant_id\tsimulated\n" + "".join(f"{s}\tyes\n" for s in sorted(params)))
         if preview:
             from .preview import write_preview
 
-            write_preview(tmp, subject_label(0), tmp / "preview.png")
+            write_preview(tmp, subject_label(0), tmp / PREVIEW_FILE)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from mri2mri.runtime.atomic import atomic_path
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.orientation import to_canonical
+from mri2mri.runtime.qc.figures import orthogonal_views, view_aspects
+
+__all__ = ["PREVIEW_CONTRASTS", "orthogonal_views", "view_aspects", "write_preview"]
 
 PREVIEW_CONTRASTS = ("T1w", "T2w", "PDw", "b0")
-
-
-def orthogonal_views(volume: np.ndarray, centre: Sequence[int] | None = None
-                     ) -> list[np.ndarray]:
-    """Axial, coronal and sagittal slices through `centre` (default: the middle voxel).
-
-    `volume` is RAS-ordered (`to_canonical`); the slices are transposed for
-    ``imshow(origin="lower")``: anterior and superior up, the subject's left on the
-    right of the axial and coronal views (radiological left-right is not used).
-    """
-    x, y, z = (s // 2 for s in volume.shape[:3]) if centre is None else centre
-    return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
-
-
-def view_aspects(affine: np.ndarray) -> list[float]:
-    """imshow aspect ratios of `orthogonal_views` for a canonical grid with this affine."""
-    zooms = nib.affines.voxel_sizes(affine)
-    return [zooms[1] / zooms[0], zooms[2] / zooms[0], zooms[2] / zooms[1]]
 
 
 def write_preview(root: Path, subject_id: str, out: Path) -> Path:

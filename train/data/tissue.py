@@ -80,9 +80,13 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-def signal(contrast: str, tissue: Tissue, bvalue: float = 0.0) -> float:
-    """Noise-free signal of one pure tissue for one protocol (arbitrary units)."""
-    p = PROTOCOLS[contrast]
+def signal(contrast: str, tissue: Tissue, bvalue: float = 0.0,
+           protocol: Protocol | None = None) -> float:
+    """Noise-free signal of one pure tissue for one protocol (arbitrary units).
+
+    `protocol` replaces the IXI protocol of `contrast` (a simulated other scanner).
+    """
+    p = protocol if protocol is not None else PROTOCOLS[contrast]
     if contrast == "T1w":
         # Longitudinal magnetisation after inversion (recovering over TI, from a
         # shot-interval-limited start), read by a low-flip spoiled gradient echo.

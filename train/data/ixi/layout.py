@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mri2mri.runtime import __version__
 from mri2mri.runtime.atomic import atomic_path, write_json
+from mri2mri.runtime.bids import dataset_description, generated_by
+from mri2mri.runtime.bids import write_dataset_files as write_bids_files
 from mri2mri.runtime.cohort import SPLIT_FILE, make_splits
 
 MARKER = ".ixi-import.json"
@@ -20,6 +21,17 @@ LOG_FILE = "ixi_import_log.txt"
 LICENSE = "CC BY-SA 3.0"
 ACKNOWLEDGEMENT = ("Data provided by the IXI project, Imperial College London, "
                    "https://brain-development.org/ixi-dataset/")
+#: Useful to people, not part of BIDS: the validator is told to skip them. The mean b=0
+#: (``_b0``) has no BIDS suffix; discovery derives b0 from the 4D series anyway.
+BIDS_IGNORE = (QC_DIR, LOG_FILE, SPLIT_FILE, "sub-*/dwi/*_b0.nii.gz")
+README = f"""# IXI, imported by mri2mri
+
+The IXI dataset (about 580 healthy adults, three London hospitals) in BIDS, written by
+`mri2mri-data ixi`. {ACKNOWLEDGEMENT}. Licence: {LICENSE}.
+
+Not BIDS, listed in .bidsignore: `{QC_DIR}/` (one QC picture per subject), `{LOG_FILE}`,
+`{SPLIT_FILE}` (train/validation/test subjects) and `sub-*/dwi/*_b0.nii.gz` (mean b=0).
+"""
 #: The study's split of IXI: 338 training and 79 test subjects, the rest validation.
 STUDY_TRAIN, STUDY_TEST = 338, 79
 #: Validation share when the cohort is smaller than the study's.
@@ -65,27 +77,21 @@ def write_dataset_files(out: Path, records: list[dict], seed: int = 0) -> dict[s
     write_json(out / SPLIT_FILE, splits)
     dropped = {f"sub-{r['subject']}": r["dwi"]["dropped"] for r in records
                if r.get("dwi") and r["dwi"].get("dropped")}
-    write_json(out / "dataset_description.json", {
-        "Name": "IXI (imported by mri2mri)",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "raw",
-        "License": LICENSE,
-        "Acknowledgements": ACKNOWLEDGEMENT,
-        "HowToAcknowledge": ACKNOWLEDGEMENT,
-        "ReferencesAndLinks": ["https://brain-development.org/ixi-dataset/"],
-        "GeneratedBy": [{
-            "Name": "mri2mri-data ixi",
-            "Version": __version__,
-            "Description": (
-                "Anatomical contrasts on the T2/PD (dual-echo) grid: T1 and MRA registered "
-                "rigidly (DIPY mutual information) and resliced; DWI on its native grid. "
-                "IXI's bvals/bvecs list 16 entries for 17 DTI volumes: the volume that is "
-                "not an acquired direction was identified per subject from the images "
-                "(see each sub-*_dwi.json) and left out of the 4D series."),
-        }],
-        "SubjectSplit": (f"splits.json, seed {seed}: the study's 338 train / 79 test, rest "
-                         "validation when there are at least 417 subjects; otherwise 15 % "
-                         "validation and the rest train:test in the ratio 338:79"),
-        "DWIVolumesDropped": dropped,
-    })
+    description = dataset_description(
+        "IXI (imported by mri2mri)", "raw",
+        [generated_by("mri2mri-data ixi", (
+            "Anatomical contrasts on the T2/PD (dual-echo) grid: T1 and MRA registered "
+            "rigidly (DIPY mutual information) and resliced; DWI on its native grid. "
+            "IXI's bvals/bvecs list 16 entries for 17 DTI volumes: the volume that is "
+            "not an acquired direction was identified per subject from the images "
+            "(see each sub-*_dwi.json) and left out of the 4D series."))],
+        authors=["IXI project, Imperial College London"],
+        source_datasets=[{"URL": "https://brain-development.org/ixi-dataset/"}],
+        License=LICENSE, Acknowledgements=ACKNOWLEDGEMENT, HowToAcknowledge=ACKNOWLEDGEMENT,
+        ReferencesAndLinks=["https://brain-development.org/ixi-dataset/"],
+        SubjectSplit=(f"splits.json, seed {seed}: the study's 338 train / 79 test, rest "
+                      "validation when there are at least 417 subjects; otherwise 15 % "
+                      "validation and the rest train:test in the ratio 338:79"),
+        DWIVolumesDropped=dropped)
+    write_bids_files(out, description, readme=README, ignore=BIDS_IGNORE)
     return splits

@@ -1,0 +1,122 @@
+"""The HTML QC reports: self-contained (checked by parsing) and loaded by a headless Chromium.
+
+The browser test drives the system Chromium through Playwright (its own browser
+download needs the internet). CI installs Chromium (.ci/run); elsewhere the test
+is skipped, with the reason, only when no Chromium is installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from onnx_fixtures import (
+    channel_picker,
+    collect_sessions,  # noqa: F401 - autouse: frees sessions
+    nifti,
+    volume,
+)
+
+from mri2mri.runtime.batch import synthesize_dataset
+from mri2mri.runtime.qc.registration import write_registration_report
+from mri2mri.runtime.resample import resample_to
+
+
+class _Resources(HTMLParser):
+    """Every src/href of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "href") and value is not None:
+                self.links.append((tag, value))
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A synthesis run's participant page and index, and a registration page."""
+    d = tmp_path_factory.mktemp("qc")
+    bids = d / "bids"
+    for i in range(2):
+        anat = bids / f"sub-0{i + 1}" / "anat"
+        anat.mkdir(parents=True)
+        nib.save(nifti(volume((20, 23, 9), seed=i)), anat / f"sub-0{i + 1}_T1w.nii.gz")
+    model = channel_picker(d / "t1_to_t2.onnx", ["T1w"], "T2w")
+    synthesize_dataset(model, bids, d / "out", device="cpu", command="mri2mri-run test")
+    static = nifti(volume((20, 23, 9), seed=5))
+    shifted = np.eye(4)
+    shifted[:3, 3] = [3.0, -2.0, 1.5]
+    moving = nib.Nifti1Image(np.asarray(static.dataobj), shifted @ static.affine)
+    page = write_registration_report(d / "reg.html", moving, static, resample_to(static, static),
+                                     {"moving": "t1.nii.gz", "static": "b0.nii.gz"},
+                                     {"registration": 1.0})
+    return {"participant": d / "out" / "sub-01.html", "index": d / "out" / "index.html",
+            "registration": page}
+
+
+def test_reports_are_self_contained(reports: dict[str, Path]) -> None:
+    for name, path in reports.items():
+        parser = _Resources()
+        parser.feed(path.read_text())
+        images = [v for tag, v in parser.links if tag == "img"]
+        assert images or name == "index", name
+        for uri in images:
+            assert uri.startswith("data:image/png;base64,"), (name, uri[:40])
+            assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+        others = [v for tag, v in parser.links if tag != "img"]
+        assert all(v.endswith(".html") and "/" not in v for v in others), (name, others)
+    participant = reports["participant"].read_text()
+    assert "Model card" in participant and "input T1w: sub-01_T1w.nii.gz" in participant
+    assert "synthesized T2w" in participant and "not checked" in participant
+    assert 'href="sub-02.html"' in reports["index"].read_text()
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    return None
+
+
+def test_reports_load_in_a_headless_browser(reports: dict[str, Path]) -> None:
+    browser_path = _chromium()
+    if browser_path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Chromium (see .ci/run)")
+        pytest.skip("no Chromium installed: apt-get install chromium to run this check")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        context = browser.new_context(offline=True)
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("requestfailed", lambda r: problems.append(f"failed request {r.url}"))
+        for path in reports.values():
+            page.goto(path.as_uri())
+            page.wait_for_load_state("load")
+            sizes = page.evaluate("Array.from(document.images).map(i => i.complete ? "
+                                  "i.naturalWidth : 0)")
+            assert all(w > 0 for w in sizes), (path.name, sizes)
+        page.goto(reports["registration"].as_uri())
+        animations = page.evaluate("Array.from(document.querySelectorAll('.flicker img.top'))"
+                                   ".map(i => getComputedStyle(i).animationName)")
+        assert animations == ["flick", "flick"]
+        page.goto(reports["participant"].as_uri())
+        assert page.locator("h2", has_text="Model card").count() == 1
+        page.goto(reports["index"].as_uri())
+        page.click('a[href="sub-02.html"]')
+        page.wait_for_load_state("load")
+        assert page.url.endswith("/sub-02.html") and "sub-02" in page.title()
+        browser.close()
+    assert problems == []
