@@ -13,10 +13,9 @@ participant.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from .bids import (
 from .bids_inputs import Unit, find_units
 from .errors import InputError, exception_summary
 from .ood import assess, summarize_prepared
-from .parallel import start_method
+from .parallel import process_pool
 from .preprocess import PreparedSources
 from .session import physical_cores
 from .synthesizer import Synthesizer
@@ -341,9 +340,8 @@ def _run_pool(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptio
               nprocs: int, target: str, collect: Callable[[UnitResult], None]) -> None:
     # The project's start method (mri2mri.runtime.parallel): never fork a process that
     # holds onnxruntime thread pools. Each worker loads the model once (initializer).
-    context = multiprocessing.get_context(start_method())
-    pool = ProcessPoolExecutor(min(nprocs, len(units)), mp_context=context,
-                               initializer=_init_worker, initargs=(options,))
+    pool = process_pool(min(nprocs, len(units)), initializer=_init_worker,
+                        initargs=(options,))
     try:
         futures = {pool.submit(_pool_unit, u, raw_dir, out_dir, options): u for u in units}
         for future in as_completed(futures):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 
@@ -11,7 +12,8 @@ def start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def process_pool(jobs: int) -> ProcessPoolExecutor:
+def process_pool(jobs: int, initializer: Callable[..., object] | None = None,
+                 initargs: tuple[object, ...] = ()) -> ProcessPoolExecutor:
     """A pool of `jobs` worker processes that never are forked from the calling process.
 
     Why not ``fork`` (Linux's default before Python 3.14): a forked child gets a copy
@@ -22,9 +24,11 @@ def process_pool(jobs: int) -> ProcessPoolExecutor:
     server process started afresh (no threads, no loaded libraries), which is as safe
     as ``spawn`` and starts workers faster; ``spawn`` is the fallback where there is
     no forkserver. Either way the work function and its arguments must be picklable
-    (module-level functions, no lambdas).
+    (module-level functions, no lambdas). `initializer(*initargs)` runs once in each
+    worker (e.g. to load a model once per process).
     """
     if jobs < 1:
         raise ValueError(f"a process pool needs at least 1 worker, got {jobs}")
     return ProcessPoolExecutor(max_workers=jobs,
-                               mp_context=multiprocessing.get_context(start_method()))
+                               mp_context=multiprocessing.get_context(start_method()),
+                               initializer=initializer, initargs=initargs)

@@ -10,14 +10,13 @@ cohort's numbers are comparable with the run's validation curve.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mri2mri.runtime.atomic import atomic_path
+from mri2mri.runtime.atomic import atomic_path, write_json
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.preprocess import restore_volume
@@ -99,8 +98,7 @@ def evaluate_runs(runs: Sequence[str | Path], cohorts: dict[str, str | Path], ou
             _write_scores(rows, csv_path)
     names = {Path(r).name for r in runs}
     summary = summarise([r for r in rows if r.run in names and r.cohort in cohorts])
-    with atomic_path(out / "summary.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(out / "summary.json", summary, sort_keys=True)
     return summary
 
 

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from mri2mri.runtime.atomic import write_json
+
 
 def _train(command: list[str], out: Path, env: dict[str, str]) -> dict:
     shutil.rmtree(out, ignore_errors=True)
@@ -72,7 +74,7 @@ def main() -> None:
                                         "json": str(args.json)},
               "one_process": single, "two_processes_gloo": ddp,
               "max_relative_loss_difference": max(diff), "relative_loss_difference": diff}
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     print(json.dumps(result, indent=2))
 
 

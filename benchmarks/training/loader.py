@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from mri2mri.runtime.atomic import write_json
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.train.cache import CacheSpec, SliceCache
@@ -129,7 +130,7 @@ def main() -> None:
                       args.steps, workers, args.repeats)
         print(json.dumps({k: v for k, v in row.items() if k != "all"}))
         rows.append(row)
-    args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psutil
 
+from mri2mri.runtime.atomic import write_json
+
 INTERVAL = 0.2
 
 
@@ -89,7 +91,7 @@ def main() -> None:
     result = {"label": args.label, "command": command, **measure(command, args.log, args.limit_gb)}
     rows = json.loads(args.json.read_text()) if args.json.exists() else []
     rows.append(result)
-    args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(args.json, rows)
     print(json.dumps(result))
     sys.exit(result["returncode"])
 
