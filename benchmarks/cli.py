@@ -45,6 +45,9 @@ def registration(
                                                         "(mm).")] = DEFAULT_MAX_TRANSLATION_MM,
     ants: Annotated[bool, typer.Option(help="Include the ANTs baseline when antspyx is "
                                             "installed.")] = True,
+    reports: Annotated[bool, typer.Option("--reports", help="Write an HTML QC page per "
+                                                            "subject and method (OUT/reports/)."
+                                          )] = False,
     device: Annotated[str, typer.Option(help="Where the 'via' model runs: cpu (default), "
                                              "auto, tensorrt or cuda.")] = "cpu",
 ) -> None:
@@ -81,7 +84,7 @@ def registration(
         _err.print(f"[{done}/{total}] {subject}")
 
     summary = run_registration_benchmark(config, out, jobs=jobs, scheduler=scheduler,
-                                         progress=progress)
+                                         progress=progress, reports=reports)
     for note in summary["notes"]:
         _err.print(f"note: {note}")
     for protocol, methods_stats in summary["results"].items():

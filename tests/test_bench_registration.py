@@ -183,9 +183,16 @@ def test_dask_then_resume_from_cache_then_pool(two_subjects: Path, tmp_path: Pat
     # Another seed is another experiment: nothing is reused; the process pool runs both.
     monkeypatch.setattr(runner_mod, "ants_available", lambda: False)
     assert _cli(["registration", "--data", str(two_subjects), "--out", str(out), "--split",
-                 "all", "--seed", "4", "--jobs", "2"]) == 0
+                 "all", "--seed", "4", "--jobs", "2", "--reports"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["subjects_from_cache"] == 0 and summary["jobs"] == 2
+    # QC pages of the subjects run now (in the pool workers), and an index linking them.
+    index = (out / "reports" / "index.html").read_text()
+    for sub in ("sub-001", "sub-002"):
+        page = (out / "reports" / f"{sub}_{DIRECT}.html").read_text()
+        assert f'href="{sub}_{DIRECT}.html"' in index
+        assert "flicker" in page and "edges of the static image" in page
+        assert page.count("data:image/png;base64,") >= 4
     assert any("antspyx is not installed" in n for n in summary["notes"])
     assert "antspyx is not installed" in capsys.readouterr().err
 
@@ -212,3 +219,19 @@ def test_apply_motion_moves_the_image_content() -> None:
     moved = apply_motion(img, rigid_matrix((0, 0, 0), (4.0, 0.0, -2.0))).get_fdata()
     np.testing.assert_allclose(moved[7:12, 6:9, 6:11], 1.0)
     assert moved.sum() == pytest.approx(data.sum())
+
+
+def test_qc_reslicing_with_the_true_transform_undoes_the_motion() -> None:
+    """The 'after' image of a QC page is the moving image through the found affine."""
+    import nibabel as nib
+
+    from mri2mri.benchmarks.registration.qc import resliced
+
+    data = np.zeros((24, 24, 24), np.float32)
+    data[6:14, 8:12, 9:16] = 1.0
+    img = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    motion = rigid_matrix((0, 0, 0), (4.0, -2.0, 6.0))
+    moved = apply_motion(img, motion)
+    after = resliced(img, moved, np.linalg.inv(motion))  # the truth, as in the protocols
+    np.testing.assert_allclose(after.get_fdata(), moved.get_fdata(), atol=1e-5)
+    assert not np.allclose(resliced(img, moved, np.eye(4)).get_fdata(), moved.get_fdata())

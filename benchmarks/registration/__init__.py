@@ -20,13 +20,13 @@ RESULTS_CSV, SUMMARY_JSON, FIGURE_PNG = "results.csv", "summary.json", "registra
 
 def run_registration_benchmark(config: BenchmarkConfig, out_dir: str | Path, *, jobs: int = 1,
                                scheduler: str | None = None,
-                               progress: Callable[[str, int, int], None] | None = None
-                               ) -> dict[str, object]:
+                               progress: Callable[[str, int, int], None] | None = None,
+                               reports: bool = False) -> dict[str, object]:
     """Run (or resume) the benchmark and write results.csv, summary.json and registration.png."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, info = run_benchmark(config, out_dir, jobs=jobs, scheduler=scheduler,
-                               progress=progress)
+                               progress=progress, reports=reports)
     summary = summarise(rows, info, asdict(config))
     write_csv(rows, out_dir / RESULTS_CSV)
     write_summary(summary, out_dir / SUMMARY_JSON)

@@ -37,8 +37,14 @@ def brain_points(img: nib.spatialimages.SpatialImage, max_points: int = 50000) -
 
 
 def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, motion: np.ndarray,
-                  methods: Sequence[tuple[str, Method]]) -> list[dict[str, object]]:
-    """Run every method on the unmoved and the moved pair; one row per method and protocol."""
+                  methods: Sequence[tuple[str, Method]],
+                  on_found: Callable[[str, nib.Nifti1Image, np.ndarray, float], None] | None
+                  = None) -> list[dict[str, object]]:
+    """Run every method on the unmoved and the moved pair; one row per method and protocol.
+
+    `on_found(method, moved, affine, seconds)` sees each method's result on the moved pair
+    (the QC pages are drawn from it).
+    """
     moved = apply_motion(static, motion)
     centre = foreground_centre(moved)
     points = brain_points(moved)
@@ -49,6 +55,8 @@ def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, motion: np.n
         cpu_start = time.process_time()  # all threads of this process: fair on a busy machine
         found, seconds = method(moving, moved)
         cpu_seconds = time.process_time() - cpu_start
+        if on_found is not None:
+            on_found(name, moved, found, seconds)
         references = {KNOWN_TRUTH: truth, CONSISTENCY: unmoved @ np.linalg.inv(motion)}
         for protocol, reference in references.items():
             row: dict[str, object] = {"method": name, "protocol": protocol,

@@ -36,6 +36,7 @@ from mri2mri.runtime.registration.motion import (
 from .ants_baseline import available as ants_available
 from .methods import ANTS, DIRECT, VIA, Ants, DipyDirect, DipyVia
 from .protocols import evaluate_pair
+from .qc import REPORTS_DIR, write_index, write_pair_report
 
 CACHE_DIR = "cache"
 #: The study ran its full DIPY pipeline, ending with a 12-parameter affine; `fast` is rigid.
@@ -103,14 +104,29 @@ def _methods(config: BenchmarkConfig) -> list[tuple[str, Callable]]:
     return made
 
 
-def run_subject(subject: Subject, config: BenchmarkConfig) -> list[dict[str, object]]:
-    """Load one subject's pair, move the static image, run every method; rows for results.csv."""
+def run_subject(subject: Subject, config: BenchmarkConfig, report_dir: str | None = None
+                ) -> list[dict[str, object]]:
+    """Load one subject's pair, move the static image, run every method; rows for results.csv.
+
+    With `report_dir`, one QC page per method is written there (`qc.write_pair_report`).
+    """
     moving = subject.load(config.moving_contrast)
     static = subject.load(config.static_contrast)
     motion = sample_motion(subject_rng(config.seed, subject.id), foreground_centre(static),
                            config.max_rotation_deg, config.max_translation_mm)
     start, cpu_start = time.perf_counter(), time.process_time()
-    rows = evaluate_pair(moving, static, motion.matrix, _methods(config))
+    on_found = None
+    if report_dir is not None:
+        params = {"moving contrast": config.moving_contrast,
+                  "static contrast": config.static_contrast, "settings": config.settings,
+                  "simulated motion (deg, mm)": f"{np.rad2deg(motion.angles).round(2).tolist()}, "
+                                                f"{np.round(motion.translation, 2).tolist()}"}
+
+        def on_found(method: str, moved: object, found: np.ndarray, seconds: float) -> None:
+            write_pair_report(Path(report_dir), subject.id, method, moving, moved, found,
+                              seconds, params)
+
+    rows = evaluate_pair(moving, static, motion.matrix, _methods(config), on_found)
     for row in rows:
         row.update({"subject": subject.id, "moving_contrast": config.moving_contrast,
                     "static_contrast": config.static_contrast, "settings": config.settings,
@@ -123,10 +139,10 @@ def run_subject(subject: Subject, config: BenchmarkConfig) -> list[dict[str, obj
     return rows
 
 
-def _subject_job(subject: Subject, config: BenchmarkConfig, cache_file: str
-                 ) -> list[dict[str, object]]:
+def _subject_job(subject: Subject, config: BenchmarkConfig, cache_file: str,
+                 report_dir: str | None = None) -> list[dict[str, object]]:
     """Process-pool / Dask entry point: run one subject and write its cache file."""
-    rows = run_subject(subject, config)
+    rows = run_subject(subject, config, report_dir)
     write_json(cache_file, {"fingerprint": config.fingerprint(), "rows": rows})
     return rows
 
@@ -163,16 +179,16 @@ def effective_methods(config: BenchmarkConfig, notes: list[str]) -> BenchmarkCon
     return config
 
 
-def _run_pool(jobs: list[tuple[Subject, str]], config: BenchmarkConfig, workers: int
-              ) -> Iterator[tuple[str, list[dict[str, object]]]]:
+def _run_pool(jobs: list[tuple[Subject, str]], config: BenchmarkConfig, workers: int,
+              report_dir: str | None = None) -> Iterator[tuple[str, list[dict[str, object]]]]:
     with process_pool(workers) as pool:
-        futures = {pool.submit(_subject_job, s, config, f): s.id for s, f in jobs}
+        futures = {pool.submit(_subject_job, s, config, f, report_dir): s.id for s, f in jobs}
         for future in as_completed(futures):
             yield futures[future], future.result()
 
 
-def _run_dask(jobs: list[tuple[Subject, str]], config: BenchmarkConfig, address: str
-              ) -> Iterator[tuple[str, list[dict[str, object]]]]:
+def _run_dask(jobs: list[tuple[Subject, str]], config: BenchmarkConfig, address: str,
+              report_dir: str | None = None) -> Iterator[tuple[str, list[dict[str, object]]]]:
     try:
         from dask.distributed import Client
         from dask.distributed import as_completed as dask_completed
@@ -180,7 +196,8 @@ def _run_dask(jobs: list[tuple[Subject, str]], config: BenchmarkConfig, address:
         raise InputError(None, "--scheduler needs dask.distributed "
                                "(pip install 'mri2mri[bench]')") from None
     with Client(address) as client:
-        futures = {client.submit(_subject_job, s, config, f, key=f"mri2mri-reg-{s.id}-"
+        futures = {client.submit(_subject_job, s, config, f, report_dir,
+                                 key=f"mri2mri-reg-{s.id}-"
                                  f"{config.fingerprint()}", pure=False): s.id for s, f in jobs}
         for future in dask_completed(list(futures)):
             yield futures[future], future.result()
@@ -188,12 +205,20 @@ def _run_dask(jobs: list[tuple[Subject, str]], config: BenchmarkConfig, address:
 
 def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, *, jobs: int = 1,
                   scheduler: str | None = None,
-                  progress: Callable[[str, int, int], None] | None = None
+                  progress: Callable[[str, int, int], None] | None = None,
+                  reports: bool = False
                   ) -> tuple[list[dict[str, object]], dict[str, object]]:
-    """All subjects' rows (cached ones reused) and run information (wall time, notes)."""
+    """All subjects' rows (cached ones reused) and run information (wall time, notes).
+
+    `reports`: QC pages of the subjects run now in ``OUT/reports/`` and an index of all.
+    """
     out_dir = Path(out_dir)
     cache = out_dir / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
+    report_dir = out_dir / REPORTS_DIR if reports else None
+    if report_dir is not None:
+        report_dir.mkdir(exist_ok=True)
+    where = None if report_dir is None else str(report_dir)
     notes: list[str] = []
     config = effective_methods(config, notes)
     subjects = select_subjects(config)
@@ -214,16 +239,18 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path, *, jobs: int = 1
     if progress is not None:
         progress("resumed" if reused else "start", done, len(subjects))
     if scheduler is not None:
-        results = _run_dask(todo, config, scheduler)
+        results = _run_dask(todo, config, scheduler, where)
     elif jobs > 1 and len(todo) > 1:
-        results = _run_pool(todo, config, min(jobs, len(todo)))
+        results = _run_pool(todo, config, min(jobs, len(todo)), where)
     else:
-        results = ((s.id, _subject_job(s, config, f)) for s, f in todo)
+        results = ((s.id, _subject_job(s, config, f, where)) for s, f in todo)
     for subject_id, subject_rows in results:
         rows.extend(subject_rows)
         done += 1
         if progress is not None:
             progress(subject_id, done, len(subjects))
+    if report_dir is not None:
+        write_index(report_dir, [s.id for s in subjects], list(config.methods))
     info = {"wall_seconds": time.perf_counter() - started, "subjects": [s.id for s in subjects],
             "subjects_from_cache": reused, "jobs": jobs, "scheduler": scheduler,
             "notes": notes, "methods": list(config.methods), "fingerprint": fingerprint}
