@@ -38,6 +38,9 @@ from scipy import ndimage
 
 from mri2mri.runtime.slicing import PAD_VALUE
 
+#: The data loader's hook (`mri2mri.train.dataset.CachedSlices`):
+#: ``source, target = transform(source, target, rng)``, source (S, 2K+1, H, W) float32,
+#: target (1, H, W) float32, rng a `numpy.random.Generator`.
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator],
                      tuple[np.ndarray, np.ndarray]]
 

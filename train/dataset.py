@@ -11,7 +11,7 @@ workers (which keep their own copy of the dataset and never see `set_epoch`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,12 +19,8 @@ import torch
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.slicing import PAD_VALUE, context_indices
 
+from .augment import Transform
 from .cache import CachedSubject
-
-#: ``source, target = transform(source, target, rng)``: source (S, 2K+1, H, W) float32,
-#: target (1, H, W) float32, rng a `numpy.random.Generator`.
-Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator],
-                     tuple[np.ndarray, np.ndarray]]
 
 
 def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -28,6 +28,7 @@ from mri2mri.runtime.atomic import atomic_path, write_json
 from mri2mri.runtime.bids import dataset_name
 from mri2mri.runtime.cohort import Cohort, Subject
 from mri2mri.runtime.contrasts import canonical_contrast
+from mri2mri.runtime.devices import TORCH_DEVICES, check_device
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
 from mri2mri.runtime.ood import combine_summaries
@@ -150,12 +151,11 @@ class RunResult:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    name = check_device(name, TORCH_DEVICES)  # the one validator every command uses
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError(None, "--device cuda requested but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise InputError(None, f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device("cuda", local_rank) if name == "cuda" else torch.device("cpu")
 
 
