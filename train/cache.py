@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from mri2mri.runtime import __version__
+from mri2mri.runtime.atomic import write_json
 from mri2mri.runtime.cohort import Subject
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.runtime.ood import summarize_prepared
@@ -237,7 +238,7 @@ class SliceCache:
         no fork while torch or a progress bar runs threads.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "spec.json").write_text(json.dumps(self.spec.describe(), indent=2) + "\n")
+        write_json(self.root / "spec.json", self.spec.describe())
         todo = []
         for subject in subjects:
             try:
