@@ -54,3 +54,20 @@ def test_metrics_module_does_not_import_torch():
     code = "import sys, mri2mri.train.metrics; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_ssim_in_slabs_equals_one_piece(monkeypatch):
+    """Slab-wise SSIM (bounded memory) gives the whole volume's value, slab edges included."""
+    import mri2mri.train.metrics as metrics
+
+    rng = np.random.default_rng(1)
+    target = rng.uniform(0, 100, (45, 16, 12))
+    pred = target + rng.normal(0, 10, target.shape)
+    mask = np.zeros(target.shape, bool)
+    mask[1:44, 3:14, 2:11] = True
+    slabs = ssim(pred, target, mask)
+    monkeypatch.setattr(metrics, "SSIM_CHUNK", 1000)  # one piece
+    whole = ssim(pred, target, mask)
+    assert metrics.SSIM_CHUNK > len(target) > 2 * 16
+    assert slabs == pytest.approx(whole, rel=1e-12, abs=0)
+    assert 0.2 < whole < 0.99

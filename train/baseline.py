@@ -43,8 +43,10 @@ class LUTStats:
         """Statistics of one subject: sources (Z, C, H, W), target (Z, 1, H, W)."""
         src = sources.transpose(1, 0, 2, 3).reshape(sources.shape[1], -1)
         tgt = target.reshape(-1).astype(np.float64)
-        counts = np.bincount(_bin(src[0], BINS_1D), minlength=BINS_1D).astype(np.float64)
-        sums = np.bincount(_bin(src[0], BINS_1D), weights=tgt, minlength=BINS_1D)
+        bins = _bin(src[0], BINS_1D)
+        counts = np.bincount(bins, minlength=BINS_1D).astype(np.float64)
+        sums = np.bincount(bins, weights=tgt, minlength=BINS_1D)
+        del bins
         joint_counts = joint_sums = None
         if src.shape[0] > 1:
             size = BINS_JOINT ** src.shape[0]

@@ -26,7 +26,7 @@ from mri2mri.runtime.slicing import SliceGeometry, stack_context
 from .baseline import IntensityLUT
 from .cache import CachedSubject
 from .dataset import context_stacks
-from .metrics import SSIM_K1, SSIM_K2, SSIM_SIGMA, volume_metrics
+from .metrics import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_TRUNCATE, volume_metrics
 from .prepare import load_subject
 
 METRICS = ("mae", "psnr", "ssim")
@@ -40,7 +40,7 @@ def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 
 def _gaussian_blur(x: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian (sigma SSIM_SIGMA, radius 3.5 sigma) over (N, 1, H, W), reflected."""
-    radius = int(3.5 * SSIM_SIGMA + 0.5)
+    radius = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (t / SSIM_SIGMA) ** 2)
     kernel = kernel / kernel.sum()
