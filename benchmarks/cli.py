@@ -268,9 +268,9 @@ def training_ddp(
         result = compare(data, work, epochs, slices_per_epoch, batch_size, threads,
                          progress=lambda what: _err.print(what))
     except subprocess.CalledProcessError as exc:
-        _err.print(exc.stdout + exc.stderr, markup=False)
+        _err.print((exc.stdout + exc.stderr).rstrip(), markup=False, soft_wrap=True)
         _err.print(f"error: a training run failed (exit {exc.returncode}): "
-                   f"{' '.join(exc.cmd)}", markup=False)
+                   f"{' '.join(exc.cmd)}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
     write_json(json_path, result)
     typer.echo(json.dumps(result, indent=2))

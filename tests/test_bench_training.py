@@ -133,3 +133,23 @@ def test_memory_limit_kills_the_tree(tmp_path: Path) -> None:
     [result] = json.loads(results.read_text())
     assert result["killed_at_limit"] and result["returncode"] == -9
     assert result["peak_during"] == "allocating" and "freed" not in log.read_text()
+
+
+def test_ddp_failed_run_shows_its_output(tmp_path: Path, monkeypatch, capsys) -> None:
+    import subprocess
+
+    from mri2mri.benchmarks.training import ddp
+
+    def fails(*args, **kwargs):
+        raise subprocess.CalledProcessError(2, ["mri2mri-train", "--data", "D"],
+                                            "epoch 1\n", "error: D: broken\n")
+
+    monkeypatch.setattr(ddp, "compare", fails)
+    (tmp_path / "c" / "sub-01" / "anat").mkdir(parents=True)
+    (tmp_path / "c" / "sub-01" / "anat" / "sub-01_T1w.nii.gz").touch()  # discovered by name
+    assert _cli(["training-ddp", "--data", str(tmp_path / "c"), "--work", str(tmp_path / "w"),
+                 "--json", str(tmp_path / "r.json")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["epoch 1", "error: D: broken",
+                   "error: a training run failed (exit 2): mri2mri-train --data D"]
+    assert not (tmp_path / "r.json").exists()

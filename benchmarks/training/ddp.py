@@ -63,7 +63,7 @@ def compare(data: Path, work: Path, epochs: int = 3, slices_per_epoch: int = 96,
     single = _train([train, *common, "--out", str(work / "one"), "--threads", str(threads)],
                     work / "one", env)
     half = max(1, threads // 2)
-    say(f"two gloo processes, {half} threads each")
+    say(f"two gloo processes, {half} thread{'s' if half > 1 else ''} each")
     env["OMP_NUM_THREADS"] = str(half)
     ddp = _train([sys.executable, "-m", "torch.distributed.run", "--standalone",
                   "--nproc_per_node", "2", "-m", "mri2mri.train", *common,
