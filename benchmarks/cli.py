@@ -147,6 +147,135 @@ def generalisation(
     typer.echo(f"wrote {out}/scores.csv, summary.json, table.md, curves.png")
 
 
+@app.command("training-memory", context_settings={"allow_interspersed_args": False})
+def training_memory(
+    label: Annotated[str, typer.Option(help="Name of this measurement in the results file.")],
+    json_path: Annotated[Path, typer.Option("--json", help="Results file (a JSON list; the "
+                                                           "result is appended).")],
+    command: Annotated[list[str] | None, typer.Argument(
+        metavar="-- COMMAND", help="The command to measure, after -- (its options are "
+                                      "not read here).", show_default=False)] = None,
+    log: Annotated[Path | None, typer.Option(help="File for the command's stdout and stderr "
+                                                  "(default: a temporary file).")] = None,
+    limit_gb: Annotated[float | None, typer.Option(help="Kill the whole tree above this "
+                                                        "summed RSS (GB).")] = None,
+    timeline: Annotated[Path | None, typer.Option(help="CSV, one row per 0.2 s sample: "
+                                                       "seconds, rss_gb, pss_gb, processes, "
+                                                       "last_line (the command's last "
+                                                       "line printed by then).")] = None,
+) -> None:
+    """Peak memory (summed RSS and PSS) of a command and all its child processes."""
+    import json
+
+    from mri2mri.runtime.atomic import check_output_path, write_json
+    from mri2mri.runtime.errors import InputError
+
+    from .training.memory import measure
+
+    if not command:
+        raise InputError(None, "no command to measure: give it after --, e.g. "
+                               "training-memory --label L --json OUT -- mri2mri-train ...")
+    for path in (json_path, log, timeline):
+        if path is not None:
+            check_output_path(path, overwrite=True)
+    try:
+        rows = json.loads(json_path.read_text()) if json_path.exists() else []
+    except json.JSONDecodeError as exc:
+        raise InputError(json_path, f"not a JSON results file ({exc})") from None
+    if not isinstance(rows, list):
+        raise InputError(json_path, "not a JSON list of results")
+    result = {"label": label, "command": command,
+              **measure(command, log=log, limit_gb=limit_gb, timeline=timeline)}
+    write_json(json_path, [*rows, result])
+    typer.echo(json.dumps(result))
+    code = result["returncode"]
+    if code:  # a command killed by signal N exits 128 + N, as in a shell
+        raise typer.Exit(code if code > 0 else 128 - code)
+
+
+@app.command("training-loader")
+def training_loader(
+    data: Annotated[Path, typer.Option(help="BIDS-like cohort (T1w -> T2w, its train split).")],
+    cache: Annotated[Path, typer.Option(help="Slice cache directory (built or reused).")],
+    json_path: Annotated[Path, typer.Option("--json", help="Results file (JSON, replaced).")],
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto; on CUDA both presets in "
+                                             "fp32 and mixed precision.")] = "cpu",
+    batch: Annotated[int, typer.Option(help="Slices per step.")] = 8,
+    steps: Annotated[int, typer.Option(help="Optimizer steps per timed pass.")] = 20,
+    repeats: Annotated[int, typer.Option(help="Timed passes of each feed (alternated; the "
+                                              "median is reported).")] = 3,
+    workers: Annotated[str, typer.Option(help="DataLoader workers: a number or auto (as "
+                                              "mri2mri-train).")] = "auto",
+) -> None:
+    """The loader's overhead: slices/s fed by the slice-cache loader / fed from memory."""
+    import json
+
+    from mri2mri.runtime.atomic import check_output_path, write_json
+    from mri2mri.runtime.cohort import Cohort
+    from mri2mri.runtime.errors import InputError
+
+    Cohort.discover(data)
+    check_output_path(json_path, overwrite=True)
+    if workers != "auto" and not workers.isdigit():
+        raise InputError(None, f"--workers {workers!r}: use a number or auto")
+    if min(batch, steps, repeats) < 1:
+        raise InputError(None, "--batch, --steps and --repeats must be at least 1")
+
+    from mri2mri.train.trainer import resolve_device
+
+    from .training.loader import compare
+
+    def report(row: dict) -> None:
+        typer.echo(json.dumps({k: v for k, v in row.items() if k != "all"}))
+
+    rows = compare(data, cache, resolve_device(device), batch, steps,
+                   workers if workers == "auto" else int(workers), repeats, progress=report)
+    write_json(json_path, rows)
+    typer.echo(f"wrote {json_path}")
+
+
+@app.command("training-ddp")
+def training_ddp(
+    data: Annotated[Path, typer.Option(help="BIDS-like cohort (T1w -> T2w).")],
+    work: Annotated[Path, typer.Option(help="Working directory: slice cache and the runs "
+                                            "(warm, one, two).")],
+    json_path: Annotated[Path, typer.Option("--json", help="Results file (JSON, replaced).")],
+    epochs: Annotated[int, typer.Option(help="Epochs of each run.")] = 3,
+    slices_per_epoch: Annotated[int, typer.Option(help="Slices per epoch.")] = 96,
+    batch_size: Annotated[int, typer.Option(help="Global batch (split across the two "
+                                                 "processes).")] = 8,
+    threads: Annotated[int, typer.Option(help="Threads of the one process (each of the two "
+                                              "gets half).")] = 2,
+) -> None:
+    """DistributedDataParallel on the CPU: 2 gloo processes vs 1, same global batch."""
+    import json
+    import subprocess
+
+    from mri2mri.runtime.atomic import check_output_path, write_json
+    from mri2mri.runtime.cohort import Cohort
+    from mri2mri.runtime.errors import InputError
+
+    from .training.ddp import compare
+
+    Cohort.discover(data)
+    check_output_path(json_path, overwrite=True)
+    if work.exists() and not work.is_dir():
+        raise InputError(work, "exists and is not a directory")
+    if min(epochs, slices_per_epoch, batch_size, threads) < 1:
+        raise InputError(None, "--epochs, --slices-per-epoch, --batch-size and --threads "
+                               "must be at least 1")
+    try:
+        result = compare(data, work, epochs, slices_per_epoch, batch_size, threads,
+                         progress=lambda what: _err.print(what))
+    except subprocess.CalledProcessError as exc:
+        _err.print((exc.stdout + exc.stderr).rstrip(), markup=False, soft_wrap=True)
+        _err.print(f"error: a training run failed (exit {exc.returncode}): "
+                   f"{' '.join(exc.cmd)}", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    write_json(json_path, result)
+    typer.echo(json.dumps(result, indent=2))
+
+
 def main() -> None:
     run_app(app)
 

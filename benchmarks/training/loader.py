@@ -1,6 +1,6 @@
 """The data loader's overhead: training slices/s fed by the cache loader vs from memory.
 
-``python -m mri2mri.benchmarks.training.loader --data COHORT [--device cuda] ...``
+``mri2mri-bench training-loader --data COHORT --cache DIR --json OUT [--device cuda]``
 builds (or reuses) the slice cache of COHORT, then times the same optimizer steps
 (same model, loss, batches) fed two ways, alternated to share the machine's load:
 
@@ -16,15 +16,13 @@ it also reports both presets in fp32 and mixed precision. Results go to a JSON f
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from mri2mri.runtime.atomic import write_json
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.train.cache import CacheSpec, SliceCache
@@ -106,19 +104,11 @@ def measure(data: Path, cache: Path, preset: str, device: torch.device, precisio
             "ratio": loader_rate / memory_rate, "all": rates}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument("--json", type=Path, required=True)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", default="auto")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    workers = args.workers if args.workers == "auto" else int(args.workers)
+def compare(data: Path, cache: Path, device: torch.device, batch: int = 8, steps: int = 20,
+            workers: int | str = "auto", repeats: int = 3,
+            progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """`measure` for each configuration the device has: the small preset in fp32 on the
+    CPU; on CUDA both presets in fp32 and mixed precision. `progress` gets each row."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         configs = [(p, prec) for p in ("small", "reference") for prec in ("fp32", "auto")]
@@ -126,12 +116,8 @@ def main() -> None:
         configs = [("small", "fp32")]
     rows = []
     for preset, precision in configs:
-        row = measure(args.data, args.cache, preset, device, precision, args.batch,
-                      args.steps, workers, args.repeats)
-        print(json.dumps({k: v for k, v in row.items() if k != "all"}))
+        row = measure(data, cache, preset, device, precision, batch, steps, workers, repeats)
+        if progress is not None:
+            progress(row)
         rows.append(row)
-    write_json(args.json, rows)
-
-
-if __name__ == "__main__":
-    main()
+    return rows
