@@ -99,7 +99,7 @@ class SubsetValidation:
 
     @torch.no_grad()
     def evaluate(self, predict: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
-                 batch_size: int = 32) -> dict[str, float]:
+                 batch_size: int) -> dict[str, float]:
         """Mean over subjects of the subset metrics; `predict` maps a batch to (N, 1, H, W)."""
         rows = []
         for i, zs in self.slices.items():
