@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import exit_code
 
 from mri2mri.benchmarks.cli import app as bench_app
 from mri2mri.benchmarks.registration import runner as runner_mod
@@ -16,7 +17,6 @@ from mri2mri.benchmarks.registration.methods import DIRECT, DipyDirect
 from mri2mri.benchmarks.registration.protocols import CONSISTENCY, KNOWN_TRUTH, evaluate_pair
 from mri2mri.benchmarks.registration.runner import BenchmarkConfig, run_benchmark
 from mri2mri.benchmarks.registration.stats import compare
-from mri2mri.runtime.cli_common import run_app
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.registration import Registration
 from mri2mri.runtime.registration.io import save_itk
@@ -138,11 +138,7 @@ def two_subjects(demo_cohort: Path, tmp_path: Path) -> Path:
 
 
 def _cli(args: list[str]) -> int:
-    try:
-        run_app(bench_app, args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return exit_code(bench_app, args)
 
 
 def test_dask_then_resume_from_cache_then_pool(two_subjects: Path, tmp_path: Path,

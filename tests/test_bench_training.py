@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import exit_code
 from typer.testing import CliRunner
 
 from mri2mri.benchmarks.cli import app
 from mri2mri.benchmarks.training.memory import TIMELINE_COLUMNS, LastLine
-from mri2mri.runtime.cli_common import run_app
 
 # Prints a phase, then allocates 50 MB in the next phase, then frees it: the peak must be
 # found in the "allocating" phase, and the "freed" phase must show the memory given back.
@@ -22,11 +22,7 @@ PHASES = ("import numpy as np, time; print('phase one', flush=True); time.sleep(
 
 
 def _cli(args: list[str]) -> int:
-    try:
-        run_app(app, args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return exit_code(app, args)
 
 
 def test_memory_peak_timeline_and_phase(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from cli_helpers import exit_code
 from onnx_fixtures import channel_picker
 
-from mri2mri.runtime.cli_common import run_app
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.nifti import image_like
@@ -51,12 +51,7 @@ def moved(pair) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray]:
 
 
 def _cli(args: list[str]) -> int:
-    """Run mri2mri-register in-process; its exit code (0 also arrives as SystemExit)."""
-    try:
-        run_app(app, args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return exit_code(app, args)
 
 
 def _assert_recovered(affine: np.ndarray, motion: np.ndarray, centre: np.ndarray) -> None:
