@@ -20,6 +20,11 @@ class InputError(ValueError):
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
 
+    def __reduce__(self) -> tuple[type[InputError], tuple[Path | None, str]]:
+        # Rebuilt from (path, problem), not from the formatted message: an InputError
+        # raised in a worker process arrives whole in the parent.
+        return type(self), (self.path, self.problem)
+
 
 def require_module(module: str, extra: str, purpose: str) -> None:
     """Fail before any work, in one line, when an optional dependency is not installed.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
+from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.parallel import process_pool, start_method
 
 #: Held by the test process while a worker runs: a forked worker would inherit it held.
@@ -32,3 +34,25 @@ def test_workers_do_not_inherit_the_callers_held_locks() -> None:
 def test_at_least_one_worker() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         process_pool(0)
+
+
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
+def test_workers_are_replaced_after_max_tasks() -> None:
+    with process_pool(1, max_tasks_per_child=2) as pool:
+        pids = [pool.submit(_pid, i).result(timeout=120) for i in range(4)]
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]
+
+
+def _fails(path: str) -> None:
+    raise InputError(path, "cannot be read")
+
+
+def test_an_input_error_in_a_worker_arrives_whole() -> None:
+    with process_pool(1) as pool, pytest.raises(InputError) as caught:
+        pool.submit(_fails, "/data/sub-01_T1w.nii.gz").result(timeout=120)
+    assert str(caught.value) == "/data/sub-01_T1w.nii.gz: cannot be read"
+    assert caught.value.path == Path("/data/sub-01_T1w.nii.gz")
+    assert caught.value.problem == "cannot be read"

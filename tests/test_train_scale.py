@@ -89,6 +89,24 @@ def test_stale_and_truncated_entries_are_rebuilt(tmp_path_factory, tmp_path):
     assert cache.built == 6 and "entry.json" in notes[0]
 
 
+def test_a_bad_input_file_while_building_is_a_clear_error(tmp_path_factory, tmp_path):
+    """Built in worker processes: the error names the file; finished entries are kept."""
+    import shutil
+
+    source = tiny_cohort_dir(tmp_path_factory)
+    cohort_dir = tmp_path / "cohort"
+    shutil.copytree(source, cohort_dir)
+    subjects = Cohort.discover(cohort_dir).subjects[:3]
+    bad = subjects[2].path("T2w")
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated gzip
+    cache = _cache(tmp_path / "cache")
+    with pytest.raises(InputError) as caught:
+        cache.ensure(subjects, jobs=1)
+    assert str(bad) in str(caught.value)
+    assert len(str(caught.value).splitlines()) == 1
+    assert cache.check(subjects[0]).id == subjects[0].id  # built before the bad one
+
+
 def test_truncation_during_a_run_is_a_clear_error(tmp_path_factory, tmp_path):
     entries = _cache(tmp_path).ensure(_subjects(tmp_path_factory, 1))
     dataset = CachedSlices(entries)

@@ -28,7 +28,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ import numpy as np
 from mri2mri.runtime import __version__
 from mri2mri.runtime.atomic import write_json
 from mri2mri.runtime.cohort import Subject
+from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.runtime.ood import summarize_prepared
+from mri2mri.runtime.parallel import process_pool
 from mri2mri.runtime.slicing import SliceGeometry
 
 from .baseline import LUTStats
@@ -48,6 +51,8 @@ from .prepare import MIN_FOREGROUND, load_subject
 CACHE_FORMAT = 1
 ARRAYS = ("sources", "target", "mask")
 ENTRY = "entry.json"
+#: Subjects a cache-building worker process prepares before a fresh one replaces it.
+BUILDS_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,11 @@ def build_entry(subject: Subject, spec: CacheSpec, path: Path) -> CachedSubject:
     return read_entry(path, spec, fingerprint)
 
 
+def _build(subject: Subject, spec: CacheSpec, path: Path) -> None:
+    """`build_entry` in a worker process: the parent checks the entry itself afterwards."""
+    build_entry(subject, spec, path)
+
+
 class SliceCache:
     """The cache folder for one `CacheSpec`: check entries, build the missing ones."""
 
@@ -233,9 +243,13 @@ class SliceCache:
         """Check every subject's entry; (re)build the unusable ones with `jobs` processes.
 
         `note(text)` is told what is rebuilt and why; `progress(done, total)` counts builds.
-        Threads, not processes: decompression, resampling and the filters release the
-        GIL, and threads need no pickling, no `__main__` guard in a caller's script and
-        no fork while torch or a progress bar runs threads.
+        Processes, not threads: preparing a 1 mm subject allocates and frees a few hundred
+        MB, and in a long-lived process that leaves a fragmented heap that grows with the
+        number of subjects prepared (measured: the trainer's peak grew 1.2 -> 1.6 GB from
+        8 to 64 subjects). Each worker is replaced after `BUILDS_PER_WORKER` subjects and
+        all are gone when the cache is ready, so the training process keeps none of it.
+        The workers are never forked from the caller (`mri2mri.runtime.parallel`), which
+        holds torch's thread pools and maybe a progress bar.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(self.root / "spec.json", self.spec.describe())
@@ -248,13 +262,25 @@ class SliceCache:
                     note(f"{subject.id}: {problem}; rebuilding")
                 todo.append(subject)
         self.built += len(todo)
-        if todo and progress:
-            progress(0, len(todo))
-        with ThreadPoolExecutor(max(1, min(jobs, len(todo)))) as pool:
-            builds = pool.map(lambda s: build_entry(s, self.spec, self.path(s)), todo)
-            for done, _ in enumerate(builds, 1):
-                if progress:
-                    progress(done, len(todo))
+        if todo:
+            if progress:
+                progress(0, len(todo))
+            with process_pool(max(1, min(jobs, len(todo))),
+                              max_tasks_per_child=BUILDS_PER_WORKER) as pool:
+                builds = [pool.submit(_build, s, self.spec, self.path(s)) for s in todo]
+                try:
+                    for done, build in enumerate(as_completed(builds), 1):
+                        build.result()
+                        if progress:
+                            progress(done, len(todo))
+                except BrokenProcessPool:
+                    raise InputError(self.root, "a process preparing subjects for the slice "
+                                                "cache died (killed: out of memory?); the "
+                                                "entries finished so far are kept, rerun to go "
+                                                "on") from None
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)  # report now, not after the queue
+                    raise
         return [self._checked(s) for s in subjects]
 
     def _checked(self, subject: Subject) -> CachedSubject:
