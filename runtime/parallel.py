@@ -13,8 +13,7 @@ def start_method() -> str:
 
 
 def process_pool(jobs: int, initializer: Callable[..., object] | None = None,
-                 initargs: tuple[object, ...] = (),
-                 max_tasks_per_child: int | None = None) -> ProcessPoolExecutor:
+                 initargs: tuple[object, ...] = ()) -> ProcessPoolExecutor:
     """A pool of `jobs` worker processes that never are forked from the calling process.
 
     Why not ``fork`` (Linux's default before Python 3.14): a forked child gets a copy
@@ -26,13 +25,10 @@ def process_pool(jobs: int, initializer: Callable[..., object] | None = None,
     as ``spawn`` and starts workers faster; ``spawn`` is the fallback where there is
     no forkserver. Either way the work function and its arguments must be picklable
     (module-level functions, no lambdas). `initializer(*initargs)` runs once in each
-    worker (e.g. to load a model once per process). With `max_tasks_per_child`, each
-    worker is replaced by a fresh one after that many tasks, which returns all its
-    memory (freed but fragmented heap included) to the system.
+    worker (e.g. to load a model once per process).
     """
     if jobs < 1:
         raise ValueError(f"a process pool needs at least 1 worker, got {jobs}")
     return ProcessPoolExecutor(max_workers=jobs,
                                mp_context=multiprocessing.get_context(start_method()),
-                               initializer=initializer, initargs=initargs,
-                               max_tasks_per_child=max_tasks_per_child)
+                               initializer=initializer, initargs=initargs)

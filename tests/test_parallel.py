@@ -36,16 +36,6 @@ def test_at_least_one_worker() -> None:
         process_pool(0)
 
 
-def _pid(_: int) -> int:
-    return os.getpid()
-
-
-def test_workers_are_replaced_after_max_tasks() -> None:
-    with process_pool(1, max_tasks_per_child=2) as pool:
-        pids = [pool.submit(_pid, i).result(timeout=120) for i in range(4)]
-    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]
-
-
 def _fails(path: str) -> None:
     raise InputError(path, "cannot be read")
 

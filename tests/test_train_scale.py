@@ -62,6 +62,19 @@ def test_cache_matches_preparation_and_is_reused(tmp_path_factory, tmp_path):
     np.testing.assert_allclose(streamed.table, direct.table, rtol=1e-6)
 
 
+def test_cache_built_over_several_pools_counts_every_subject(tmp_path_factory, tmp_path,
+                                                             monkeypatch):
+    import mri2mri.train.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "BUILDS_PER_WORKER", 1)  # 2 pools for 3 subjects
+    subjects = _subjects(tmp_path_factory)
+    counts: list[tuple[int, int]] = []
+    entries = _cache(tmp_path).ensure(subjects, jobs=2,
+                                      progress=lambda done, total: counts.append((done, total)))
+    assert counts == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert [e.id for e in entries] == [s.id for s in subjects]
+
+
 def test_stale_and_truncated_entries_are_rebuilt(tmp_path_factory, tmp_path):
     subjects = _subjects(tmp_path_factory)
     cache = _cache(tmp_path)

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
@@ -51,7 +51,7 @@ from .prepare import MIN_FOREGROUND, load_subject
 CACHE_FORMAT = 1
 ARRAYS = ("sources", "target", "mask")
 ENTRY = "entry.json"
-#: Subjects a cache-building worker process prepares before a fresh one replaces it.
+#: Subjects a cache-building worker process prepares before fresh ones take over.
 BUILDS_PER_WORKER = 4
 
 
@@ -246,7 +246,7 @@ class SliceCache:
         Processes, not threads: preparing a 1 mm subject allocates and frees a few hundred
         MB, and in a long-lived process that leaves a fragmented heap that grows with the
         number of subjects prepared (measured: the trainer's peak grew 1.2 -> 1.6 GB from
-        8 to 64 subjects). Each worker is replaced after `BUILDS_PER_WORKER` subjects and
+        8 to 64 subjects). Each worker prepares at most `BUILDS_PER_WORKER` subjects and
         all are gone when the cache is ready, so the training process keeps none of it.
         The workers are never forked from the caller (`mri2mri.runtime.parallel`), which
         holds torch's thread pools and maybe a progress bar.
@@ -262,26 +262,36 @@ class SliceCache:
                     note(f"{subject.id}: {problem}; rebuilding")
                 todo.append(subject)
         self.built += len(todo)
-        if todo:
-            if progress:
-                progress(0, len(todo))
-            with process_pool(max(1, min(jobs, len(todo))),
-                              max_tasks_per_child=BUILDS_PER_WORKER) as pool:
-                builds = [pool.submit(_build, s, self.spec, self.path(s)) for s in todo]
-                try:
-                    for done, build in enumerate(as_completed(builds), 1):
-                        build.result()
-                        if progress:
-                            progress(done, len(todo))
-                except BrokenProcessPool:
-                    raise InputError(self.root, "a process preparing subjects for the slice "
-                                                "cache died (killed: out of memory?); the "
-                                                "entries finished so far are kept, rerun to go "
-                                                "on") from None
-                except BaseException:
-                    pool.shutdown(cancel_futures=True)  # report now, not after the queue
-                    raise
+        if todo and progress:
+            progress(0, len(todo))
+        # A fresh pool for every `jobs * BUILDS_PER_WORKER` subjects, rather than
+        # ProcessPoolExecutor(max_tasks_per_child=...), which can deadlock with a queue of
+        # tasks on Python 3.11-3.14 (cpython#115634).
+        per_pool = max(1, jobs) * BUILDS_PER_WORKER
+        done = 0
+        for start in range(0, len(todo), per_pool):
+            for _ in self._build_all(todo[start:start + per_pool], jobs):
+                done += 1
+                if progress:
+                    progress(done, len(todo))
         return [self._checked(s) for s in subjects]
+
+    def _build_all(self, subjects: Sequence[Subject], jobs: int) -> Iterator[Subject]:
+        """Build `subjects` in one pool of worker processes (they exit when it is done);
+        yields each subject as its entry is written."""
+        with process_pool(max(1, min(jobs, len(subjects)))) as pool:
+            builds = {pool.submit(_build, s, self.spec, self.path(s)): s for s in subjects}
+            try:
+                for build in as_completed(builds):
+                    build.result()
+                    yield builds[build]
+            except BrokenProcessPool:
+                raise InputError(self.root, "a process preparing subjects for the slice cache "
+                                            "died (killed: out of memory?); the entries "
+                                            "finished so far are kept, rerun to go on") from None
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # report now, not after the queue
+                raise
 
     def _checked(self, subject: Subject) -> CachedSubject:
         try:
