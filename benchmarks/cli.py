@@ -246,6 +246,10 @@ def training_ddp(
                                                  "processes).")] = 8,
     threads: Annotated[int, typer.Option(help="Threads of the one process (each of the two "
                                               "gets half).")] = 2,
+    tolerance: Annotated[float | None, typer.Option(
+        help="Largest relative gap between the two runs' epoch losses that counts as "
+             "agreement (default: mri2mri.benchmarks.training.ddp.TOLERANCE, 5e-3); "
+             "exit code 1 beyond it.")] = None,
 ) -> None:
     """DistributedDataParallel on the CPU: 2 gloo processes vs 1, same global batch."""
     import json
@@ -266,7 +270,8 @@ def training_ddp(
                                "must be at least 1")
     try:
         result = compare(data, work, epochs, slices_per_epoch, batch_size, threads,
-                         progress=lambda what: _err.print(what))
+                         progress=lambda what: _err.print(what),
+                         **({} if tolerance is None else {"tolerance": tolerance}))
     except subprocess.CalledProcessError as exc:
         _err.print((exc.stdout + exc.stderr).rstrip(), markup=False, soft_wrap=True)
         _err.print(f"error: a training run failed (exit {exc.returncode}): "
@@ -274,6 +279,12 @@ def training_ddp(
         raise typer.Exit(1) from None
     write_json(json_path, result)
     typer.echo(json.dumps(result, indent=2))
+    verdict = "agree" if result["agree"] else "DISAGREE"
+    typer.echo(f"loss curves {verdict}: largest relative gap "
+               f"{result['max_relative_loss_difference']:.2e} (tolerance "
+               f"{result['tolerance']:.0e})")
+    if not result["agree"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

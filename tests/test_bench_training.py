@@ -149,3 +149,25 @@ def test_ddp_failed_run_shows_its_output(tmp_path: Path, monkeypatch, capsys) ->
     assert err == ["epoch 1", "error: D: broken",
                    "error: a training run failed (exit 2): mri2mri-train --data D"]
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize(("two", "agree"), [([1.0, 0.8020], True), ([1.0, 0.8060], False)])
+def test_ddp_verdict_uses_the_tolerance(tmp_path: Path, monkeypatch, capsys, two, agree) -> None:
+    from mri2mri.benchmarks.training import ddp
+
+    curves = {"warm": [1.0], "one": [1.0, 0.8], "two": two}
+
+    def fake_train(command, out, env):
+        return {"loss": curves[out.name], "epoch_seconds": [1.0] * len(curves[out.name]),
+                "wall_seconds": 1.0}
+
+    monkeypatch.setattr(ddp, "_train", fake_train)
+    (tmp_path / "c" / "sub-01" / "anat").mkdir(parents=True)
+    (tmp_path / "c" / "sub-01" / "anat" / "sub-01_T1w.nii.gz").touch()
+    code = _cli(["training-ddp", "--data", str(tmp_path / "c"), "--work", str(tmp_path / "w"),
+                 "--json", str(tmp_path / "r.json"), "--epochs", "2"])
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["tolerance"] == ddp.TOLERANCE == 5e-3
+    assert result["max_relative_loss_difference"] == pytest.approx(abs(two[1] - 0.8) / 0.8)
+    assert result["agree"] is agree and code == (0 if agree else 1)
+    assert ("loss curves agree" if agree else "loss curves DISAGREE") in capsys.readouterr().out

@@ -38,10 +38,20 @@ def _train(command: list[str], out: Path, env: dict[str, str]) -> dict:
             "wall_seconds": seconds}
 
 
+#: Largest relative difference of an epoch's training loss, 2 gloo processes vs 1, that
+#: counts as agreement: batch-norm normalises each process's half of the batch with that
+#: half's statistics (no SyncBatchNorm on the CPU), which moves the losses by a few 1e-3
+#: over a few epochs (measured on the 2 mm demo cohort: up to 2.4e-3 in 3 epochs).
+TOLERANCE = 5e-3
+
+
 def compare(data: Path, work: Path, epochs: int = 3, slices_per_epoch: int = 96,
             batch_size: int = 8, threads: int = 2,
-            progress: Callable[[str], None] | None = None) -> dict:
+            progress: Callable[[str], None] | None = None,
+            tolerance: float = TOLERANCE) -> dict:
     """Train in one process, then in two gloo processes; return both runs and the loss gap.
+
+    ``agree`` in the result: every epoch's losses within `tolerance` (relative).
 
     `work` holds the slice cache and the three runs (warm-up, one, two); `progress`
     is told which run starts.
@@ -73,4 +83,5 @@ def compare(data: Path, work: Path, epochs: int = 3, slices_per_epoch: int = 96,
                 "slices_per_epoch": slices_per_epoch, "batch_size": batch_size,
                 "threads": threads}
     return {"settings": settings, "one_process": single, "two_processes_gloo": ddp,
-            "max_relative_loss_difference": max(diff), "relative_loss_difference": diff}
+            "max_relative_loss_difference": max(diff), "relative_loss_difference": diff,
+            "tolerance": tolerance, "agree": max(diff) <= tolerance}
