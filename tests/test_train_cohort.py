@@ -89,3 +89,28 @@ def tiny_run(tmp_path_factory, sources: tuple[str, ...] = ("T1w",), target: str 
                              target=target, out=str(out), **TINY)
         _CACHE[key] = train(config)
     return _CACHE[key]
+
+
+def assert_resume_matches(reference, config: dict):
+    """Train `config` (TrainConfig fields), stop it after epoch 1 as Ctrl-C would, resume
+    it, and check that it ends with `reference`'s weights; returns the resumed RunResult."""
+    import pytest
+    import torch
+
+    from mri2mri.train.checkpoint import load_checkpoint
+    from mri2mri.train.trainer import TrainConfig, train
+
+    def crash(epoch: int, row: dict) -> None:
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**config), on_epoch_end=crash)
+    assert load_checkpoint(Path(config["out"]) / "last.pt")["epoch"] == 0
+    resumed = train(TrainConfig(**config), resume=True)
+    a = load_checkpoint(reference.last_checkpoint)["model_state"]
+    b = load_checkpoint(resumed.last_checkpoint)["model_state"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    return resumed

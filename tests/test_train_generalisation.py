@@ -7,12 +7,11 @@ import csv
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from test_train_cohort import TINY, tiny_cohort_dir
+from cli_helpers import exit_code
+from test_train_cohort import TINY, assert_resume_matches, tiny_cohort_dir
 from typer.testing import CliRunner
 
 from mri2mri.export.onnx_export import export_checkpoint
-from mri2mri.runtime.cli_common import run_app
 from mri2mri.runtime.cli_run import app as run_cli
 from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.errors import InputError
@@ -56,18 +55,7 @@ def test_resume_with_augmentation_gives_the_same_weights(tmp_path_factory, tmp_p
     reference = _context_run(tmp_path_factory)
     base = dict(data=str(tiny_cohort_dir(tmp_path_factory)), sources=["T1w"], target="T2w",
                 out=str(tmp_path / "interrupted"), **AUGMENTED)
-
-    def crash(epoch, row):
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(**base), on_epoch_end=crash)
-    resumed = train(TrainConfig(**base), resume=True)
-    a = load_checkpoint(reference.last_checkpoint)["model_state"]
-    b = load_checkpoint(resumed.last_checkpoint)["model_state"]
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    assert_resume_matches(reference, base)
     with pytest.raises(InputError, match="augment"):
         train(TrainConfig(**{**base, "augment": "light"}), resume=True)
 
@@ -77,11 +65,9 @@ def test_context_model_runs_the_same_in_onnx_and_pytorch(tmp_path_factory, tmp_p
     model_path = export_checkpoint(run.best_checkpoint, tmp_path / "ctx.onnx").path
     subject = Cohort.discover(tiny_cohort_dir(tmp_path_factory)).subjects[-1]
     out = tmp_path / "synth.nii.gz"
-    try:
-        run_app(run_cli, ["--model", str(model_path), "--input", f"T1w={subject.path('T1w')}",
-                          "--output", str(out), "--device", "cpu"])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
+    assert exit_code(run_cli, ["--model", str(model_path), "--input",
+                               f"T1w={subject.path('T1w')}", "--output", str(out),
+                               "--device", "cpu"]) == 0
     synthesizer = Synthesizer(model_path, device="cpu")
     meta = synthesizer.meta
     assert meta.context == 1

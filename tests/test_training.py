@@ -8,8 +8,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from test_train_cohort import TINY, tiny_cohort_dir, tiny_run
+from test_train_cohort import TINY, assert_resume_matches, tiny_cohort_dir, tiny_run
 from typer.testing import CliRunner
 
 from mri2mri.runtime.cohort import Cohort
@@ -62,20 +61,7 @@ def test_resume_gives_the_same_weights(tmp_path_factory, tmp_path):
     reference = tiny_run(tmp_path_factory)
     base = dict(data=str(tiny_cohort_dir(tmp_path_factory)), sources=["T1w"], target="T2w",
                 out=str(tmp_path / "interrupted"), **TINY)
-
-    def crash(epoch, row):
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(**base), on_epoch_end=crash)
-    assert load_checkpoint(tmp_path / "interrupted" / "last.pt")["epoch"] == 0
-    resumed = train(TrainConfig(**base), resume=True)
-    a = load_checkpoint(reference.last_checkpoint)["model_state"]
-    b = load_checkpoint(resumed.last_checkpoint)["model_state"]
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    resumed = assert_resume_matches(reference, base)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
 
 
