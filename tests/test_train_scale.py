@@ -14,7 +14,7 @@ from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.errors import InputError
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.runtime.slicing import SliceGeometry, stack_context
-from mri2mri.train.baseline import IntensityLUT
+from mri2mri.train.baseline import IntensityLUT, LUTStats
 from mri2mri.train.cache import CacheSpec, SliceCache
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
 from mri2mri.train.dataset import CachedSlices, EpochSampler, epoch_order
@@ -57,8 +57,7 @@ def test_cache_matches_preparation_and_is_reused(tmp_path_factory, tmp_path):
     prepared = [load_subject(s, ["T1w"], "T2w", GEOMETRY, Normalisation()) for s in subjects]
     direct = IntensityLUT.fit([p.prepared.slices for p in prepared],
                               [p.target_slices for p in prepared])
-    stats = [e.lut_stats() for e in entries]
-    streamed = IntensityLUT.from_stats(sum(stats[1:], stats[0]))
+    streamed = IntensityLUT.from_stats(LUTStats.total(e.lut_stats() for e in entries))
     np.testing.assert_allclose(streamed.table, direct.table, rtol=1e-6)
 
 

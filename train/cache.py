@@ -185,8 +185,11 @@ def _save_npy(path: Path, array: np.ndarray) -> dict[str, Any]:
     return {"shape": list(array.shape), "dtype": array.dtype.str, "bytes": int(array.nbytes)}
 
 
-def build_entry(subject: Subject, spec: CacheSpec, path: Path) -> CachedSubject:
-    """Prepare one subject and write its entry (in a temporary folder renamed into place)."""
+def build_entry(subject: Subject, spec: CacheSpec, path: Path) -> None:
+    """Prepare one subject and write its entry (in a temporary folder renamed into place).
+
+    Runs in a worker process; the caller checks the written entry (`SliceCache.check`).
+    """
     fingerprint = input_fingerprint(subject, [*spec.sources, spec.target])
     data = load_subject(subject, spec.sources, spec.target, spec.geometry, spec.normalisation)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,12 +215,6 @@ def build_entry(subject: Subject, spec: CacheSpec, path: Path) -> CachedSubject:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return read_entry(path, spec, fingerprint)
-
-
-def _build(subject: Subject, spec: CacheSpec, path: Path) -> None:
-    """`build_entry` in a worker process: the parent checks the entry itself afterwards."""
-    build_entry(subject, spec, path)
 
 
 class SliceCache:
@@ -280,7 +277,7 @@ class SliceCache:
         """Build `subjects` in one pool of worker processes (they exit when it is done);
         yields each subject as its entry is written."""
         with process_pool(max(1, min(jobs, len(subjects)))) as pool:
-            builds = {pool.submit(_build, s, self.spec, self.path(s)): s for s in subjects}
+            builds = {pool.submit(build_entry, s, self.spec, self.path(s)): s for s in subjects}
             try:
                 for build in as_completed(builds):
                     build.result()

@@ -36,7 +36,7 @@ from mri2mri.runtime.progress import progress_bar
 
 from . import distributed
 from .augment import AugmentSpec, build_transform
-from .baseline import IntensityLUT
+from .baseline import IntensityLUT, LUTStats
 from .cache import CachedSubject, CacheSpec, SliceCache
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import CachedSlices, EpochSampler, context_stacks
@@ -393,8 +393,7 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
     if resume_state is not None:
         lut = IntensityLUT.from_dict(resume_state["baseline"])
     else:
-        stats = [e.lut_stats() for e in train_entries]
-        lut = IntensityLUT.from_stats(sum(stats[1:], stats[0]))
+        lut = IntensityLUT.from_stats(LUTStats.total(e.lut_stats() for e in train_entries))
     subset = SubsetValidation(val_entries, config.val_slices, config.seed, config.context)
     lut_subset = subset.evaluate_lut(lut, device) if ctx.is_main else {}
     first_val = val_entries[0]
