@@ -102,6 +102,13 @@ def test_early_stopping_on_the_validation_metric(tmp_path_factory, tmp_path, mon
     assert [r["early_stop"] for r in rows] == ["0", "0", "1"]
     assert [r["epochs_without_improvement"] for r in rows] == ["0", "1", "2"]
     assert all(r["best_epoch"] == "1" for r in rows)
+    # Epoch 1 was not scored on whole volumes during the run: it is at the end, into the
+    # metrics and best.pt's metadata.
+    validation = checkpoint_metadata(load_checkpoint(result.best_checkpoint)).training[
+        "validation"]
+    assert validation["scope"] == "volumes" and rows[0]["full_val_psnr"]
+    assert float(rows[0]["full_val_psnr"]) == pytest.approx(validation["model"]["psnr"])
+    assert load_checkpoint(result.last_checkpoint)["best"]["metrics"] == validation["model"]
     again = train(TrainConfig(**config), resume=True)  # a stopped run stays stopped
     assert again.stopped_early and len(again.history) == 3
 

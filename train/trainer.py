@@ -617,18 +617,18 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
     if best_row.get("full_val_psnr") is None:
         # The best epoch was not scored on whole volumes: score its weights now.
         last_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        net.load_state_dict(load_checkpoint(out / "best.pt")["model_state"])
+        best_state = load_checkpoint(out / "best.pt")
+        net.load_state_dict(best_state["model_state"])
         full, lut_metrics = run_full_validation()
         net.load_state_dict(last_weights)
         best_row.update({**{f"full_val_{k}": full[k] for k in METRICS},
                          **{f"full_lut_{k}": lut_metrics[k] for k in METRICS}})
         best["metrics"] = full
         if ctx.is_main:
-            for path in (out / "best.pt", out / "last.pt"):
-                state = load_checkpoint(path)
-                if path.name == "best.pt":
-                    state["metadata"] = metadata_for(
-                        best["epoch"] - 1, validation_record(best["subset"], full)).to_json()
+            best_state["metadata"] = metadata_for(
+                best["epoch"] - 1, validation_record(best["subset"], full)).to_json()
+            for path, state in ((out / "best.pt", best_state),
+                                (out / "last.pt", load_checkpoint(out / "last.pt"))):
                 state.update(best=best, history=history, lut_full=lut_full)
                 save_checkpoint(state, path)
             _write_metrics(history, out / "metrics.csv")
