@@ -80,16 +80,13 @@ class CachedSlices(torch.utils.data.Dataset):
         """Kept slice `index`: source (S, 2K+1, H, W) and target (1, H, W), padded, float32."""
         subject = self.subjects[int(self._subject[index])]
         z = int(self._slice[index])
-        zs = context_indices(z, subject.n_slices, self.context)
         try:
-            sources = subject.array("sources")
-            target = subject.array("target")
-            stack = np.asarray(sources[zs[0]: zs[-1] + 1][zs - zs[0]], dtype=np.float32)
-            target_slice = np.array(target[z], dtype=np.float32)
+            stack = context_stacks(subject.array("sources"), [z], self.context)[0]
+            target_slice = np.array(subject.array("target")[z], dtype=np.float32)
         except (OSError, ValueError) as exc:
             raise InputError(subject.path, f"cache entry became unreadable during the run "
                                            f"({exc}); rerun to rebuild it") from None
-        source = np.ascontiguousarray(stack.transpose(1, 0, 2, 3))  # (S, 2K+1, H, W)
+        source = stack.reshape(-1, 2 * self.context + 1, *stack.shape[1:])  # (S, 2K+1, H, W)
         return (_pad_to(source, self.height, self.width),
                 _pad_to(target_slice, self.height, self.width))
 
