@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from mri2mri.runtime.cli_common import run_app
-from mri2mri.runtime.registration.motion import DEFAULT_MAX_ROTATION_DEG, DEFAULT_MAX_TRANSLATION_MM
+from mri2mri.benchmarks.registration.motion import (
+    DEFAULT_MAX_ROTATION_DEG,
+    DEFAULT_MAX_TRANSLATION_MM,
+)
+from mri2mri.runtime.core.cli_common import run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mri2mri benchmarks (reproducible, resumable).")
@@ -52,8 +55,8 @@ def registration(
                                              "auto, tensorrt or cuda.")] = "cpu",
 ) -> None:
     """Known motions, three methods (DIPY direct, DIPY via synthesis, ANTs), two protocols."""
-    from mri2mri.runtime.devices import check_device
-    from mri2mri.runtime.errors import InputError
+    from mri2mri.runtime.core.errors import InputError
+    from mri2mri.runtime.engine.devices import check_device
 
     device = check_device(device)
 
@@ -120,8 +123,8 @@ def generalisation(
     threads: Annotated[int, typer.Option(help="PyTorch CPU threads (0: default).")] = 0,
 ) -> None:
     """Cross-scanner evaluation: each run's best.pt and its LUT baseline on each cohort."""
-    from mri2mri.runtime.atomic import atomic_path
-    from mri2mri.runtime.errors import InputError
+    from mri2mri.runtime.core.atomic import atomic_path
+    from mri2mri.runtime.core.errors import InputError
 
     from .generalisation import evaluate_runs
     from .generalisation.report import markdown_table, plot_curves
@@ -167,8 +170,8 @@ def training_memory(
     """Peak memory (summed RSS and PSS) of a command and all its child processes."""
     import json
 
-    from mri2mri.runtime.atomic import check_output_path, write_json
-    from mri2mri.runtime.errors import InputError
+    from mri2mri.runtime.core.atomic import check_output_path, write_json
+    from mri2mri.runtime.core.errors import InputError
 
     from .training.memory import measure
 
@@ -210,9 +213,9 @@ def training_loader(
     """The loader's overhead: slices/s fed by the slice-cache loader / fed from memory."""
     import json
 
-    from mri2mri.runtime.atomic import check_output_path, write_json
-    from mri2mri.runtime.cohort import Cohort
-    from mri2mri.runtime.errors import InputError
+    from mri2mri.runtime.core.atomic import check_output_path, write_json
+    from mri2mri.runtime.core.errors import InputError
+    from mri2mri.train.cohort import Cohort
 
     Cohort.discover(data)
     check_output_path(json_path, overwrite=True)
@@ -255,9 +258,9 @@ def training_ddp(
     import json
     import subprocess
 
-    from mri2mri.runtime.atomic import check_output_path, write_json
-    from mri2mri.runtime.cohort import Cohort
-    from mri2mri.runtime.errors import InputError
+    from mri2mri.runtime.core.atomic import check_output_path, write_json
+    from mri2mri.runtime.core.errors import InputError
+    from mri2mri.train.cohort import Cohort
 
     from .training.ddp import compare
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.core.cli_common import run_app
 
 from .pipeline import run_demo
 

@@ -16,13 +16,13 @@ import nibabel as nib
 import numpy as np
 from rich.console import Console
 
-from mri2mri.runtime.atomic import atomic_path
-from mri2mri.runtime.cohort import Cohort
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.nifti import save_volume
-from mri2mri.runtime.orientation import to_canonical
-from mri2mri.runtime.preprocess import prepare_sources, prepare_target, restore_volume
-from mri2mri.runtime.progress import progress_bar
+from mri2mri.runtime.core.atomic import atomic_path
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.core.progress import progress_bar
+from mri2mri.runtime.imaging.nifti import save_volume
+from mri2mri.runtime.imaging.orientation import to_canonical
+from mri2mri.runtime.imaging.preprocess import prepare_sources, prepare_target, restore_volume
+from mri2mri.train.cohort import Cohort
 
 SOURCE, TARGET = "T1w", "T2w"
 
@@ -127,7 +127,7 @@ def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution:
     `train_options` override `TrainConfig` fields (e.g. ``slices_per_epoch``).
     """
     from mri2mri.export.onnx_export import export_checkpoint
-    from mri2mri.runtime.synthesizer import Synthesizer
+    from mri2mri.runtime.synthesis.synthesizer import Synthesizer
     from mri2mri.train.baseline import IntensityLUT
     from mri2mri.train.checkpoint import load_checkpoint
     from mri2mri.train.data.demo_cohort import generate_cohort

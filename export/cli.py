@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from mri2mri.runtime.cli_common import run_app
-from mri2mri.runtime.devices import CHECK_DEVICES, check_device
+from mri2mri.runtime.core.cli_common import run_app
+from mri2mri.runtime.engine.devices import CHECK_DEVICES, check_device
 
 from .onnx_export import DEFAULT_OPSET, TOLERANCE_FP16, TOLERANCE_FP32
 

@@ -21,9 +21,9 @@ import onnx
 import torch
 
 from mri2mri.runtime import __version__
-from mri2mri.runtime.atomic import atomic_path, check_output_path
-from mri2mri.runtime.devices import CHECK_DEVICES, check_device
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.core.atomic import atomic_path, check_output_path
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.engine.devices import CHECK_DEVICES, check_device
 from mri2mri.runtime.metadata import ModelMetadata
 from mri2mri.train.checkpoint import load_checkpoint
 from mri2mri.train.inference import model_from_checkpoint
@@ -93,8 +93,8 @@ def run_as_runtime(path: Path, slices: np.ndarray, device: str = "cpu") -> np.nd
     The runtime's own provider set-up (`open_session`: CUDA with TF32 off) and
     slice runner, so parity is checked on the provider that will run the model.
     """
-    from mri2mri.runtime.providers import open_session
-    from mri2mri.runtime.session import SliceRunner, session_options
+    from mri2mri.runtime.engine.providers import open_session
+    from mri2mri.runtime.engine.session import SliceRunner, session_options
 
     session, provider = open_session(path.read_bytes(), session_options(), device, path,
                                      option="--check-on")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import InputError
+from .core.errors import InputError
 
 try:
     __version__ = version("mri2mri")

@@ -12,10 +12,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .contrasts import canonical_contrast
-from .errors import InputError
-from .normalize import DEFAULT_MASK_FRACTION, DEFAULT_PERCENTILE
-from .slicing import SliceGeometry
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.contrasts import canonical_contrast
+from mri2mri.runtime.imaging.normalize import DEFAULT_MASK_FRACTION, DEFAULT_PERCENTILE
+from mri2mri.runtime.imaging.slicing import SliceGeometry
 
 METADATA_KEY = "mri2mri"
 SCHEMA_VERSION = 1
@@ -27,7 +27,7 @@ VGG16_WEIGHTS_LICENSE = (
 
 @dataclass
 class Normalisation:
-    """How intensities were normalised (see `mri2mri.runtime.normalize`)."""
+    """How intensities were normalised (see `mri2mri.runtime.imaging.normalize`)."""
 
     method: str = "foreground-percentile"
     percentile: float = DEFAULT_PERCENTILE
@@ -48,12 +48,12 @@ class ModelMetadata:
     pad_multiple: int = 16
     min_size: int = 0
     #: 2.5D input: the network sees `context` neighbouring slices on each side of a
-    #: slice, per source, as extra channels (see `mri2mri.runtime.slicing.stack_context`).
+    #: slice, per source, as extra channels (see `mri2mri.runtime.imaging.slicing.stack_context`).
     context: int = 0
     preset: str = "small"
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
-    #: What the training inputs looked like (`mri2mri.runtime.ood.combine_summaries`): the
+    #: What the training inputs looked like (`mri2mri.runtime.synthesis.ood.combine_summaries`): the
     #: run-time "unlike the training data" check compares each input with it. Empty for
     #: models exported before it existed (the check is then reported as not done).
     training_summary: dict[str, Any] = field(default_factory=dict)

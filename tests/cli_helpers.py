@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.core.cli_common import run_app
 
 
 def exit_code(app: typer.Typer, args: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""The one JSON writer and the atomic-output helpers (runtime/atomic.py)."""
+"""The one JSON writer and the atomic-output helpers (runtime/core/atomic.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mri2mri.runtime.atomic import write_json
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.errors import InputError
 
 
 def test_write_json_format_and_return(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def _umask() -> int:
 
 
 def test_tensorrt_build_times_are_written_with_write_json(tmp_path: Path) -> None:
-    from mri2mri.runtime.tensorrt import BUILD_TIMES, _history, record_build
+    from mri2mri.runtime.engine.tensorrt import BUILD_TIMES, _history, record_build
 
     record_build(tmp_path, "small|b1-8", 12.34)
     record_build(tmp_path, "reference|b1-8", 60.0)

@@ -16,8 +16,8 @@ from onnx_fixtures import (
     volume,
 )
 
-from mri2mri.runtime.cli_common import run_app
-from mri2mri.runtime.cli_run import app
+from mri2mri.runtime.core.cli_common import run_app
+from mri2mri.runtime.synthesis.cli_run import app
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

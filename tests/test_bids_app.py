@@ -24,12 +24,12 @@ from onnx_fixtures import (
 )
 from test_bad_inputs import run_cli
 
-from mri2mri.runtime.cli_run import expand_multi
-from mri2mri.runtime.cohort import Cohort
+from mri2mri.runtime.imaging.preprocess import prepare_sources
+from mri2mri.runtime.imaging.slicing import SliceGeometry
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
-from mri2mri.runtime.ood import combine_summaries, summarize_prepared
-from mri2mri.runtime.preprocess import prepare_sources
-from mri2mri.runtime.slicing import SliceGeometry
+from mri2mri.runtime.synthesis.cli_run import expand_multi
+from mri2mri.runtime.synthesis.ood import combine_summaries, summarize_prepared
+from mri2mri.train.cohort import Cohort
 
 
 def _link(src: Path, dest: Path) -> None:
@@ -190,8 +190,8 @@ def test_kill_mid_run_leaves_no_partial_file_and_rerun_completes(
         model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """SIGTERM (what a batch scheduler sends) after the first output; then a pooled rerun."""
     bids, out = _flat_dataset(tmp_path / "bids", 6, (64, 64, 40)), tmp_path / "out"
-    cmd = [sys.executable, "-m", "mri2mri.runtime.cli_run", str(bids), str(out), "participant",
-           "--model", str(model), "--device", "cpu", "--threads", "1", "--no-report"]
+    cmd = [sys.executable, "-m", "mri2mri.runtime.synthesis.cli_run", str(bids), str(out),
+           "participant", "--model", str(model), "--device", "cpu", "--threads", "1", "--no-report"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(out.glob("sub-*/anat/sub-*.json")) and time.monotonic() < deadline:
@@ -235,7 +235,7 @@ def test_failures_do_not_stop_a_pool_or_a_dask_cluster(
 
 def test_units_pair_sources_by_entities(tmp_path: Path) -> None:
     """Discovery only looks at names: runs pair with runs, a lone image pairs with all."""
-    from mri2mri.runtime.bids_inputs import find_units
+    from mri2mri.runtime.bids.inputs import find_units
 
     names = ["sub-01/anat/sub-01_run-1_T1w.nii.gz", "sub-01/anat/sub-01_run-2_T1w.nii.gz",
              "sub-01/anat/sub-01_run-1_T2w.nii.gz", "sub-01/anat/sub-01_run-2_T2w.nii.gz",

@@ -16,10 +16,10 @@ from onnx_fixtures import (
 )
 from test_bad_inputs import run_cli
 
-from mri2mri.runtime import providers
-from mri2mri.runtime.cli_run import parse_input
-from mri2mri.runtime.normalize import foreground_mask, intensity_scale
-from mri2mri.runtime.synthesizer import Synthesizer
+from mri2mri.runtime.engine import providers
+from mri2mri.runtime.imaging.normalize import foreground_mask, intensity_scale
+from mri2mri.runtime.synthesis.cli_run import parse_input
+from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
 
 def expected(data: np.ndarray, target_scale: float = 500.0) -> np.ndarray:

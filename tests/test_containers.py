@@ -49,7 +49,7 @@ def test_recipes_install_the_runtime_only_with_every_package_folder(name: str) -
 
 def test_entrypoint_is_a_project_script() -> None:
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert config["project"]["scripts"]["mri2mri-run"] == "mri2mri.runtime.cli_run:main"
+    assert config["project"]["scripts"]["mri2mri-run"] == "mri2mri.runtime.synthesis.cli_run:main"
     for name in DOCKERFILES:
         assert 'ENTRYPOINT ["mri2mri-run"]' in (REPO / name).read_text()
     assert 'exec mri2mri-run "$@"' in APPTAINER.read_text()

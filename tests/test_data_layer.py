@@ -6,12 +6,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from mri2mri.runtime.imaging.normalize import (
+    denormalize,
+    foreground_mask,
+    intensity_scale,
+    normalize,
+)
+from mri2mri.runtime.imaging.orientation import to_canonical
+from mri2mri.runtime.imaging.preprocess import prepare_sources, prepare_target, restore_image
+from mri2mri.runtime.imaging.resample import resample_to, same_grid
+from mri2mri.runtime.imaging.slicing import SliceGeometry, from_slices, padding_for, to_slices
 from mri2mri.runtime.metadata import Normalisation
-from mri2mri.runtime.normalize import denormalize, foreground_mask, intensity_scale, normalize
-from mri2mri.runtime.orientation import to_canonical
-from mri2mri.runtime.preprocess import prepare_sources, prepare_target, restore_image
-from mri2mri.runtime.resample import resample_to, same_grid
-from mri2mri.runtime.slicing import SliceGeometry, from_slices, padding_for, to_slices
 
 
 def oblique_affine() -> np.ndarray:
@@ -154,7 +159,7 @@ def test_prepare_target_resamples_onto_source_grid():
 
 
 def test_context_stacks_are_source_major_with_repeated_edges():
-    from mri2mri.runtime.slicing import context_indices, stack_context
+    from mri2mri.runtime.imaging.slicing import context_indices, stack_context
 
     z, c = 5, 2
     slices = np.arange(z * c, dtype=np.float32).reshape(z, c, 1, 1) * np.ones((1, 1, 3, 4),

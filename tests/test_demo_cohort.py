@@ -12,9 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mri2mri.runtime.cohort import Cohort
-from mri2mri.runtime.normalize import foreground_mask
-from mri2mri.runtime.resample import resample_to
+from mri2mri.runtime.imaging.normalize import foreground_mask
+from mri2mri.runtime.imaging.resample import resample_to
+from mri2mri.train.cohort import Cohort
 from mri2mri.train.data.demo_cohort import generate_cohort
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.core.errors import InputError
 from mri2mri.train.data.cli import app
 from mri2mri.train.data.demo_cohort import _tissue_signals, generate_cohort
 from mri2mri.train.data.shift import AcquisitionShift

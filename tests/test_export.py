@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from mri2mri.export import cli as export_cli
 from mri2mri.export import onnx_export
 from mri2mri.export.onnx_export import export_checkpoint
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.metadata import ModelMetadata
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from mri2mri.train.inference import model_from_checkpoint
@@ -100,7 +100,7 @@ def test_check_on_cuda_checks_on_the_gpu_or_says_why_not(exported, tmp_path):
     try:
         report = export_checkpoint(run.best_checkpoint, out, check_on="cuda")
     except InputError as exc:  # no working CUDA here: the cause, and no file
-        from mri2mri.runtime import providers
+        from mri2mri.runtime.engine import providers
 
         assert str(exc) == (f"--check-on cuda: CUDA did not start "
                             f"({providers._BROKEN[providers.CUDA]}); use --check-on cpu")

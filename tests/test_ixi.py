@@ -16,11 +16,11 @@ import pytest
 import typer
 from scipy.spatial.transform import Rotation
 
-from mri2mri.runtime.cli_common import run_app
-from mri2mri.runtime.cohort import Cohort
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.core.cli_common import run_app
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.resample import same_grid
 from mri2mri.runtime.registration import with_settings
-from mri2mri.runtime.resample import same_grid
+from mri2mri.train.cohort import Cohort
 from mri2mri.train.data.ixi.cli import ixi
 from mri2mri.train.data.ixi.dwi import assemble_dwi, read_table
 from mri2mri.train.data.ixi.importer import import_ixi

@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.nifti import image_like, load_volume, mean_b0, read_bvals
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.nifti import image_like, load_volume, mean_b0, read_bvals
 
 
 def _reference(qform_code: int = 1, sform_code: int = 4) -> nib.Nifti1Image:

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.nifti import load_volume, save_volume
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.nifti import load_volume, save_volume
 
 
 def _save(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:

@@ -8,12 +8,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mri2mri.benchmarks.ood_threshold import ct_like, heavy_bias
-from mri2mri.runtime.cohort import Cohort
+from mri2mri.benchmarks.ood.threshold import ct_like, heavy_bias
+from mri2mri.runtime.imaging.preprocess import prepare_sources
+from mri2mri.runtime.imaging.slicing import SliceGeometry
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
-from mri2mri.runtime.ood import assess, combine_summaries, hellinger, summarize_prepared
-from mri2mri.runtime.preprocess import prepare_sources
-from mri2mri.runtime.slicing import SliceGeometry
+from mri2mri.runtime.synthesis.ood import assess, combine_summaries, hellinger, summarize_prepared
+from mri2mri.train.cohort import Cohort
 
 
 def _summary(img: nib.Nifti1Image) -> dict:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.parallel import process_pool, start_method
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.core.parallel import process_pool, start_method
 
 #: Held by the test process while a worker runs: a forked worker would inherit it held.
 LOCK = threading.Lock()

@@ -7,7 +7,7 @@ import threading
 
 from rich.console import Console
 
-from mri2mri.runtime.progress import progress_bar
+from mri2mri.runtime.core.progress import progress_bar
 
 
 def _console(terminal: bool) -> tuple[Console, io.StringIO]:

@@ -26,12 +26,13 @@ from onnx_fixtures import (
 from test_bad_inputs import run_cli
 from typer.testing import CliRunner
 
-from mri2mri.runtime import providers, synthesizer
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.providers import CPU, CUDA, TENSORRT, failure_reason, open_session
-from mri2mri.runtime.session import session_options
-from mri2mri.runtime.synthesizer import Synthesizer, Timings
-from mri2mri.runtime.tensorrt import ShapeProfile, announcement, is_cached, tensorrt_version
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.engine import providers
+from mri2mri.runtime.engine.providers import CPU, CUDA, TENSORRT, failure_reason, open_session
+from mri2mri.runtime.engine.session import session_options
+from mri2mri.runtime.engine.tensorrt import ShapeProfile, announcement, is_cached, tensorrt_version
+from mri2mri.runtime.synthesis import synthesizer
+from mri2mri.runtime.synthesis.synthesizer import Synthesizer, Timings
 
 CUDA_LINE = (b"\x1b[1;31m2026-11-27 12:58:36 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 "
              b"operator()] /onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 "
@@ -293,11 +294,11 @@ def test_announcement_without_history() -> None:
 def test_every_cli_refuses_a_bad_device_the_same_way(command: str, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]
                                                      ) -> None:
-    from mri2mri.runtime.cli_common import run_app
+    from mri2mri.runtime.core.cli_common import run_app
 
     dummy = tmp_path / "x.nii.gz"
     if command == "run":
-        from mri2mri.runtime.cli_run import app
+        from mri2mri.runtime.synthesis.cli_run import app
         argv, allowed, option = ["--model", "m.onnx", "--input", str(dummy), "--output",
                                  str(tmp_path / "o.nii.gz"), "--device", "gpu"], \
             "auto, tensorrt, cuda, cpu", "--device"

@@ -23,9 +23,9 @@ from onnx_fixtures import (
     volume,
 )
 
-from mri2mri.runtime.batch import synthesize_dataset
+from mri2mri.runtime.imaging.resample import resample_to
 from mri2mri.runtime.qc.registration import write_registration_report
-from mri2mri.runtime.resample import resample_to
+from mri2mri.runtime.synthesis.batch import synthesize_dataset
 
 
 class _Resources(HTMLParser):

@@ -10,9 +10,16 @@ import pytest
 from cli_helpers import exit_code
 from onnx_fixtures import channel_picker
 
-from mri2mri.runtime.cohort import Cohort
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.nifti import image_like
+from mri2mri.benchmarks.registration.metrics import parameter_errors
+from mri2mri.benchmarks.registration.motion import (
+    apply_motion,
+    foreground_centre,
+    rigid_matrix,
+    shift_header,
+)
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.nifti import image_like
+from mri2mri.runtime.imaging.resample import resample_to
 from mri2mri.runtime.registration import SETTINGS, Registration, check_overlap, register_images
 from mri2mri.runtime.registration.cli import app
 from mri2mri.runtime.registration.io import (
@@ -21,14 +28,7 @@ from mri2mri.runtime.registration.io import (
     parse_itk,
     save_matrix,
 )
-from mri2mri.runtime.registration.metrics import parameter_errors
-from mri2mri.runtime.registration.motion import (
-    apply_motion,
-    foreground_centre,
-    rigid_matrix,
-    shift_header,
-)
-from mri2mri.runtime.resample import resample_to
+from mri2mri.train.cohort import Cohort
 
 MOTION_ANGLES = (0.05, -0.04, 0.06)  # rad, about 3 degrees each
 MOTION_SHIFT = (3.0, -2.5, 2.0)  # mm

@@ -41,9 +41,9 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Block())
-import mri2mri.runtime, mri2mri.runtime.synthesizer, mri2mri.runtime.cli_run
-from mri2mri.runtime.cli_common import run_app
-from mri2mri.runtime.cli_run import app
+import mri2mri.runtime, mri2mri.runtime.synthesis.synthesizer, mri2mri.runtime.synthesis.cli_run
+from mri2mri.runtime.core.cli_common import run_app
+from mri2mri.runtime.synthesis.cli_run import app
 try:
     run_app(app, sys.argv[1:])
 except SystemExit as exc:
@@ -108,7 +108,7 @@ import importlib, pkgutil
 import mri2mri.runtime
 for info in pkgutil.walk_packages(mri2mri.runtime.__path__, "mri2mri.runtime."):
     importlib.import_module(info.name)
-from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.core.cli_common import run_app
 from mri2mri.train.data.cli import app
 try:
     run_app(app, ["ixi", "--help"])
@@ -132,7 +132,7 @@ except SystemExit as exc:
 def test_ixi_import_runs_without_torch(tmp_path: Path) -> None:
     """A real DTI import (the shipped crop) with torch blocked."""
     script = BLOCK.format(names=["torch"]) + """
-from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.core.cli_common import run_app
 from mri2mri.train.data.cli import app
 try:
     run_app(app, sys.argv[1:])
@@ -152,8 +152,8 @@ def test_bids_app_with_reports_needs_no_torch_nor_matplotlib(tmp_path: Path) -> 
     (tmp_path / "bids" / "sub-01" / "anat").mkdir(parents=True)
     nib.save(nifti(volume()), tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
     script = BLOCK.format(names=["torch", "onnx", "matplotlib"]) + """
-from mri2mri.runtime.cli_common import run_app
-from mri2mri.runtime.cli_run import app
+from mri2mri.runtime.core.cli_common import run_app
+from mri2mri.runtime.synthesis.cli_run import app
 try:
     run_app(app, sys.argv[1:])
 except SystemExit as exc:

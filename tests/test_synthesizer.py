@@ -15,9 +15,9 @@ from onnx_fixtures import (
     volume,
 )
 
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.normalize import foreground_mask, intensity_scale
-from mri2mri.runtime.synthesizer import Synthesizer, Timings
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.normalize import foreground_mask, intensity_scale
+from mri2mri.runtime.synthesis.synthesizer import Synthesizer, Timings
 
 TARGET_SCALE = 500.0
 

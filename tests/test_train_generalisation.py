@@ -12,14 +12,14 @@ from test_train_cohort import TINY, assert_resume_matches, tiny_cohort_dir
 from typer.testing import CliRunner
 
 from mri2mri.export.onnx_export import export_checkpoint
-from mri2mri.runtime.cli_run import app as run_cli
-from mri2mri.runtime.cohort import Cohort
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.preprocess import prepare_sources
-from mri2mri.runtime.slicing import stack_context
-from mri2mri.runtime.synthesizer import Synthesizer
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.preprocess import prepare_sources
+from mri2mri.runtime.imaging.slicing import stack_context
+from mri2mri.runtime.synthesis.cli_run import app as run_cli
+from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 from mri2mri.train import cli_train
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
+from mri2mri.train.cohort import Cohort
 from mri2mri.train.inference import model_from_checkpoint, predict_slices
 from mri2mri.train.trainer import TrainConfig, train
 from mri2mri.train.validation import SubsetValidation

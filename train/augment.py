@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 from scipy import ndimage
 
-from mri2mri.runtime.slicing import PAD_VALUE
+from mri2mri.runtime.imaging.slicing import PAD_VALUE
 
 #: The data loader's hook (`mri2mri.train.dataset.CachedSlices`):
 #: ``source, target = transform(source, target, rng)``, source (S, 2K+1, H, W) float32,

@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 
 from mri2mri.runtime import __version__
-from mri2mri.runtime.atomic import write_json
-from mri2mri.runtime.cohort import Subject
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.core.parallel import process_pool
+from mri2mri.runtime.imaging.slicing import SliceGeometry
 from mri2mri.runtime.metadata import Normalisation
-from mri2mri.runtime.ood import summarize_prepared
-from mri2mri.runtime.parallel import process_pool
-from mri2mri.runtime.slicing import SliceGeometry
+from mri2mri.runtime.synthesis.ood import summarize_prepared
+from mri2mri.train.cohort import Subject
 
 from .baseline import LUTStats
 from .prepare import MIN_FOREGROUND, load_subject
@@ -109,8 +109,8 @@ class CachedSubject:
     foreground: np.ndarray  # (Z,) fraction of foreground pixels per slice
     target_scale: float
     source_scales: list[float]
-    #: `mri2mri.runtime.ood.summarize_prepared` of the subject's sources (for the model card
-    #: and the run-time "unlike the training data" check).
+    #: `mri2mri.runtime.synthesis.ood.summarize_prepared` of the subject's sources (for the
+    #: model card and the run-time "unlike the training data" check).
     summary: dict[str, Any]
 
     @property
@@ -245,7 +245,7 @@ class SliceCache:
         number of subjects prepared (measured: the trainer's peak grew 1.2 -> 1.6 GB from
         8 to 64 subjects). Each worker prepares at most `BUILDS_PER_WORKER` subjects and
         all are gone when the cache is ready, so the training process keeps none of it.
-        The workers are never forked from the caller (`mri2mri.runtime.parallel`), which
+        The workers are never forked from the caller (`mri2mri.runtime.core.parallel`), which
         holds torch's thread pools and maybe a progress bar.
         """
         self.root.mkdir(parents=True, exist_ok=True)

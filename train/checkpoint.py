@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from mri2mri.runtime.atomic import atomic_path
-from mri2mri.runtime.errors import InputError, exception_summary
+from mri2mri.runtime.core.atomic import atomic_path
+from mri2mri.runtime.core.errors import InputError, exception_summary
 from mri2mri.runtime.metadata import ModelMetadata
 
 FORMAT = "mri2mri-checkpoint"

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from mri2mri.runtime.cli_common import run_app
-from mri2mri.runtime.devices import TORCH_DEVICES, check_device
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.core.cli_common import run_app
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.engine.devices import TORCH_DEVICES, check_device
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

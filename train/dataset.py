@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.slicing import PAD_VALUE, context_indices
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.slicing import PAD_VALUE, context_indices
 
 from .augment import Transform
 from .cache import CachedSubject
@@ -50,7 +50,7 @@ class CachedSlices(torch.utils.data.Dataset):
     same epoch always gets the same draw, whichever worker loads it, so resumed
     runs stay exact. It runs in the DataLoader workers; it must return arrays of
     the same shapes. Afterwards the source is reshaped to (S * (2K+1), H, W),
-    source-major like `mri2mri.runtime.slicing.stack_context`. With
+    source-major like `mri2mri.runtime.imaging.slicing.stack_context`. With
     ``transform=None`` nothing is called and nothing is drawn.
     """
 
@@ -104,7 +104,7 @@ class CachedSlices(torch.utils.data.Dataset):
 def context_stacks(sources: np.ndarray, zs: Sequence[int], context: int) -> np.ndarray:
     """Network inputs at slices `zs` of a (Z, S, H, W) volume: (n, S * (2K+1), H, W) float32.
 
-    The same channel order as `mri2mri.runtime.slicing.stack_context`, read slice by
+    The same channel order as `mri2mri.runtime.imaging.slicing.stack_context`, read slice by
     slice, so a memory-mapped volume is never loaded whole.
     """
     stacks = np.stack([np.asarray(sources[context_indices(int(z), len(sources), context)],

@@ -14,10 +14,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from mri2mri.runtime.errors import InputError, exception_summary
+from mri2mri.runtime.core.errors import InputError, exception_summary
+from mri2mri.runtime.imaging.preprocess import prepare_sources, restore_image
+from mri2mri.runtime.imaging.slicing import stack_context
 from mri2mri.runtime.metadata import ModelMetadata
-from mri2mri.runtime.preprocess import prepare_sources, restore_image
-from mri2mri.runtime.slicing import stack_context
 
 from .checkpoint import checkpoint_metadata, load_checkpoint
 from .model import UNet, build_model

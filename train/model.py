@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mri2mri.runtime.slicing import SliceGeometry
+from mri2mri.runtime.imaging.slicing import SliceGeometry
 
 
 @dataclass(frozen=True)

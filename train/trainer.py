@@ -24,15 +24,15 @@ import torch
 from rich.console import Console
 
 from mri2mri.runtime import __version__
-from mri2mri.runtime.atomic import atomic_path, write_json
-from mri2mri.runtime.bids import dataset_name
-from mri2mri.runtime.cohort import Cohort, Subject
-from mri2mri.runtime.contrasts import canonical_contrast
-from mri2mri.runtime.devices import TORCH_DEVICES, check_device
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.bids.names import dataset_name
+from mri2mri.runtime.core.atomic import atomic_path, write_json
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.core.progress import progress_bar
+from mri2mri.runtime.engine.devices import TORCH_DEVICES, check_device
+from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
-from mri2mri.runtime.ood import combine_summaries
-from mri2mri.runtime.progress import progress_bar
+from mri2mri.runtime.synthesis.ood import combine_summaries
+from mri2mri.train.cohort import Cohort, Subject
 
 from . import distributed
 from .augment import AugmentSpec, build_transform

@@ -91,7 +91,7 @@ def plot_curves(runs: list[Path], out: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from mri2mri.runtime.atomic import atomic_path
+    from mri2mri.runtime.core.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 4))
     lut_drawn = False

@@ -3,7 +3,7 @@
 `run_registration_benchmark` is what `mri2mri-bench registration` calls; the
 parts (protocols, stats, methods, runner, report) are usable on their own. The
 simulated motions and the error metrics live with registration itself
-(`mri2mri.runtime.registration.motion` and `.metrics`).
+(`mri2mri.benchmarks.registration.motion` and `.metrics`).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class DipyVia:
 
     def synthesizer(self):  # noqa: ANN201 (Synthesizer is imported lazily with onnxruntime)
         if self._synth is None:
-            from mri2mri.runtime.synthesizer import Synthesizer
+            from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
             self._synth = Synthesizer(self.model, device=self.device, threads=self.threads)
         return self._synth

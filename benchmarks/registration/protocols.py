@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 import nibabel as nib
 import numpy as np
 
-from mri2mri.runtime.normalize import foreground_mask
-from mri2mri.runtime.registration.metrics import errors
-from mri2mri.runtime.registration.motion import apply_motion, foreground_centre
+from mri2mri.benchmarks.registration.metrics import errors
+from mri2mri.benchmarks.registration.motion import apply_motion, foreground_centre
+from mri2mri.runtime.imaging.normalize import foreground_mask
 
 KNOWN_TRUTH, CONSISTENCY = "known_truth", "consistency"
 PROTOCOLS = (KNOWN_TRUTH, CONSISTENCY)

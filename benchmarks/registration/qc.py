@@ -12,9 +12,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from mri2mri.runtime.imaging.resample import resample_to
 from mri2mri.runtime.qc.page import esc, write_page
 from mri2mri.runtime.qc.registration import write_registration_report
-from mri2mri.runtime.resample import resample_to
 
 REPORTS_DIR = "reports"
 

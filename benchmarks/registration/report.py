@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mri2mri.runtime.atomic import atomic_path, write_json
+from mri2mri.runtime.core.atomic import atomic_path, write_json
 from mri2mri.runtime.registration import get_settings
 
 from .ants_baseline import ANTS_SETTINGS, ANTS_THREADS

@@ -19,19 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mri2mri.runtime.atomic import write_json
-from mri2mri.runtime.cohort import Cohort, Subject
-from mri2mri.runtime.contrasts import canonical_contrast
-from mri2mri.runtime.devices import check_device
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.parallel import process_pool
-from mri2mri.runtime.registration import get_settings
-from mri2mri.runtime.registration.motion import (
+from mri2mri.benchmarks.registration.motion import (
     DEFAULT_MAX_ROTATION_DEG,
     DEFAULT_MAX_TRANSLATION_MM,
     foreground_centre,
     sample_motion,
 )
+from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.core.parallel import process_pool
+from mri2mri.runtime.engine.devices import check_device
+from mri2mri.runtime.imaging.contrasts import canonical_contrast
+from mri2mri.runtime.registration import get_settings
+from mri2mri.train.cohort import Cohort, Subject
 
 from .ants_baseline import available as ants_available
 from .methods import ANTS, DIRECT, VIA, Ants, DipyDirect, DipyVia
@@ -58,7 +58,7 @@ class BenchmarkConfig:
     max_rotation_deg: float = DEFAULT_MAX_ROTATION_DEG
     max_translation_mm: float = DEFAULT_MAX_TRANSLATION_MM
     methods: list[str] = field(default_factory=lambda: [DIRECT, VIA, ANTS])
-    #: Where the 'via' model runs (`mri2mri.runtime.devices.RUNTIME_DEVICES`).
+    #: Where the 'via' model runs (`mri2mri.runtime.engine.devices.RUNTIME_DEVICES`).
     device: str = "cpu"
 
     def __post_init__(self) -> None:

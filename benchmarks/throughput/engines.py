@@ -16,10 +16,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.providers import CPU, CUDA, TENSORRT, open_session
-from mri2mri.runtime.session import SliceRunner, session_options
-from mri2mri.runtime.synthesizer import Synthesizer
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.engine.providers import CPU, CUDA, TENSORRT, open_session
+from mri2mri.runtime.engine.session import SliceRunner, session_options
+from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
 OPTIMISATIONS = ("runtime", "disable", "untuned")
 

@@ -29,8 +29,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from mri2mri.runtime.cli_common import run_app
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.core.cli_common import run_app
+from mri2mri.runtime.core.errors import InputError
 
 #: Fail when onnxruntime is less than this many times faster than PyTorch eager.
 THRESHOLD = 1.4
@@ -96,7 +96,7 @@ def run_gate(workdir: Path, threads: int | None = None, optimisation: str = "run
              preset: str = GATE_PRESET, batch_size: int = GATE_BATCH,
              repeats: int = GATE_REPEATS, threshold: float = THRESHOLD) -> GateResult:
     """Build the preset's seeded model, export it, and measure the ratio on this machine."""
-    from mri2mri.runtime.session import physical_cores
+    from mri2mri.runtime.engine.session import physical_cores
 
     from .engines import OrtEngine, TorchEngine
     from .models import prepare_model, synthetic_slices
@@ -114,7 +114,7 @@ def run_gate(workdir: Path, threads: int | None = None, optimisation: str = "run
 
 def result_threads(threads: int | None) -> int:
     """The thread count the gate uses: the given one or the physical cores."""
-    from mri2mri.runtime.session import physical_cores
+    from mri2mri.runtime.engine.session import physical_cores
 
     return threads or physical_cores()
 

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from mri2mri.runtime.session import physical_cores
+from mri2mri.runtime.engine.session import physical_cores
 
 
 def cpu_model() -> str:

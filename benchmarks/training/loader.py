@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from mri2mri.runtime.cohort import Cohort
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.train.cache import CacheSpec, SliceCache
+from mri2mri.train.cohort import Cohort
 from mri2mri.train.dataset import CachedSlices, EpochSampler
 from mri2mri.train.model import build_model, get_preset
 from mri2mri.train.perceptual import PerceptualLoss

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import psutil
 
-from mri2mri.runtime.atomic import atomic_path
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.core.atomic import atomic_path
+from mri2mri.runtime.core.errors import InputError
 
 INTERVAL = 0.2
 TIMELINE_COLUMNS = ("seconds", "rss_gb", "pss_gb", "processes", "last_line")

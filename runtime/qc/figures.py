@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..orientation import to_canonical
+from mri2mri.runtime.imaging.orientation import to_canonical
 
 VIEWS = ("axial", "coronal", "sagittal")
 #: Height of each view in the report, in pixels.

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_path
+from mri2mri.runtime.core.atomic import atomic_path
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}

@@ -16,8 +16,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..normalize import foreground_mask
-from ..resample import resample_to
+from mri2mri.runtime.imaging.normalize import foreground_mask
+from mri2mri.runtime.imaging.resample import resample_to
+
 from .figures import canonical, three_views
 from .page import esc, table, write_page
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import nibabel as nib
 
+from mri2mri.runtime.imaging.nifti import load_volume
+
 from ..metadata import ModelMetadata
-from ..nifti import load_volume
 from .figures import three_views
 from .page import esc, figure, table, write_page
 

@@ -4,10 +4,8 @@ The second product of the runtime, beside synthesis: `align` wraps DIPY's
 mutual-information registration with the study's and a fast preset, `io` reads and
 writes the transforms (plain 4x4 and ITK/ANTs), `via` registers two files,
 optionally through an image synthesized by an mri2mri model, and `cli` is
-`mri2mri-register`. To check a registration against a known answer, `motion`
-simulates a rigid head motion (matrix, moved image) and `metrics` measures a
-transform's error against a reference (what `mri2mri-bench registration` and the
-tests use).
+`mri2mri-register`. Simulated head motions and registration errors against a known
+answer live with the benchmark (`mri2mri.benchmarks.registration`).
 """
 
 from __future__ import annotations

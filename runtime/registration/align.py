@@ -31,9 +31,9 @@ from dipy.align.transforms import (
 )
 from scipy import ndimage
 
-from ..errors import InputError
-from ..nifti import image_like
-from ..normalize import foreground_mask
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.nifti import image_like
+from mri2mri.runtime.imaging.normalize import foreground_mask
 
 TRANSFORMS = ("rigid", "affine")
 

@@ -12,8 +12,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..cli_common import run_app
-from ..devices import check_device
+from mri2mri.runtime.core.cli_common import run_app
+from mri2mri.runtime.engine.devices import check_device
+
 from .align import SETTINGS
 from .via import register_files
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
-from ..errors import InputError
+from mri2mri.runtime.core.atomic import atomic_path
+from mri2mri.runtime.core.errors import InputError
 
 #: RAS+ <-> LPS+: negate x and y. It is its own inverse.
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])

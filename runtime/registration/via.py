@@ -17,12 +17,13 @@ from pathlib import Path
 
 import nibabel as nib
 
-from ..atomic import check_output_path
-from ..contrasts import canonical_contrast
-from ..errors import InputError
-from ..nifti import load_volume, save_volume
-from ..ood import assess, summarize_prepared
-from ..preprocess import PreparedSources
+from mri2mri.runtime.core.atomic import check_output_path
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.contrasts import canonical_contrast
+from mri2mri.runtime.imaging.nifti import load_volume, save_volume
+from mri2mri.runtime.imaging.preprocess import PreparedSources
+from mri2mri.runtime.synthesis.ood import assess, summarize_prepared
+
 from .align import Registration, RegistrationSettings, check_overlap, register_images
 from .io import save_itk, save_matrix
 
@@ -121,7 +122,7 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
     reference: nib.Nifti1Image = static_img
     ood = "no model used"
     if via is not None:
-        from ..synthesizer import Synthesizer  # onnxruntime is only loaded when a model is used
+        from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
         start = time.perf_counter()
         say(f"loading model {via}")

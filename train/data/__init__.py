@@ -3,6 +3,6 @@
 The simulated demo cohort (`demo_cohort`, from the MNI152 template with the
 tissue physics of `tissue` and the smooth fields of `fields`), the IXI importer
 (`ixi`), their previews, and `mri2mri-data` (`cli`). Everything here writes
-BIDS folders that `mri2mri.runtime.cohort.Cohort` reads; none of it is the
+BIDS folders that `mri2mri.train.cohort.Cohort` reads; none of it is the
 training loop.
 """

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mri2mri.runtime.cli_common import run_app
+from mri2mri.runtime.core.cli_common import run_app
 from mri2mri.train.data.ixi.cli import ixi
 
 app = typer.Typer(help="Prepare BIDS datasets for mri2mri: the offline demo cohort, or IXI.",
@@ -39,8 +39,8 @@ def demo(
              "gm_wm_contrast, snr, bias_peak, blur_fwhm_mm.")] = None,
 ) -> None:
     """Simulate a multi-contrast cohort (T1w, T2w, PDw, DWI) from the MNI152 2009 template."""
-    from mri2mri.runtime.errors import InputError
-    from mri2mri.runtime.progress import progress_bar
+    from mri2mri.runtime.core.errors import InputError
+    from mri2mri.runtime.core.progress import progress_bar
 
     from .demo_cohort import generate_cohort
     from .shift import AcquisitionShift

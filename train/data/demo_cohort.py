@@ -38,10 +38,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from mri2mri.runtime.atomic import write_json
-from mri2mri.runtime.bids import dataset_description, generated_by, write_dataset_files
-from mri2mri.runtime.errors import InputError, require_module
-from mri2mri.runtime.parallel import process_pool
+from mri2mri.runtime.bids.names import dataset_description, generated_by, write_dataset_files
+from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.errors import InputError, require_module
+from mri2mri.runtime.core.parallel import process_pool
 
 from .fields import grid_points, random_field, rotation_matrix
 from .shift import AcquisitionShift

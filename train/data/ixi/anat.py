@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from mri2mri.runtime.resample import same_grid
+from mri2mri.runtime.imaging.resample import same_grid
 
 if TYPE_CHECKING:
     from mri2mri.runtime.registration import RegistrationSettings

@@ -37,7 +37,7 @@ def ixi(
     series with matching b-values (IXI's extra 17th volume is identified from the
     images and left out). Rerunning skips subjects that are already complete.
     """
-    from mri2mri.runtime.progress import progress_bar
+    from mri2mri.runtime.core.progress import progress_bar
 
     from .importer import import_ixi
 

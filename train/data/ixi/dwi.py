@@ -18,10 +18,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from mri2mri.runtime.errors import InputError
-from mri2mri.runtime.nifti import B0_THRESHOLD, image_like, mean_b0, read_bvals
-from mri2mri.runtime.normalize import foreground_mask
-from mri2mri.runtime.resample import same_grid
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.nifti import B0_THRESHOLD, image_like, mean_b0, read_bvals
+from mri2mri.runtime.imaging.normalize import foreground_mask
+from mri2mri.runtime.imaging.resample import same_grid
 
 #: A volume counts as computed from the others when its leave-one-out prediction
 #: residual is below this fraction of the median residual of all volumes.

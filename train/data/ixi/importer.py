@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from mri2mri.runtime.atomic import write_json
-from mri2mri.runtime.errors import InputError, require_module
-from mri2mri.runtime.parallel import process_pool
+from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.errors import InputError, require_module
+from mri2mri.runtime.core.parallel import process_pool
 
 from .layout import LOG_FILE, MARKER, QC_DIR, anat_name, write_dataset_files, write_text
 from .names import MODALITIES

@@ -13,10 +13,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from mri2mri.runtime.atomic import atomic_path
-from mri2mri.runtime.normalize import foreground_mask
-from mri2mri.runtime.orientation import to_canonical
-from mri2mri.runtime.resample import resample_to
+from mri2mri.runtime.core.atomic import atomic_path
+from mri2mri.runtime.imaging.normalize import foreground_mask
+from mri2mri.runtime.imaging.orientation import to_canonical
+from mri2mri.runtime.imaging.resample import resample_to
 
 from ..preview import orthogonal_views, view_aspects
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from mri2mri.runtime.errors import InputError, exception_summary
+from mri2mri.runtime.core.errors import InputError, exception_summary
 
 from .names import IXIName, looks_like_nifti, parse_name
 

@@ -1,4 +1,4 @@
-"""How `mri2mri.runtime.ood.DISTANCE_THRESHOLD` was chosen: distances on held-out data.
+"""How `mri2mri.runtime.synthesis.ood.DISTANCE_THRESHOLD` was chosen: distances on held-out data.
 
 Builds the training summary of a cohort's training split (T1w, as a T1w->T2w model
 records it), then prints the distance of every held-out subject's T1w (should pass)
@@ -6,7 +6,7 @@ and of inputs a T1w model must not trust: the subject's T2w or PDw given as T1w,
 CT-like image, and the T1w under a heavy bias field (x0.2 to x5, or x0.33 to x3,
 across the head).
 
-    python -m mri2mri.benchmarks.ood_threshold COHORT_DIR
+    python -m mri2mri.benchmarks.ood.threshold COHORT_DIR
 """
 
 from __future__ import annotations
@@ -17,12 +17,17 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from mri2mri.runtime.cohort import Cohort
+from mri2mri.runtime.imaging.normalize import foreground_mask
+from mri2mri.runtime.imaging.preprocess import prepare_sources
+from mri2mri.runtime.imaging.slicing import SliceGeometry
 from mri2mri.runtime.metadata import Normalisation
-from mri2mri.runtime.normalize import foreground_mask
-from mri2mri.runtime.ood import DISTANCE_THRESHOLD, assess, combine_summaries, summarize_prepared
-from mri2mri.runtime.preprocess import prepare_sources
-from mri2mri.runtime.slicing import SliceGeometry
+from mri2mri.runtime.synthesis.ood import (
+    DISTANCE_THRESHOLD,
+    assess,
+    combine_summaries,
+    summarize_prepared,
+)
+from mri2mri.train.cohort import Cohort
 
 
 def summary(img: nib.Nifti1Image) -> dict:

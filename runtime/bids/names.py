@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .atomic import atomic_path, write_json
+from mri2mri.runtime import __version__
+from mri2mri.runtime.core.atomic import atomic_path, write_json
 
 BIDS_VERSION = "1.10.0"
 #: Keys the BIDS entities of a file name are written in (the specification's order).

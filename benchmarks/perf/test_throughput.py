@@ -16,8 +16,8 @@ import pytest
 from mri2mri.benchmarks.throughput.engines import OrtEngine, TorchEngine, gpu_skip_reason
 from mri2mri.benchmarks.throughput.flops import flops_per_slice
 from mri2mri.benchmarks.throughput.models import PRESETS, SLICE_SIZE, synthetic_slices
-from mri2mri.runtime.providers import CUDA, TENSORRT
-from mri2mri.runtime.session import physical_cores
+from mri2mri.runtime.engine.providers import CUDA, TENSORRT
+from mri2mri.runtime.engine.session import physical_cores
 
 TOLERANCE = 1e-4
 #: GPU rows against PyTorch on the CPU. CUDA runs fp32 with TF32 off (1e-4 expected);

@@ -2,7 +2,7 @@
 
 `Synthesizer` reads the model's embedded `ModelMetadata`, checks the inputs
 against it, and runs them through the shared preprocessing path
-(`mri2mri.runtime.preprocess`), so a volume is prepared exactly as in training.
+(`mri2mri.runtime.imaging.preprocess`), so a volume is prepared exactly as in training.
 The CLI (`mri2mri-run`) and the benchmarks both use it.
 """
 
@@ -17,23 +17,18 @@ from pathlib import Path
 import nibabel as nib
 import onnxruntime as ort
 
-from .atomic import check_output_path
-from .contrasts import canonical_contrast
-from .devices import check_device
-from .errors import InputError
-from .metadata import ModelMetadata
-from .nifti import load_volume, save_volume
-from .preprocess import PreparedSources, prepare_sources, restore_image
-from .providers import (
+from mri2mri.runtime.core.atomic import check_output_path
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.engine.devices import check_device
+from mri2mri.runtime.engine.providers import (
     TENSORRT,
     describe,
     open_session,
     preload_gpu_libraries,
     try_provider,
 )
-from .session import Progress, SliceRunner, session_options
-from .slicing import stack_context
-from .tensorrt import (
+from mri2mri.runtime.engine.session import Progress, SliceRunner, session_options
+from mri2mri.runtime.engine.tensorrt import (
     ShapeProfile,
     announcement,
     build_key,
@@ -45,6 +40,11 @@ from .tensorrt import (
     tensorrt_options,
     tensorrt_version,
 )
+from mri2mri.runtime.imaging.contrasts import canonical_contrast
+from mri2mri.runtime.imaging.nifti import load_volume, save_volume
+from mri2mri.runtime.imaging.preprocess import PreparedSources, prepare_sources, restore_image
+from mri2mri.runtime.imaging.slicing import stack_context
+from mri2mri.runtime.metadata import ModelMetadata
 
 Inputs = Mapping[str, nib.Nifti1Image] | Sequence[nib.Nifti1Image]
 FileInputs = Mapping[str, str | Path] | Sequence[str | Path]
@@ -166,7 +166,7 @@ class Synthesizer:
                             fixed or 1, fixed or self.runner.batch_size)
 
     def tensorrt_options(self, height: int, width: int) -> dict[str, object]:
-        """TensorRT provider options for slices of this size (`mri2mri.runtime.tensorrt`)."""
+        """TensorRT provider options for slices of this size (`mri2mri.runtime.engine.tensorrt`)."""
         return tensorrt_options(self.model_sha256, self.shape_profile(height, width),
                                 fp16=self.precision == "fp16", cache_dir=self.trt_cache_dir)
 

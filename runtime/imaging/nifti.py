@@ -14,8 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import InputError, exception_summary
+from mri2mri.runtime.core.atomic import atomic_path
+from mri2mri.runtime.core.errors import InputError, exception_summary
 
 #: b-values at or below this count as b=0 (scanners write 0, 5 or 10 for "b=0").
 B0_THRESHOLD = 50.0

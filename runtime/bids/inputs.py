@@ -1,6 +1,6 @@
 """Find what a model can be run on in a BIDS dataset: one unit per subject, session and run.
 
-Unlike `mri2mri.runtime.cohort` (one image per contrast and subject, for
+Unlike `mri2mri.train.cohort` (one image per contrast and subject, for
 training), this keeps every acquisition: ``sub-01_ses-2_run-1_T1w`` and
 ``..._run-2_T1w`` are two units, and the output name carries their entities.
 For a several-source model, the other sources are paired with the first one by
@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bids import parse_name
-from .contrasts import canonical_contrast
-from .errors import InputError
+from mri2mri.runtime.bids.names import parse_name
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.contrasts import canonical_contrast
 
 #: Where each contrast is found: (datatype folder, BIDS suffix).
 PLACES = {"T1w": ("anat", "T1w"), "T2w": ("anat", "T2w"), "PDw": ("anat", "PDw"),

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .atomic import write_json
-from .errors import InputError
+from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.errors import InputError
 
 #: Build times measured on this machine, per model shape (for the "~N s" announcement).
 BUILD_TIMES = "build-times.json"

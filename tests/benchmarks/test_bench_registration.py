@@ -14,20 +14,20 @@ from cli_helpers import exit_code
 from mri2mri.benchmarks.cli import app as bench_app
 from mri2mri.benchmarks.registration import runner as runner_mod
 from mri2mri.benchmarks.registration.methods import DIRECT, DipyDirect
-from mri2mri.benchmarks.registration.protocols import CONSISTENCY, KNOWN_TRUTH, evaluate_pair
-from mri2mri.benchmarks.registration.runner import BenchmarkConfig, run_benchmark
-from mri2mri.benchmarks.registration.stats import compare
-from mri2mri.runtime.cohort import Cohort
-from mri2mri.runtime.registration import Registration
-from mri2mri.runtime.registration.io import save_itk
-from mri2mri.runtime.registration.metrics import errors, jenkinson_rms
-from mri2mri.runtime.registration.motion import (
+from mri2mri.benchmarks.registration.metrics import errors, jenkinson_rms
+from mri2mri.benchmarks.registration.motion import (
     apply_motion,
     foreground_centre,
     rigid_matrix,
     sample_motion,
     shift_header,
 )
+from mri2mri.benchmarks.registration.protocols import CONSISTENCY, KNOWN_TRUTH, evaluate_pair
+from mri2mri.benchmarks.registration.runner import BenchmarkConfig, run_benchmark
+from mri2mri.benchmarks.registration.stats import compare
+from mri2mri.runtime.registration import Registration
+from mri2mri.runtime.registration.io import save_itk
+from mri2mri.train.cohort import Cohort
 
 CENTRE = np.array([5.0, -10.0, 20.0])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .errors import InputError
+from mri2mri.runtime.core.errors import InputError
 
 #: onnxruntime: ``auto`` = TensorRT, then CUDA, then the CPU, whichever really starts.
 RUNTIME_DEVICES = ("auto", "tensorrt", "cuda", "cpu")

@@ -14,13 +14,24 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError
-from .metadata import Normalisation
-from .nifti import image_like
-from .normalize import denormalize, foreground_mask, intensity_scale, normalize
-from .orientation import CanonicalView, to_canonical
-from .resample import resample_to, same_grid
-from .slicing import Padding, SliceGeometry, from_slices, padding_for, to_slices
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.nifti import image_like
+from mri2mri.runtime.imaging.normalize import (
+    denormalize,
+    foreground_mask,
+    intensity_scale,
+    normalize,
+)
+from mri2mri.runtime.imaging.orientation import CanonicalView, to_canonical
+from mri2mri.runtime.imaging.resample import resample_to, same_grid
+from mri2mri.runtime.imaging.slicing import (
+    Padding,
+    SliceGeometry,
+    from_slices,
+    padding_for,
+    to_slices,
+)
+from mri2mri.runtime.metadata import Normalisation
 
 
 @dataclass

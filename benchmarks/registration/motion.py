@@ -14,8 +14,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from ..nifti import image_like
-from ..normalize import foreground_mask
+from mri2mri.runtime.imaging.nifti import image_like
+from mri2mri.runtime.imaging.normalize import foreground_mask
 
 #: Defaults: plausible motion of a cooperative adult between a T1w and a DWI scan of one
 #: session, and the range that pipelines must recover (a few degrees about any axis,

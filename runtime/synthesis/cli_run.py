@@ -1,7 +1,7 @@
 """`mri2mri-run`: synthesize a contrast with an exported ONNX model; no torch needed.
 
-A thin typer layer over `mri2mri.runtime.synthesizer.Synthesizer` (one subject)
-and `mri2mri.runtime.batch.synthesize_dataset` (a BIDS dataset, called the
+A thin typer layer over `mri2mri.runtime.synthesis.synthesizer.Synthesizer` (one subject)
+and `mri2mri.runtime.synthesis.batch.synthesize_dataset` (a BIDS dataset, called the
 BIDS-Apps way: ``mri2mri-run BIDS_DIR OUTPUT_DIR participant --model M``).
 """
 
@@ -15,16 +15,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .atomic import check_output_path
-from .batch import CohortSummary, synthesize_dataset
-from .cli_common import run_app
-from .contrasts import canonical_contrast
-from .devices import check_device
-from .errors import InputError
-from .ood import assess, summarize_prepared
-from .preprocess import PreparedSources
-from .progress import progress_bar
-from .synthesizer import Synthesizer
+from mri2mri.runtime.core.atomic import check_output_path
+from mri2mri.runtime.core.cli_common import run_app
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.core.progress import progress_bar
+from mri2mri.runtime.engine.devices import check_device
+from mri2mri.runtime.imaging.contrasts import canonical_contrast
+from mri2mri.runtime.imaging.preprocess import PreparedSources
+from mri2mri.runtime.synthesis.batch import CohortSummary, synthesize_dataset
+from mri2mri.runtime.synthesis.ood import assess, summarize_prepared
+from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Synthesize an MRI contrast with an mri2mri ONNX model (no torch needed).")

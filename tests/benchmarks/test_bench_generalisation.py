@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from mri2mri.benchmarks.cli import app
 from mri2mri.benchmarks.generalisation.report import markdown_table, recipe_of
-from mri2mri.runtime.errors import InputError
+from mri2mri.runtime.core.errors import InputError
 
 
 def _inverted_t1w(src, dst):

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import InputError
+from mri2mri.runtime.core.errors import InputError
 
 
 def check_output_path(path: str | Path, *, overwrite: bool = False) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-#: benchmarks/: the results live beside the package; this suite (benchmarks/tests/, not
+#: benchmarks/: the results live beside the package; this suite (benchmarks/perf/, not
 #: installed) is named test* so that `pytest benchmarks/` loads this file before configuring.
 HERE = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = HERE / "results" / "throughput.json"
@@ -86,7 +86,7 @@ def gemm_peak() -> dict:
     import torch
 
     from mri2mri.benchmarks.throughput.peak import gemm_gflops
-    from mri2mri.runtime.session import physical_cores
+    from mri2mri.runtime.engine.session import physical_cores
 
     _PEAKS.update({str(t): gemm_gflops(t) for t in range(1, physical_cores() + 1)})
     if torch.cuda.is_available():

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from .errors import InputError
+from mri2mri.runtime.core.errors import InputError
 
 
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:

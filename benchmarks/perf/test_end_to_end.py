@@ -22,7 +22,7 @@ import pytest
 
 from mri2mri.benchmarks.throughput.engines import gpu_skip_reason
 from mri2mri.benchmarks.throughput.models import PRESETS
-from mri2mri.runtime.providers import CUDA, TENSORRT
+from mri2mri.runtime.engine.providers import CUDA, TENSORRT
 
 SHAPE = (256, 256, 150)
 STAGES = ("load", "preprocess", "engine", "inference", "postprocess", "write", "total")

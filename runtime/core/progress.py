@@ -51,7 +51,7 @@ def progress_bar(*columns: str | ProgressColumn, console: Console | None = None)
     terminal (logs and pipes get no control codes) and vanishes when done. It has
     no auto-refresh: that would run a background thread, and a thread alive while
     the caller starts worker processes is how forked children deadlock (see
-    `mri2mri.runtime.parallel`); it is redrawn on each update instead.
+    `mri2mri.runtime.core.parallel`); it is redrawn on each update instead.
     """
     console = console if console is not None else Console(stderr=True)
     extra = [TextColumn(c) if isinstance(c, str) else c for c in columns]

@@ -14,7 +14,7 @@ to the *shape* of the distribution (a CT's two spikes, a T2w's bright CSF, a
 strong bias field's smear), which the earth mover's distance, also tried,
 separated less well. `DISTANCE_THRESHOLD` was chosen on held-out data (see
 docs/runtime.md, "Unlike the training data", and
-``python -m mri2mri.benchmarks.ood_threshold``). Header checks flag voxel sizes
+``python -m mri2mri.benchmarks.ood.threshold``). Header checks flag voxel sizes
 more than `VOXEL_FACTOR` times outside the training range and fields of view
 that cannot hold a human brain.
 
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 from nibabel.affines import voxel_sizes
 
-from .preprocess import PreparedSources
-from .slicing import from_slices
+from mri2mri.runtime.imaging.preprocess import PreparedSources
+from mri2mri.runtime.imaging.slicing import from_slices
 
 #: Histogram of normalised foreground intensities: BINS bins over [LOW, HIGH]
 #: (values outside are counted in the end bins).

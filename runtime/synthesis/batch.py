@@ -1,6 +1,6 @@
 """Batch synthesis over a BIDS dataset, written as a BIDS derivative (the BIDS-App mode).
 
-Each unit (subject, session, run: `mri2mri.runtime.bids_inputs`) gives one NIfTI
+Each unit (subject, session, run: `mri2mri.runtime.bids.inputs`) gives one NIfTI
 and its JSON sidecar, both written atomically, the sidecar last: an output counts
 as finished only when its sidecar exists, so a run killed at any moment is
 completed by the next one and finished outputs are skipped (unless
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .atomic import write_json
-from .bids import (
+from mri2mri.runtime import __version__
+from mri2mri.runtime.bids.inputs import Unit, find_units
+from mri2mri.runtime.bids.names import (
     bids_uri,
     build_name,
     command_line,
@@ -30,13 +30,13 @@ from .bids import (
     generated_by,
     write_dataset_files,
 )
-from .bids_inputs import Unit, find_units
-from .errors import InputError, exception_summary
-from .ood import assess, summarize_prepared
-from .parallel import process_pool
-from .preprocess import PreparedSources
-from .session import physical_cores
-from .synthesizer import Synthesizer
+from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.errors import InputError, exception_summary
+from mri2mri.runtime.core.parallel import process_pool
+from mri2mri.runtime.engine.session import physical_cores
+from mri2mri.runtime.imaging.preprocess import PreparedSources
+from mri2mri.runtime.synthesis.ood import assess, summarize_prepared
+from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
 #: Where a synthesized contrast goes: (BIDS datatype folder, filename suffix).
 #: A b=0 image has no BIDS suffix of its own; it lives beside DWI data as ``_b0``
@@ -325,7 +325,7 @@ def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | P
         for unit in found.units:
             collect(run_unit(local, unit, bids_dir, out_dir, options))
     if report:
-        from .qc.synthesis import write_reports
+        from mri2mri.runtime.qc.synthesis import write_reports
 
         params = {"model": model.name, "device": device, "nprocs": nprocs,
                   "omp_nthreads": omp_nthreads or "auto", "batch_size": batch_size,
@@ -338,7 +338,7 @@ def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | P
 
 def _run_pool(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptions,
               nprocs: int, target: str, collect: Callable[[UnitResult], None]) -> None:
-    # The project's start method (mri2mri.runtime.parallel): never fork a process that
+    # The project's start method (mri2mri.runtime.core.parallel): never fork a process that
     # holds onnxruntime thread pools. Each worker loads the model once (initializer).
     pool = process_pool(min(nprocs, len(units)), initializer=_init_worker,
                         initargs=(options,))

@@ -19,9 +19,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .contrasts import canonical_contrast
-from .errors import InputError
-from .nifti import load_volume
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.imaging.contrasts import canonical_contrast
+from mri2mri.runtime.imaging.nifti import load_volume
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FILE = "splits.json"

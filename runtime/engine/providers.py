@@ -29,8 +29,8 @@ from typing import Any
 
 import onnxruntime as ort
 
-from .devices import RUNTIME_DEVICES, check_device
-from .errors import InputError, exception_summary
+from mri2mri.runtime.core.errors import InputError, exception_summary
+from mri2mri.runtime.engine.devices import RUNTIME_DEVICES, check_device
 
 DEVICES = RUNTIME_DEVICES
 TENSORRT = "TensorrtExecutionProvider"

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .errors import InputError
-from .providers import CPU
+from mri2mri.runtime.core.errors import InputError
+from mri2mri.runtime.engine.providers import CPU
 
 #: progress(done, total) in slices.
 Progress = Callable[[int, int], None]

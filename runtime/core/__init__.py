@@ -1,0 +1,2 @@
+"""What every command shares: one-line input errors, atomic writes, worker processes,
+progress bars and the typer app runner."""

@@ -1,0 +1,2 @@
+"""NIfTI I/O and validation, orientation, resampling, contrast names, and the
+preprocessing (normalisation, slicing) that training and inference share."""
