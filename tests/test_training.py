@@ -18,7 +18,7 @@ from mri2mri.train.baseline import IntensityLUT
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
 from mri2mri.train.cohort import Cohort
 from mri2mri.train.inference import synthesize_with_checkpoint
-from mri2mri.train.trainer import TrainConfig, train
+from mri2mri.train.trainer import BestEpoch, TrainConfig, train
 
 
 def test_run_writes_outputs_and_self_describing_checkpoint(tmp_path_factory):
@@ -54,7 +54,24 @@ def test_run_writes_outputs_and_self_describing_checkpoint(tmp_path_factory):
         validation["model"]["psnr"])
     assert {"optimizer_state", "scheduler_state", "rng", "epoch", "parity_slices"} <= set(state)
     assert result.best_epoch in (1, 2)
+    # The best epoch is stored as a plain dict (what weights_only loading accepts).
+    assert state["best"] == {"epoch": result.best_epoch, "metrics": result.best_metrics,
+                             "subset": result.best_subset_metrics}
     assert np.isfinite(list(result.best_metrics.values())).all()
+
+
+def test_best_epoch_record_reads_stored_and_older_checkpoints():
+    stored = {"epoch": 3, "metrics": {"psnr": 21.0}, "subset": {"psnr": 20.0}}
+    best = BestEpoch.from_dict(stored)
+    assert best == BestEpoch(epoch=3, metrics={"psnr": 21.0}, subset={"psnr": 20.0})
+    assert best.to_dict() == stored
+    assert best.improved_by({"psnr": 20.5}) and not best.improved_by({"psnr": 20.0})
+    # Checkpoints written before the subset metrics were stored: any epoch improves on it.
+    older = BestEpoch.from_dict({"epoch": 2, "metrics": {"psnr": 18.0}})
+    assert older.subset == {} and older.improved_by({"psnr": -100.0})
+    # Patience counts epochs after the best one; 0 never stops, nor does "no best yet".
+    assert older.patience_spent(2, 4) and not older.patience_spent(2, 3)
+    assert not older.patience_spent(0, 10) and not BestEpoch().patience_spent(1, 5)
 
 
 def test_resume_gives_the_same_weights(tmp_path_factory, tmp_path):

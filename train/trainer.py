@@ -5,6 +5,14 @@ epoch's slice order is a function of (seed, epoch) alone, each item's augmentati
 of (seed, epoch, position) (`mri2mri.train.augment`), and the torch RNG
 state (dropout) is saved at every epoch end, so on CPU an interrupted run
 resumed from ``last.pt`` ends with the same weights as an uninterrupted one.
+
+A run in named steps (`_run`, in this order: the RNG draws depend on it):
+`prepare_data` (split, slice cache, LUT baseline) -> `build_training` (network,
+optimizer, schedule, loss scaler, loss) -> `Training.restore` when resuming ->
+`Training.distribute` (DDP, torch.compile) -> the loader -> per epoch `_Run.train_epoch`
+(`train_step` per batch), `validate`, `record_epoch` (best epoch, checkpoints,
+metrics.csv) -> `score_best_on_volumes` -> `RunResult`. Every option lives in
+`TrainConfig`; the step that needs one reads it there.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from .cache import CachedSubject, CacheSpec, SliceCache
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import CachedSlices, EpochSampler, context_stacks
 from .inference import predict_slices
-from .model import build_model, get_preset
+from .model import Preset, build_model, get_preset
 from .perceptual import PerceptualLoss
 from .validation import METRICS, SUBSET_SLICES, SubsetValidation, full_validation, mean_metrics
 
@@ -49,6 +57,8 @@ PARITY_SLICES = 4
 #: What `best.pt` is chosen by (higher is better), on the per-epoch validation slice subset.
 SELECTION_METRIC = "psnr"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -126,6 +136,15 @@ class TrainConfig:
     RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data", "cache",
                          "full_eval_every", "precision", "compile", "log_every", "patience")
 
+    @property
+    def in_channels(self) -> int:
+        """Network input channels: each source with its 2.5D context slices."""
+        return len(self.sources) * (2 * self.context + 1)
+
+    def model_preset(self) -> Preset:
+        """The architecture and slice geometry, for this config's input channels."""
+        return get_preset(self.preset, in_channels=self.in_channels)
+
 
 @dataclass
 class RunResult:
@@ -159,7 +178,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank) if name == "cuda" else torch.device("cpu")
 
 
-def _cpu_count() -> int:
+def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -275,8 +294,27 @@ def _check_resume(config: TrainConfig, stored: dict[str, Any], path: Path) -> No
                                f"run was started with ({stored['epochs']})")
 
 
-def _loss_fn(config: TrainConfig, perceptual: PerceptualLoss
-             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _resume_state(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any] | None:
+    """The run's last.pt when resuming (checked against `config`); refuse to overwrite one."""
+    last_path = out / "last.pt"
+    if not resume:
+        if last_path.exists():
+            raise InputError(out, "already holds a run (last.pt); pass --resume to continue it "
+                                  "or choose another --out")
+        return None
+    state = load_checkpoint(last_path) if last_path.exists() else None
+    if state is None:
+        raise InputError(last_path, "nothing to resume (no last.pt in the run directory)")
+    _check_resume(config, state["train_config"], last_path)
+    return state
+
+
+# ---- the model and its updates ----------------------------------------------------------
+
+def build_loss(config: TrainConfig, device: torch.device) -> LossFn:
+    """The training loss: `perceptual_weight` * VGG16 conv1_1 perceptual + `l1_weight` * L1."""
+    perceptual = PerceptualLoss().to(device)
+
     def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = output.new_zeros((), dtype=torch.float32)
         if config.perceptual_weight:
@@ -288,58 +326,169 @@ def _loss_fn(config: TrainConfig, perceptual: PerceptualLoss
     return loss
 
 
-def train(config: TrainConfig, *, resume: bool = False, console: Console | None = None,
-          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> RunResult:
-    """Train a model on a cohort; write last.pt, best.pt, metrics.csv, loss.png, config.json.
+def build_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam at the config's learning rate with pix2pix's betas."""
+    return torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.5, 0.999))
 
-    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes
-    files and prints. `on_epoch_end(epoch, row)` is called after each epoch's
-    checkpoint is written.
-    """
-    started = time.perf_counter()
-    ctx = distributed.from_environment()
-    console = console or Console(stderr=True, quiet=not ctx.is_main)
-    out = Path(config.out)
-    last_path = out / "last.pt"
-    resume_state = None
-    if resume:
-        resume_state = load_checkpoint(last_path) if last_path.exists() else None
-        if resume_state is None:
-            raise InputError(last_path, "nothing to resume (no last.pt in the run directory)")
-        _check_resume(config, resume_state["train_config"], last_path)
-    elif last_path.exists():
-        raise InputError(out, "already holds a run (last.pt); pass --resume to continue it "
-                              "or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
 
-    device = resolve_device(config.device, ctx.local_rank)
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, loss_fn: LossFn, source: torch.Tensor,
+               target: torch.Tensor, *, device: torch.device, amp_dtype: torch.dtype | None = None,
+               channels_last: bool = False) -> torch.Tensor:
+    """One optimizer step on one batch: forward (autocast to `amp_dtype`), loss, backward,
+    step. Returns the batch's loss, detached and left on the device (reading it syncs)."""
+    source = source.to(device, non_blocking=True)
+    target = target.to(device, non_blocking=True)
+    if channels_last:
+        source = source.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        output = model(source)
+    loss = loss_fn(output, target)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+@dataclass
+class Training:
+    """The network and what updates it; `build_training` makes one from a `TrainConfig`."""
+
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: LossFn
+    device: torch.device
+    #: The autocast dtype, or None for fp32.
+    amp_dtype: torch.dtype | None
+    #: What the steps run: `net`, or `net` wrapped for DDP and torch.compile (`distribute`).
+    model: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            self.model = self.net
+
+    @property
+    def channels_last(self) -> bool:
+        return self.device.type == "cuda"
+
+    def step(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """`train_step` on this training's model, optimizer and precision."""
+        return train_step(self.model, self.optimizer, self.scaler, self.loss_fn, source, target,
+                          device=self.device, amp_dtype=self.amp_dtype,
+                          channels_last=self.channels_last)
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """The network's float32 output for a validation batch, at the training precision."""
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                            enabled=self.amp_dtype is not None):
+            return self.net(batch).float()
+
+    def restore(self, state: dict[str, Any], ctx: distributed.Dist) -> None:
+        """Continue from a checkpoint: weights, optimizer, schedule, loss scale, RNG."""
+        self.net.load_state_dict(state["model_state"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self.scheduler.load_state_dict(state["scheduler_state"])
+        load_scaler_state(self.scaler, state.get("scaler_state") or {})
+        rank_states = state.get("rng_ranks") or [state["rng"]]
+        _set_rng_state(rank_states[ctx.rank] if len(rank_states) == ctx.world else state["rng"])
+
+    def distribute(self, ctx: distributed.Dist, compile: bool) -> None:
+        """Wrap the network for the steps: DDP under torchrun, then torch.compile if asked."""
+        model: torch.nn.Module = self.net
+        if ctx.enabled:
+            model = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if compile:
+            model = torch.compile(model)
+        self.model = model
+
+
+def build_training(config: TrainConfig, device: torch.device) -> Training:
+    """The network initialised from ``torch.manual_seed(config.seed)``, its optimizer,
+    learning-rate schedule, loss scaler (fp16 only) and loss, on `device`."""
+    amp_dtype = resolve_precision(config.precision, device)
+    torch.manual_seed(config.seed)
+    net = build_model(config.model_preset().unet).to(device)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
-    distributed.init(ctx, device)
-    threads = config.threads or max(1, _cpu_count() // ctx.world)
-    previous_threads = torch.get_num_threads()
-    previous_deterministic = torch.are_deterministic_algorithms_enabled()
-    previous_benchmark = torch.backends.cudnn.benchmark
-    torch.set_num_threads(threads)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
-    else:
-        torch.backends.cudnn.benchmark = True  # fixed slice sizes: pick the fastest kernels
-    try:
-        return _run(config, out, device, ctx, resume_state, console, on_epoch_end, started)
-    finally:
-        torch.set_num_threads(previous_threads)
-        torch.use_deterministic_algorithms(previous_deterministic)
-        torch.backends.cudnn.benchmark = previous_benchmark
-        distributed.shutdown(ctx)
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(net, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config.epochs))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return Training(net=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                    loss_fn=build_loss(config, device), device=device, amp_dtype=amp_dtype)
 
 
+def build_loader(dataset: CachedSlices, sampler: EpochSampler, workers: int,
+                 device: torch.device, seed: int) -> torch.utils.data.DataLoader:
+    """The training DataLoader: `workers` persistent processes, pinned memory on CUDA."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=sampler.per_rank_batch, sampler=sampler, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        # Its own generator: creating an iterator must not draw from the global torch RNG,
+        # or a resumed run (fresh iterator) would diverge from an uninterrupted one.
+        generator=torch.Generator().manual_seed(seed))
+
+
+def _training_loader(config: TrainConfig, entries: list[CachedSubject], device: torch.device,
+                     ctx: distributed.Dist) -> torch.utils.data.DataLoader:
+    """This process's share of each epoch's slices, augmented as the config says."""
+    dataset = CachedSlices(entries, context=config.context,
+                           transform=build_transform(config.augment), seed=config.seed)
+    sampler = EpochSampler(len(dataset), config.slices_per_epoch, config.seed,
+                           config.batch_size, ctx.rank, ctx.world)
+    workers = resolve_workers(config.workers, device, max(1, available_cpus() // ctx.world))
+    return build_loader(dataset, sampler, workers, device, config.seed)
+
+
+# ---- the data -----------------------------------------------------------------------------
+
+@dataclass
+class RunData:
+    """The cohort side of a run: its split, cached slices, normalisation, LUT baseline and
+    the per-epoch validation subset."""
+
+    split: dict[str, list[str]]
+    cache: SliceCache
+    train_entries: list[CachedSubject]
+    val_entries: list[CachedSubject]
+    val_subjects: list[Subject]
+    norm: Normalisation
+    #: What the model is trained on, for the run-time "unlike the training data" check.
+    summary: dict[str, Any]
+    lut: IntensityLUT
+    subset: SubsetValidation
+    #: The LUT baseline on `subset` (rank 0 only; {} elsewhere).
+    lut_subset: dict[str, float]
+    #: A few validation input slices stored with each checkpoint for export's parity check.
+    parity: np.ndarray
+
+
+def _split(config: TrainConfig, cohort: Cohort, resume_state: dict[str, Any] | None
+           ) -> dict[str, list[str]]:
+    """Subject ids per split among those with every contrast the run needs."""
+    usable = {s.id for s in cohort.with_contrasts(*config.sources, config.target)}
+    split = {name: [s.id for s in cohort.split(name, config.seed) if s.id in usable]
+             for name in ("train", "validation", "test")}
+    if resume_state is not None and resume_state["split"] != split:
+        raise InputError(config.data, "cannot resume: the cohort's subject split changed")
+    if not split["train"] or not split["validation"]:
+        raise InputError(config.data, f"need training and validation subjects with "
+                                      f"{', '.join(config.sources)} and {config.target}; found "
+                                      f"{len(split['train'])} and {len(split['validation'])} "
+                                      "(at least 3 subjects with these contrasts)")
+    return split
 
 
 def _prepare_cache(cache: SliceCache, subjects: list[Subject],
                    ctx: distributed.Dist, console: Console) -> list[CachedSubject]:
     """Check the cache and build what is missing: each rank a share, then everyone checks."""
-    jobs = max(1, min(4, _cpu_count() // ctx.world))
+    jobs = max(1, min(4, available_cpus() // ctx.world))
     notes: list[str] = []
     with progress_bar("{task.fields[note]}", console=console) as progress:
         task = progress.add_task("preparing subjects", total=None, note="")
@@ -358,140 +507,226 @@ def _prepare_cache(cache: SliceCache, subjects: list[Subject],
     return entries
 
 
-def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.Dist,
-         resume_state: dict[str, Any] | None, console: Console,
-         on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
-         started: float) -> RunResult:
+def _parity_slices(subject: CachedSubject, context: int) -> np.ndarray:
+    """`PARITY_SLICES` network inputs from the middle of `subject`."""
+    centre = subject.n_slices // 2
+    return context_stacks(subject.array("sources"),
+                          range(max(0, centre - PARITY_SLICES // 2),
+                                min(subject.n_slices, centre + PARITY_SLICES // 2)), context)
+
+
+def prepare_data(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.Dist,
+                 console: Console, resume_state: dict[str, Any] | None = None) -> RunData:
+    """Split the cohort, cache its slices, fit (or, resuming, reload) the LUT baseline."""
     cohort = Cohort.discover(config.data)
-    usable = {s.id for s in cohort.with_contrasts(*config.sources, config.target)}
-    split = {name: [s.id for s in cohort.split(name, config.seed) if s.id in usable]
-             for name in ("train", "validation", "test")}
-    if resume_state is not None and resume_state["split"] != split:
-        raise InputError(config.data, "cannot resume: the cohort's subject split changed")
-    if not split["train"] or not split["validation"]:
-        raise InputError(config.data, f"need training and validation subjects with "
-                                      f"{', '.join(config.sources)} and {config.target}; found "
-                                      f"{len(split['train'])} and {len(split['validation'])} "
-                                      "(at least 3 subjects with these contrasts)")
+    split = _split(config, cohort, resume_state)
     if config.batch_size % ctx.world:
         raise InputError(None, f"--batch-size {config.batch_size} (the global batch) must be a "
                                f"multiple of the number of processes ({ctx.world})")
-    channels = len(config.sources) * (2 * config.context + 1)
-    preset = get_preset(config.preset, in_channels=channels)
     norm = Normalisation()
-    cache = SliceCache(config.cache or out / "cache",
-                       CacheSpec.of(config.sources, config.target, preset.geometry, norm))
+    cache = SliceCache(config.cache or out / "cache", CacheSpec.of(
+        config.sources, config.target, config.model_preset().geometry, norm))
     train_ids, val_ids = split["train"], split["validation"]
     entries = _prepare_cache(cache, [cohort.subject(i) for i in train_ids + val_ids],
                              ctx, console)
     train_entries, val_entries = entries[:len(train_ids)], entries[len(train_ids):]
-    val_subjects = [cohort.subject(i) for i in val_ids]
     norm.target_scale = float(np.median([e.target_scale for e in train_entries]))
-    # What the model is trained on, for the run-time "unlike the training data" check.
-    data_summary = combine_summaries([e.summary for e in train_entries],
-                                     name=dataset_name(config.data))
+    summary = combine_summaries([e.summary for e in train_entries],
+                                name=dataset_name(config.data))
     if resume_state is not None:
         lut = IntensityLUT.from_dict(resume_state["baseline"])
     else:
         lut = IntensityLUT.from_stats(LUTStats.total(e.lut_stats() for e in train_entries))
     subset = SubsetValidation(val_entries, config.val_slices, config.seed, config.context)
-    lut_subset = subset.evaluate_lut(lut, device) if ctx.is_main else {}
-    first_val = val_entries[0]
-    centre = first_val.n_slices // 2
-    parity = context_stacks(first_val.array("sources"),
-                            range(max(0, centre - PARITY_SLICES // 2),
-                                  min(first_val.n_slices, centre + PARITY_SLICES // 2)),
-                            config.context)
+    return RunData(split=split, cache=cache, train_entries=train_entries,
+                   val_entries=val_entries, val_subjects=[cohort.subject(i) for i in val_ids],
+                   norm=norm, summary=summary, lut=lut, subset=subset,
+                   lut_subset=subset.evaluate_lut(lut, device) if ctx.is_main else {},
+                   parity=_parity_slices(val_entries[0], config.context))
 
-    # Validation predicts at the training batch: what fits for training fits for validation
-    # (a larger inference batch multiplied the peak memory at 1 mm for no gain on a CPU).
-    eval_batch = config.batch_size // ctx.world
-    amp_dtype = resolve_precision(config.precision, device)
-    channels_last = device.type == "cuda"
-    torch.manual_seed(config.seed)
-    net = build_model(preset.unet).to(device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.5, 0.999))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config.epochs))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    loss_fn = _loss_fn(config, PerceptualLoss().to(device))
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": -1, "metrics": {}, "subset": {}}
+
+# ---- the run ------------------------------------------------------------------------------
+
+@dataclass
+class BestEpoch:
+    """The epoch whose weights are best.pt, chosen by `SELECTION_METRIC` on the slice subset.
+
+    Checkpoints store it as a dict with the same keys (`to_dict` / `from_dict`).
+    """
+
+    #: 1-based; -1 before the first epoch.
+    epoch: int = -1
+    #: Whole-volume (3D) validation metrics when that epoch was scored so, else `subset`.
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: The slice-subset metrics that chose it.
+    subset: dict[str, float] = field(default_factory=dict)
+
+    def improved_by(self, subset: dict[str, float]) -> bool:
+        return subset[SELECTION_METRIC] > self.subset.get(SELECTION_METRIC, -math.inf)
+
+    def patience_spent(self, patience: int, epoch: int) -> bool:
+        """True when `patience` epochs before epoch `epoch` (0-based) brought no better model.
+
+        A function of the stored best epoch only, so a resumed run stops where the
+        uninterrupted one did.
+        """
+        return patience > 0 and self.epoch > 0 and epoch - self.epoch >= patience
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "metrics": self.metrics, "subset": self.subset}
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> BestEpoch:
+        # Checkpoints written before "subset" existed lack it.
+        return cls(epoch=stored["epoch"], metrics=stored["metrics"],
+                   subset=stored.get("subset", {}))
+
+
+@dataclass
+class RunProgress:
+    """What carries over from epoch to epoch besides the weights (and into checkpoints)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: BestEpoch = field(default_factory=BestEpoch)
+    #: The LUT baseline on whole validation volumes, once measured.
     lut_full: dict[str, float] | None = None
-    start_epoch = 0
+    #: The first epoch (0-based) still to train.
+    next_epoch: int = 0
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> RunProgress:
+        return cls(history=list(state["history"]), best=BestEpoch.from_dict(state["best"]),
+                   lut_full=state.get("lut_full"), next_epoch=int(state["epoch"]) + 1)
+
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+def train(config: TrainConfig, *, resume: bool = False, console: Console | None = None,
+          on_epoch_end: EpochCallback | None = None) -> RunResult:
+    """Train a model on a cohort; write last.pt, best.pt, metrics.csv, loss.png, config.json.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes
+    files and prints. `on_epoch_end(epoch, row)` is called after each epoch's
+    checkpoint is written.
+    """
+    started = time.perf_counter()
+    ctx = distributed.from_environment()
+    console = console or Console(stderr=True, quiet=not ctx.is_main)
+    out = Path(config.out)
+    resume_state = _resume_state(config, out, resume)
+    out.mkdir(parents=True, exist_ok=True)
+
+    device = resolve_device(config.device, ctx.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed.init(ctx, device)
+    threads = config.threads or max(1, available_cpus() // ctx.world)
+    previous_threads = torch.get_num_threads()
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    previous_benchmark = torch.backends.cudnn.benchmark
+    torch.set_num_threads(threads)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.benchmark = True  # fixed slice sizes: pick the fastest kernels
+    try:
+        return _run(config, out, device, ctx, resume_state, console, on_epoch_end, started)
+    finally:
+        torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(previous_deterministic)
+        torch.backends.cudnn.benchmark = previous_benchmark
+        distributed.shutdown(ctx)
+
+
+def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.Dist,
+         resume_state: dict[str, Any] | None, console: Console,
+         on_epoch_end: EpochCallback | None, started: float) -> RunResult:
+    """The steps of a run, in order (the RNG draws depend on it)."""
+    data = prepare_data(config, out, device, ctx, console, resume_state)
+    training = build_training(config, device)
+    progress = RunProgress()
     if resume_state is not None:
-        net.load_state_dict(resume_state["model_state"])
-        optimizer.load_state_dict(resume_state["optimizer_state"])
-        scheduler.load_state_dict(resume_state["scheduler_state"])
-        load_scaler_state(scaler, resume_state.get("scaler_state") or {})
-        rank_states = resume_state.get("rng_ranks") or [resume_state["rng"]]
-        _set_rng_state(rank_states[ctx.rank] if len(rank_states) == ctx.world
-                       else resume_state["rng"])
-        history = list(resume_state["history"])
-        best = {"subset": {}, **resume_state["best"]}
-        lut_full = resume_state.get("lut_full")
-        start_epoch = int(resume_state["epoch"]) + 1
-    if resume_state is None and ctx.rank:
+        training.restore(resume_state, ctx)
+        progress = RunProgress.from_checkpoint(resume_state)
+    elif ctx.rank:
         torch.manual_seed(config.seed + ctx.rank)  # dropout masks differ between ranks
-    model: torch.nn.Module = net
-    if ctx.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        model = torch.compile(model)
+    training.distribute(ctx, config.compile)
+    run = _Run(config, out, ctx, console, data, training,
+               _training_loader(config, data.train_entries, device, ctx), progress, started)
+    run.announce()
+    stopped_early = run.train_epochs(on_epoch_end)
+    run.score_best_on_volumes()
+    return run.result(stopped_early)
 
-    dataset = CachedSlices(train_entries, context=config.context,
-                           transform=build_transform(config.augment), seed=config.seed)
-    sampler = EpochSampler(len(dataset), config.slices_per_epoch, config.seed,
-                           config.batch_size, ctx.rank, ctx.world)
-    workers = resolve_workers(config.workers, device, max(1, _cpu_count() // ctx.world))
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=sampler.per_rank_batch, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        # Its own generator: creating an iterator must not draw from the global torch RNG,
-        # or a resumed run (fresh iterator) would diverge from an uninterrupted one.
-        generator=torch.Generator().manual_seed(config.seed))
 
-    run_config = {**asdict(config), "resolved_device": str(device), "world_size": ctx.world,
-                  "workers_resolved": workers,
-                  "precision_resolved": str(amp_dtype or torch.float32).replace("torch.", ""),
-                  "split": split, "cache_dir": str(cache.root), "package_version": __version__}
-    if ctx.is_main:
-        write_json(out / "config.json", run_config, sort_keys=True)
-    console.print(f"[bold]{'+'.join(config.sources)} -> {config.target}[/]: "
-                  f"{len(dataset)} training slices from {len(train_entries)} subjects, "
-                  f"{len(val_entries)} validation subjects ({len(subset)} slices each epoch), "
-                  f"preset {config.preset}, context {config.context}, {device} x {ctx.world}, "
-                  f"{run_config['precision_resolved']}, {workers} loader worker(s)")
-    if ctx.is_main:
-        console.print("LUT baseline (validation slice subset): " + _fmt(lut_subset))
+class _Run:
+    """One run's state from epoch to epoch, and the steps that advance and record it."""
 
-    def metadata_for(epoch: int, validation: dict[str, Any]) -> ModelMetadata:
+    def __init__(self, config: TrainConfig, out: Path, ctx: distributed.Dist,
+                 console: Console, data: RunData, training: Training,
+                 loader: torch.utils.data.DataLoader, progress: RunProgress,
+                 started: float) -> None:
+        self.config, self.out, self.ctx, self.console = config, out, ctx, console
+        self.data, self.training, self.loader, self.progress = data, training, loader, progress
+        self.started = started
+        self.preset = config.model_preset()
+        self.device = training.device
+        # Validation predicts at the training batch: what fits for training fits for
+        # validation (a larger inference batch multiplied the peak memory at 1 mm for no
+        # gain on a CPU).
+        self.eval_batch = config.batch_size // ctx.world
+
+    # -- set-up and records --
+
+    def announce(self) -> None:
+        """Write config.json (rank 0) and print what the run is."""
+        config, ctx, data = self.config, self.ctx, self.data
+        precision = str(self.training.amp_dtype or torch.float32).replace("torch.", "")
+        workers = self.loader.num_workers
+        run_config = {**asdict(config), "resolved_device": str(self.device),
+                      "world_size": ctx.world, "workers_resolved": workers,
+                      "precision_resolved": precision, "split": data.split,
+                      "cache_dir": str(data.cache.root), "package_version": __version__}
+        if ctx.is_main:
+            write_json(self.out / "config.json", run_config, sort_keys=True)
+        self.console.print(
+            f"[bold]{'+'.join(config.sources)} -> {config.target}[/]: "
+            f"{len(self.loader.dataset)} training slices from {len(data.train_entries)} "
+            f"subjects, {len(data.val_entries)} validation subjects ({len(data.subset)} slices "
+            f"each epoch), preset {config.preset}, context {config.context}, {self.device} x "
+            f"{ctx.world}, {precision}, {workers} loader worker(s)")
+        if ctx.is_main:
+            self.console.print("LUT baseline (validation slice subset): "
+                               + _fmt(data.lut_subset))
+
+    def metadata(self, epoch: int, validation: dict[str, Any]) -> ModelMetadata:
+        """The model metadata of the weights after `epoch` (0-based)."""
+        config, preset = self.config, self.preset
         return ModelMetadata(
-            sources=config.sources, target=config.target, normalisation=norm,
+            sources=config.sources, target=config.target, normalisation=self.data.norm,
             pad_multiple=preset.geometry.multiple, min_size=preset.geometry.min_size,
             context=config.context, preset=config.preset,
             architecture={"name": "unet-pix2pix", **preset.unet.to_dict()},
-            training_summary=data_summary,
-            training={"data": data_summary["dataset"], "seed": config.seed,
+            training_summary=self.data.summary,
+            training={"data": self.data.summary["dataset"], "seed": config.seed,
                       "epochs": epoch + 1, "epochs_planned": config.epochs,
-                      "subjects": {k: len(v) for k, v in split.items()},
+                      "subjects": {k: len(v) for k, v in self.data.split.items()},
                       "loss": f"{config.perceptual_weight} * VGG16 conv1_1 perceptual + "
                               f"{config.l1_weight} * L1",
-                      "global_batch": config.batch_size, "processes": ctx.world,
+                      "global_batch": config.batch_size, "processes": self.ctx.world,
                       "validation": validation,
                       "augment": AugmentSpec.parse(config.augment).to_dict(),
                       "context": config.context, "patience": config.patience,
-                      "best_epoch": best["epoch"]},
+                      "best_epoch": self.progress.best.epoch},
             package_version=__version__)
 
-    def validation_record(subset_metrics: dict[str, float], full: dict[str, float] | None
-                          ) -> dict[str, Any]:
+    def validation_record(self, subset_metrics: dict[str, float],
+                          full: dict[str, float] | None) -> dict[str, Any]:
         """Metadata's validation: 3D volume metrics when known, else the slice subset's."""
+        lut_subset, lut_full = self.data.lut_subset, self.progress.lut_full
         record: dict[str, Any] = {"subset": {"model": subset_metrics, "lut_baseline": lut_subset,
-                                             "slices": len(subset)}}
+                                             "slices": len(self.data.subset)}}
         if full is not None and lut_full is not None:
             record |= {"scope": "volumes", "model": full, "lut_baseline": lut_full}
         else:
@@ -499,161 +734,185 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
                        "lut_baseline": lut_subset}
         return record
 
-    def predict_batch(batch: torch.Tensor) -> torch.Tensor:
-        if channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            return net(batch).float()
+    def checkpoint(self, epoch: int, validation: dict[str, Any], rng: list[dict[str, Any]]
+                   ) -> dict[str, Any]:
+        """Everything a checkpoint holds after `epoch` (0-based): see `checkpoint`'s keys."""
+        training, progress = self.training, self.progress
+        return {"metadata": self.metadata(epoch, validation).to_json(),
+                "model_config": self.preset.unet.to_dict(),
+                "model_state": {k: v.detach().cpu() for k, v in training.net.state_dict().items()},
+                "train_config": asdict(self.config), "split": self.data.split, "epoch": epoch,
+                "history": progress.history, "best": progress.best.to_dict(),
+                "baseline": self.data.lut.to_dict(), "lut_full": progress.lut_full,
+                "optimizer_state": training.optimizer.state_dict(),
+                "scheduler_state": training.scheduler.state_dict(),
+                "scaler_state": training.scaler.state_dict(), "rng": rng[0], "rng_ranks": rng,
+                "parity_slices": torch.from_numpy(self.data.parity)}
 
-    def run_full_validation() -> tuple[dict[str, float], dict[str, float]]:
-        nonlocal lut_full
-        rows = full_validation(lambda s: predict_slices(net, s, eval_batch, device), val_subjects,
-                               config.sources, config.target, preset.geometry, norm,
-                               config.context, lut if lut_full is None else None,
-                               ctx.rank, ctx.world)
-        rows = [r for part in ctx.all_gather(rows) for r in part]
-        if lut_full is None:
-            lut_full = mean_metrics([b for _, b in rows])
-        return mean_metrics([m for m, _ in rows]), lut_full
+    def write_history(self) -> None:
+        _write_metrics(self.progress.history, self.out / "metrics.csv")
+        _plot(self.progress.history, self.out / "loss.png")
 
-    def state_for(epoch: int, validation: dict[str, Any], rng: list[dict[str, Any]]
-                  ) -> dict[str, Any]:
-        return {"metadata": metadata_for(epoch, validation).to_json(),
-                "model_config": preset.unet.to_dict(),
-                "model_state": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-                "train_config": asdict(config), "split": split, "epoch": epoch,
-                "history": history, "best": best, "baseline": lut.to_dict(),
-                "lut_full": lut_full,
-                "optimizer_state": optimizer.state_dict(),
-                "scheduler_state": scheduler.state_dict(),
-                "scaler_state": scaler.state_dict(), "rng": rng[0], "rng_ranks": rng,
-                "parity_slices": torch.from_numpy(parity)}
+    # -- the epochs --
 
-    stopped_early = False
-    for epoch in range(start_epoch, config.epochs):
-        if _patience_spent(config, epoch, best):  # a resumed run that had already stopped
-            stopped_early = True
-            break
-        sampler.set_epoch(epoch)
-        model.train()
+    def train_epochs(self, on_epoch_end: EpochCallback | None) -> bool:
+        """Train from the next epoch to the last; True when early stopping ended the run."""
+        config, ctx, progress = self.config, self.ctx, self.progress
+        for epoch in range(progress.next_epoch, config.epochs):
+            if progress.best.patience_spent(config.patience, epoch):
+                return True  # a resumed run that had already stopped
+            train_loss = self.train_epoch(epoch)
+            metrics, full = self.validate(epoch)
+            row = self.epoch_row(epoch, train_loss, metrics, full)
+            progress.history.append(row)
+            stop = False
+            rng = ctx.all_gather(_rng_state())
+            if ctx.is_main:
+                stop = self.record_epoch(epoch, row, metrics, full, rng)
+            ctx.barrier()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+            if ctx.broadcast(stop):  # rank 0 decides, every rank stops together
+                return True
+        return False
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over this epoch's slices; the mean training loss over every process."""
+        training, loader, device = self.training, self.loader, self.device
+        loader.sampler.set_epoch(epoch)
+        training.model.train()
         batches = iter(loader)  # workers start (once, persistent) before any bar is drawn
         running = torch.zeros((), dtype=torch.float64, device=device)
         count = 0
-        with progress_bar("{task.fields[note]}", console=console) as progress:
-            task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(loader),
-                                     note="")
+        with progress_bar("{task.fields[note]}", console=self.console) as bar:
+            task = bar.add_task(f"epoch {epoch + 1}/{self.config.epochs}", total=len(loader),
+                                note="")
             for step, (source, target) in enumerate(batches, 1):
-                source = source.to(device, non_blocking=True)
-                target = target.to(device, non_blocking=True)
-                if channels_last:
-                    source = source.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    output = model(source)
-                loss = loss_fn(output, target)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                running += loss.detach().double() * len(source)  # stays on the device
+                loss = training.step(source, target)
+                running += loss.double() * len(source)  # stays on the device
                 count += len(source)
-                if step % config.log_every == 0 or step == len(loader):
+                if step % self.config.log_every == 0 or step == len(loader):
                     # The only host sync of the loop: every log_every steps.
-                    progress.update(task, completed=step, note=f"loss {float(running) / count:.4f}")
+                    bar.update(task, completed=step, note=f"loss {float(running) / count:.4f}")
                 else:
-                    progress.advance(task)
-        scheduler.step()
+                    bar.advance(task)
+        training.scheduler.step()
         totals = torch.stack([running.cpu(), torch.tensor(float(count), dtype=torch.float64)])
-        if ctx.enabled:
+        if self.ctx.enabled:
             torch.distributed.all_reduce(totals)
-        train_loss = float(totals[0] / totals[1])
+        return float(totals[0] / totals[1])
 
+    def validate(self, epoch: int) -> tuple[dict[str, float], dict[str, float] | None]:
+        """The slice-subset metrics (rank 0) and, on whole-volume epochs, the 3D metrics."""
+        config = self.config
         metrics: dict[str, float] = {}
-        if ctx.is_main:
-            net.eval()
-            metrics = subset.evaluate(predict_batch, device, eval_batch)
+        if self.ctx.is_main:
+            self.training.net.eval()
+            metrics = self.data.subset.evaluate(self.training.predict, self.device,
+                                                self.eval_batch)
         full: dict[str, float] | None = None
         last_epoch = epoch == config.epochs - 1
         if last_epoch or (config.full_eval_every and (epoch + 1) % config.full_eval_every == 0):
-            full, _ = run_full_validation()
-        row: dict[str, Any] = {
-            "epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+            full, _ = self.validate_volumes()
+        return metrics, full
+
+    def validate_volumes(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The network's and the LUT's whole-volume metrics (the LUT's measured once)."""
+        config, ctx, data, progress = self.config, self.ctx, self.data, self.progress
+        net = self.training.net
+        rows = full_validation(lambda s: predict_slices(net, s, self.eval_batch, self.device),
+                               data.val_subjects, config.sources, config.target,
+                               self.preset.geometry, data.norm, config.context,
+                               data.lut if progress.lut_full is None else None,
+                               ctx.rank, ctx.world)
+        rows = [r for part in ctx.all_gather(rows) for r in part]
+        if progress.lut_full is None:
+            progress.lut_full = mean_metrics([b for _, b in rows])
+        return mean_metrics([m for m, _ in rows]), progress.lut_full
+
+    def epoch_row(self, epoch: int, train_loss: float, metrics: dict[str, float],
+                  full: dict[str, float] | None) -> dict[str, Any]:
+        """The epoch's metrics.csv row (rank 0 adds the best-epoch columns)."""
+        lut_full = self.progress.lut_full
+        return {
+            "epoch": epoch + 1, "train_loss": train_loss,
+            "lr": self.training.optimizer.param_groups[0]["lr"],
             **{f"val_{k}": metrics.get(k) for k in METRICS},
-            **{f"lut_{k}": lut_subset.get(k) for k in METRICS},
+            **{f"lut_{k}": self.data.lut_subset.get(k) for k in METRICS},
             **{f"full_val_{k}": None if full is None else full[k] for k in METRICS},
             **{f"full_lut_{k}": None if full is None else lut_full[k] for k in METRICS},
-            "seconds": time.perf_counter() - started}
-        history.append(row)
-        stop = False
-        rng = ctx.all_gather(_rng_state())
-        if ctx.is_main:
-            is_best = metrics[SELECTION_METRIC] > best["subset"].get(SELECTION_METRIC, -math.inf)
-            if is_best:
-                best = {"epoch": epoch + 1, "subset": metrics,
-                        "metrics": full if full is not None else metrics}
-            row["best_epoch"] = best["epoch"]
-            row["epochs_without_improvement"] = epoch + 1 - best["epoch"]
-            stop = _patience_spent(config, epoch + 1, best) and epoch + 1 < config.epochs
-            row["early_stop"] = int(stop)
-            validation = validation_record(metrics, full)
-            state = state_for(epoch, validation, rng)
-            if is_best:
-                save_checkpoint(state, out / "best.pt")
-            save_checkpoint(state, out / "last.pt")
-            _write_metrics(history, out / "metrics.csv")
-            _plot(history, out / "loss.png")
-            console.print(f"epoch {epoch + 1}: loss {train_loss:.4f}  subset {_fmt(metrics)}"
-                          + (f"  volumes {_fmt(full)}" if full is not None else "")
-                          + ("  [green]best[/]" if is_best else ""))
-        ctx.barrier()
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
-        if ctx.broadcast(stop):  # rank 0 decides, every rank stops together
-            stopped_early = True
-            break
+            "seconds": time.perf_counter() - self.started}
 
-    best = ctx.broadcast(best)
-    history = ctx.broadcast(history)
-    best_row = history[best["epoch"] - 1]
-    if best_row.get("full_val_psnr") is None:
-        # The best epoch was not scored on whole volumes: score its weights now.
+    def record_epoch(self, epoch: int, row: dict[str, Any], metrics: dict[str, float],
+                     full: dict[str, float] | None, rng: list[dict[str, Any]]) -> bool:
+        """Rank 0: update the best epoch, write the checkpoints, metrics and plot, print the
+        epoch; True when patience is spent."""
+        config, progress = self.config, self.progress
+        is_best = progress.best.improved_by(metrics)
+        if is_best:
+            progress.best = BestEpoch(epoch=epoch + 1, subset=metrics,
+                                      metrics=full if full is not None else metrics)
+        row["best_epoch"] = progress.best.epoch
+        row["epochs_without_improvement"] = epoch + 1 - progress.best.epoch
+        stop = progress.best.patience_spent(config.patience, epoch + 1) and \
+            epoch + 1 < config.epochs
+        row["early_stop"] = int(stop)
+        state = self.checkpoint(epoch, self.validation_record(metrics, full), rng)
+        if is_best:
+            save_checkpoint(state, self.out / "best.pt")
+        save_checkpoint(state, self.out / "last.pt")
+        self.write_history()
+        self.console.print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  subset "
+                           f"{_fmt(metrics)}"
+                           + (f"  volumes {_fmt(full)}" if full is not None else "")
+                           + ("  [green]best[/]" if is_best else ""))
+        return stop
+
+    # -- the end --
+
+    def score_best_on_volumes(self) -> None:
+        """Score the best epoch's weights on whole volumes if it was not; update the files."""
+        ctx, out, net = self.ctx, self.out, self.training.net
+        self.progress.best = best = ctx.broadcast(self.progress.best)
+        self.progress.history = history = ctx.broadcast(self.progress.history)
+        best_row = history[best.epoch - 1]
+        if best_row.get("full_val_psnr") is not None:
+            return
         last_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
         best_state = load_checkpoint(out / "best.pt")
         net.load_state_dict(best_state["model_state"])
-        full, lut_metrics = run_full_validation()
+        full, lut_metrics = self.validate_volumes()
         net.load_state_dict(last_weights)
         best_row.update({**{f"full_val_{k}": full[k] for k in METRICS},
                          **{f"full_lut_{k}": lut_metrics[k] for k in METRICS}})
-        best["metrics"] = full
+        best.metrics = full
         if ctx.is_main:
-            best_state["metadata"] = metadata_for(
-                best["epoch"] - 1, validation_record(best["subset"], full)).to_json()
+            best_state["metadata"] = self.metadata(
+                best.epoch - 1, self.validation_record(best.subset, full)).to_json()
             for path, state in ((out / "best.pt", best_state),
                                 (out / "last.pt", load_checkpoint(out / "last.pt"))):
-                state.update(best=best, history=history, lut_full=lut_full)
+                state.update(best=best.to_dict(), history=history,
+                             lut_full=self.progress.lut_full)
                 save_checkpoint(state, path)
-            _write_metrics(history, out / "metrics.csv")
-            _plot(history, out / "loss.png")
+            self.write_history()
         ctx.barrier()
-    lut_volumes = lut_full or {}
-    if ctx.is_main and stopped_early:
-        console.print(f"early stop: no better validation {SELECTION_METRIC} for "
-                      f"{config.patience} epochs (best epoch {best['epoch']})")
-    if ctx.is_main:
-        console.print(f"best epoch {best['epoch']} on whole validation volumes: "
-                      f"{_fmt(best['metrics'])} (LUT {_fmt(lut_volumes)})")
-    return RunResult(out, out / "best.pt", out / "last.pt", int(best["epoch"]),
-                     dict(best["metrics"]), dict(lut_volumes), history,
-                     time.perf_counter() - started, dict(best["subset"]), dict(lut_subset),
-                     stopped_early)
 
-
-def _patience_spent(config: TrainConfig, epoch: int, best: dict[str, Any]) -> bool:
-    """True when `patience` epochs before epoch `epoch` (0-based) brought no better model.
-
-    A function of the stored best epoch only, so a resumed run stops where the
-    uninterrupted one did.
-    """
-    return config.patience > 0 and best["epoch"] > 0 and epoch - best["epoch"] >= config.patience
+    def result(self, stopped_early: bool) -> RunResult:
+        """Print the outcome (rank 0) and return it."""
+        best, lut_volumes = self.progress.best, self.progress.lut_full or {}
+        if self.ctx.is_main and stopped_early:
+            self.console.print(f"early stop: no better validation {SELECTION_METRIC} for "
+                               f"{self.config.patience} epochs (best epoch {best.epoch})")
+        if self.ctx.is_main:
+            self.console.print(f"best epoch {best.epoch} on whole validation volumes: "
+                               f"{_fmt(best.metrics)} (LUT {_fmt(lut_volumes)})")
+        return RunResult(
+            out_dir=self.out, best_checkpoint=self.out / "best.pt",
+            last_checkpoint=self.out / "last.pt", best_epoch=int(best.epoch),
+            best_metrics=dict(best.metrics), baseline_metrics=dict(lut_volumes),
+            history=self.progress.history, seconds=time.perf_counter() - self.started,
+            best_subset_metrics=dict(best.subset),
+            baseline_subset_metrics=dict(self.data.lut_subset), stopped_early=stopped_early)
 
 
 def _fmt(metrics: dict[str, float]) -> str:
