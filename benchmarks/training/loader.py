@@ -2,7 +2,8 @@
 
 ``mri2mri-bench training-loader --data COHORT --cache DIR --json OUT [--device cuda]``
 builds (or reuses) the slice cache of COHORT, then times the same optimizer steps
-(same model, loss, batches) fed two ways, alternated to share the machine's load:
+(the trainer's own `build_training` and `train_step`: same model, loss, batches) fed
+two ways, alternated to share the machine's load:
 
 - **loader**: `CachedSlices` + `EpochSampler` through a DataLoader with the
   trainer's settings (``--workers auto`` unless given, persistent workers, pinned
@@ -27,36 +28,13 @@ from mri2mri.runtime.metadata import Normalisation
 from mri2mri.train.cache import CacheSpec, SliceCache
 from mri2mri.train.cohort import Cohort
 from mri2mri.train.dataset import CachedSlices, EpochSampler
-from mri2mri.train.model import build_model, get_preset
-from mri2mri.train.perceptual import PerceptualLoss
-from mri2mri.train.trainer import _cpu_count, resolve_precision, resolve_workers
-
-
-def _step_fn(preset_name: str, device: torch.device, amp: torch.dtype | None):
-    preset = get_preset(preset_name, in_channels=1)
-    torch.manual_seed(0)
-    model = build_model(preset.unet).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    perceptual = PerceptualLoss().to(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-
-    def step(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        source = source.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        if device.type == "cuda":
-            source = source.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            output = model(source)
-        loss = perceptual(output, target) + (output.float() - target).abs().mean()
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return loss.detach()
-
-    return step, preset
+from mri2mri.train.trainer import (
+    TrainConfig,
+    available_cpus,
+    build_loader,
+    build_training,
+    resolve_workers,
+)
 
 
 def _sync(device: torch.device) -> None:
@@ -66,19 +44,20 @@ def _sync(device: torch.device) -> None:
 
 def measure(data: Path, cache: Path, preset: str, device: torch.device, precision: str,
             batch: int, steps: int, workers: int | str, repeats: int) -> dict:
-    amp = resolve_precision(precision, device)
-    step, spec_preset = _step_fn(preset, device, amp)
+    config = TrainConfig(data=str(data), sources=["T1w"], target="T2w", out="", preset=preset,
+                         precision=precision)
+    # The trainer's own network (seed 0), optimizer, loss, precision and step.
+    training = build_training(config, device)
+    step = training.step
     cohort = Cohort.discover(data)
     subjects = cohort.split("train")
-    entries = SliceCache(cache, CacheSpec.of(["T1w"], "T2w", spec_preset.geometry,
-                                             Normalisation())).ensure(subjects, jobs=2)
+    spec = CacheSpec.of(config.sources, config.target, config.model_preset().geometry,
+                        Normalisation())
+    entries = SliceCache(cache, spec).ensure(subjects, jobs=2)
     dataset = CachedSlices(entries)
     sampler = EpochSampler(len(dataset), steps * batch, seed=0, batch_size=batch)
-    n_workers = resolve_workers(workers, device, _cpu_count())
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch, sampler=sampler, num_workers=n_workers,
-        pin_memory=device.type == "cuda", persistent_workers=n_workers > 0,
-        prefetch_factor=4 if n_workers > 0 else None)
+    n_workers = resolve_workers(workers, device, available_cpus())
+    loader = build_loader(dataset, sampler, n_workers, device, seed=0)
     in_memory = list(loader)
     if device.type == "cuda":
         in_memory = [(s.pin_memory(), t.pin_memory()) for s, t in in_memory]
@@ -98,7 +77,8 @@ def measure(data: Path, cache: Path, preset: str, device: torch.device, precisio
             rates[name].append(steps * batch / (time.perf_counter() - started))
     loader_rate = statistics.median(rates["loader"])
     memory_rate = statistics.median(rates["memory"])
-    return {"preset": preset, "device": str(device), "precision": str(amp or "fp32"),
+    precision_used = str(training.amp_dtype or "fp32")
+    return {"preset": preset, "device": str(device), "precision": precision_used,
             "batch": batch, "steps": steps, "workers": n_workers, "repeats": repeats,
             "loader_slices_per_s": loader_rate, "memory_slices_per_s": memory_rate,
             "ratio": loader_rate / memory_rate, "all": rates}

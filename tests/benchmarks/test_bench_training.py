@@ -171,3 +171,18 @@ def test_ddp_verdict_uses_the_tolerance(tmp_path: Path, monkeypatch, capsys, two
     assert result["max_relative_loss_difference"] == pytest.approx(abs(two[1] - 0.8) / 0.8)
     assert result["agree"] is agree and code == (0 if agree else 1)
     assert ("loss curves agree" if agree else "loss curves DISAGREE") in capsys.readouterr().out
+
+
+def test_loader_benchmark_times_the_trainers_step(tmp_path_factory, tmp_path: Path) -> None:
+    import torch
+    from test_train_cohort import tiny_cohort_dir
+
+    from mri2mri.benchmarks.training.loader import measure
+
+    data = tiny_cohort_dir(tmp_path_factory)
+    row = measure(data, tmp_path / "cache", "small", torch.device("cpu"), "fp32", batch=4,
+                  steps=2, workers=0, repeats=2)
+    assert row["precision"] == "fp32" and row["workers"] == 0
+    assert len(row["all"]["loader"]) == len(row["all"]["memory"]) == 2
+    assert row["loader_slices_per_s"] > 0 and row["memory_slices_per_s"] > 0
+    assert row["ratio"] == row["loader_slices_per_s"] / row["memory_slices_per_s"]
