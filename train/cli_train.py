@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mri2mri.runtime.core.cli_common import run_app
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.engine.devices import TORCH_DEVICES, check_device
+
+if TYPE_CHECKING:
+    from .trainer import RunResult, TrainConfig
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -86,32 +90,40 @@ def main_command(
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
     device = check_device(device, TORCH_DEVICES)
-    from .trainer import TrainConfig, train
+    from .trainer import train
 
-    # Options left out take the resumed run's values, else the Python API's defaults.
     stored = _stored_config(out) if resume else {}
-    defaults = TrainConfig("", ["T1w"], "T2w", "")
-
-    def pick(value: float | int | str | None, name: str) -> float | int | str:
-        return value if value is not None else stored.get(name, getattr(defaults, name))
-
-    try:
-        config = TrainConfig(
-            data=str(data), sources=source, target=target, out=str(out), preset=preset,
-            epochs=pick(epochs, "epochs"), seed=seed, batch_size=pick(batch_size, "batch_size"),
-            slices_per_epoch=pick(slices_per_epoch, "slices_per_epoch"),
-            l1_weight=pick(l1_weight, "l1_weight"), lr=lr if lr is not None else stored.get("lr"),
-            context=pick(context, "context"), workers=_workers(workers),
-            device=device, threads=threads,
-            cache=str(cache) if cache is not None else stored.get("cache"),
-            val_slices=pick(val_slices, "val_slices"), full_eval_every=full_eval_every,
-            precision=precision, compile=compile, log_every=log_every,
-            augment=pick(augment, "augment"), patience=pick(patience, "patience"))
-    except ValueError as exc:
-        raise InputError(None, str(exc)) from None
+    config = _train_config(
+        stored, {"epochs": epochs, "batch_size": batch_size, "slices_per_epoch": slices_per_epoch,
+                 "l1_weight": l1_weight, "lr": lr, "context": context,
+                 "cache": str(cache) if cache is not None else None, "val_slices": val_slices,
+                 "augment": augment, "patience": patience},
+        data=str(data), sources=source, target=target, out=str(out), preset=preset, seed=seed,
+        workers=_workers(workers), device=device, threads=threads,
+        full_eval_every=full_eval_every, precision=precision, compile=compile,
+        log_every=log_every)
     result = train(config, resume=resume)
     if int(os.environ.get("RANK", "0")):
         return  # under torchrun rank 0 reports
+    _print_result(result, config)
+
+
+def _train_config(stored: dict[str, Any], optional: dict[str, Any], **given: Any
+                  ) -> TrainConfig:
+    """The run's `TrainConfig`: `given` options as they are; `optional` ones left out (None)
+    take the resumed run's values (`stored`), else the Python API's defaults."""
+    from .trainer import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    picked = {name: value if value is not None else stored.get(name, defaults[name])
+              for name, value in optional.items()}
+    try:
+        return TrainConfig(**given, **picked)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+
+
+def _print_result(result: RunResult, config: TrainConfig) -> None:
     best, lut = result.best_metrics, result.baseline_metrics
     if result.stopped_early:
         typer.echo(f"stopped early after epoch {len(result.history)} (patience "
