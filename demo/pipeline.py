@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -23,6 +24,9 @@ from mri2mri.runtime.imaging.nifti import save_volume
 from mri2mri.runtime.imaging.orientation import to_canonical
 from mri2mri.runtime.imaging.preprocess import prepare_sources, prepare_target, restore_volume
 from mri2mri.train.cohort import Cohort
+
+if TYPE_CHECKING:
+    from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
 SOURCE, TARGET = "T1w", "T2w"
 
@@ -119,23 +123,33 @@ Files: `data/` (BIDS cohort), `run/` (checkpoints, metrics.csv, loss.png),
 """
 
 
-def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution: float = 2.0,
-             epochs: int | None = None, overwrite: bool = False,
-             console: Console | None = None, **train_options: object) -> DemoResult:
-    """Run the whole pipeline into `out_dir` and return where everything is.
+class _Stopwatch:
+    """Seconds per named stage, each timed from the end of the previous one."""
 
-    `train_options` override `TrainConfig` fields (e.g. ``slices_per_epoch``).
-    """
-    from mri2mri.export.onnx_export import export_checkpoint
-    from mri2mri.runtime.synthesis.synthesizer import Synthesizer
-    from mri2mri.train.baseline import IntensityLUT
-    from mri2mri.train.checkpoint import load_checkpoint
-    from mri2mri.train.data.demo_cohort import generate_cohort
-    from mri2mri.train.metrics import volume_metrics
-    from mri2mri.train.trainer import TrainConfig, train
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
 
-    console = console or Console(stderr=True)
-    out = Path(out_dir)
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._clock
+        self._clock = now
+
+
+@dataclass
+class _HeldOut:
+    """A held-out test subject's images, and its target as the runtime synthesized it."""
+
+    subject: str
+    source: nib.Nifti1Image
+    truth: nib.Nifti1Image
+    synth: nib.Nifti1Image
+    path: Path
+    synthesizer: Synthesizer
+
+
+def _empty_out_dir(out: Path, overwrite: bool) -> Path:
+    """`out`, created empty; a non-empty one only with `overwrite` (then emptied)."""
     if not out.parent.is_dir():
         raise InputError(out, f"parent directory {out.parent} does not exist")
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -145,22 +159,80 @@ def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution:
 
         shutil.rmtree(out)
     out.mkdir(exist_ok=True)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
+    return out
 
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = now - clock
-        clock = now
 
-    console.rule(f"1/4 simulating {subjects} subjects at {resolution:g} mm")
+def _simulate(out: Path, subjects: int, seed: int, resolution: float,
+              console: Console) -> Path:
+    from mri2mri.train.data.demo_cohort import generate_cohort
+
     with progress_bar(console=console) as bar:
         task = bar.add_task("simulating subjects", total=subjects)
-        data = generate_cohort(out / "data", subjects=subjects, seed=seed, resolution=resolution,
+        return generate_cohort(out, subjects=subjects, seed=seed, resolution=resolution,
                                jobs=2, preview=True,
                                progress=lambda done, total: bar.update(task, completed=done))
-    lap("simulate cohort")
+
+
+def _synthesize_held_out(data: Path, split: dict[str, list[str]], model: Path,
+                         out: Path) -> _HeldOut:
+    """Synthesize the first test subject (else validation) with the torch-free runtime."""
+    from mri2mri.runtime.synthesis.synthesizer import Synthesizer
+
+    test_ids = split["test"] or split["validation"]
+    subject = Cohort.discover(data).subject(test_ids[0])
+    source, truth = subject.load(SOURCE), subject.load(TARGET)
+    synthesizer = Synthesizer(model, device="auto")
+    synth = synthesizer.synthesize({SOURCE: source})
+    path = save_volume(synth, out / f"{subject.id}_desc-mri2mri_{TARGET}.nii.gz")
+    return _HeldOut(subject.id, source, truth, synth, path, synthesizer)
+
+
+def _evaluate(held: _HeldOut, baseline: dict, figure: Path
+              ) -> tuple[dict[str, dict[str, float]], Path]:
+    """Metrics of the model (as written and gain-matched) and the LUT baseline against the
+    truth inside the brain, and the figure."""
+    from mri2mri.train.baseline import IntensityLUT
+    from mri2mri.train.metrics import volume_metrics
+
+    meta = held.synthesizer.meta
+    prepared = prepare_sources([held.source], meta.geometry, meta.normalisation, names=[SOURCE])
+    truth_data = np.asarray(held.truth.dataobj, np.float32)
+    mask = prepared.view.restore(prepared.mask)
+    # The truth's scale exactly as training measured it: the model's own normalisation.
+    _, truth_scale = prepare_target(held.truth, prepared, meta.normalisation)
+    gain = truth_scale / meta.normalisation.target_scale
+    synth_data = np.asarray(held.synth.dataobj, np.float32)
+    lut = IntensityLUT.from_dict(baseline)
+    lut_volume = restore_volume(lut.predict(prepared.slices), prepared, truth_scale)
+    metrics = {
+        "mri2mri (as written)": volume_metrics(synth_data, truth_data, mask),
+        "mri2mri (gain-matched)": volume_metrics(synth_data * gain, truth_data, mask),
+        "LUT baseline (gain-matched)": volume_metrics(lut_volume, truth_data, mask),
+    }
+    figure = write_figure(held.source, held.truth,
+                          nib.Nifti1Image(synth_data * gain, held.synth.affine), figure,
+                          f"{held.subject}: {meta.task} (held out), gain-matched")
+    return metrics, figure
+
+
+def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution: float = 2.0,
+             epochs: int | None = None, overwrite: bool = False,
+             console: Console | None = None, **train_options: object) -> DemoResult:
+    """Run the whole pipeline into `out_dir` and return where everything is.
+
+    `train_options` override `TrainConfig` fields (e.g. ``slices_per_epoch``).
+    """
+    from mri2mri.export.onnx_export import export_checkpoint
+    from mri2mri.train.checkpoint import load_checkpoint
+    from mri2mri.train.trainer import TrainConfig, train
+
+    console = console or Console(stderr=True)
+    out = _empty_out_dir(Path(out_dir), overwrite)
+    watch = _Stopwatch()
+
+    console.rule(f"1/4 simulating {subjects} subjects at {resolution:g} mm")
+    data = _simulate(out / "data", subjects, seed, resolution, console)
+    watch.lap("simulate cohort")
 
     console.rule(f"2/4 training {SOURCE} -> {TARGET} (small preset)")
     config = TrainConfig(data=str(data), sources=[SOURCE], target=TARGET, out=str(out / "run"),
@@ -168,52 +240,32 @@ def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution:
     if epochs is not None:
         config.epochs = epochs
     run = train(config, console=console)
-    lap("train")
+    watch.lap("train")
 
     console.rule("3/4 exporting to ONNX")
     model_path = out / "model.onnx"
     export = export_checkpoint(run.best_checkpoint, model_path)
     console.print(f"exported {model_path} (parity max |ONNX - PyTorch| = "
                   f"{export.max_abs_diff:.2e})")
-    lap("export")
+    watch.lap("export")
 
     console.rule("4/4 synthesizing a held-out subject")
     state = load_checkpoint(run.best_checkpoint)
-    test_ids = state["split"]["test"] or state["split"]["validation"]
-    subject = Cohort.discover(data).subject(test_ids[0])
-    source, truth = subject.load(SOURCE), subject.load(TARGET)
-    synthesizer = Synthesizer(model_path, device="auto")
-    synth = synthesizer.synthesize({SOURCE: source})
-    synth_path = save_volume(synth, out / f"{subject.id}_desc-mri2mri_{TARGET}.nii.gz")
-    lap("synthesize (ONNX Runtime)")
-
-    meta = synthesizer.meta
-    prepared = prepare_sources([source], meta.geometry, meta.normalisation, names=[SOURCE])
-    truth_data = np.asarray(truth.dataobj, np.float32)
-    mask = prepared.view.restore(prepared.mask)
-    # The truth's scale exactly as training measured it: the model's own normalisation.
-    _, truth_scale = prepare_target(truth, prepared, meta.normalisation)
-    gain = truth_scale / meta.normalisation.target_scale
-    synth_data = np.asarray(synth.dataobj, np.float32)
-    lut = IntensityLUT.from_dict(state["baseline"])
-    lut_volume = restore_volume(lut.predict(prepared.slices), prepared, truth_scale)
-    metrics = {
-        "mri2mri (as written)": volume_metrics(synth_data, truth_data, mask),
-        "mri2mri (gain-matched)": volume_metrics(synth_data * gain, truth_data, mask),
-        "LUT baseline (gain-matched)": volume_metrics(lut_volume, truth_data, mask),
-    }
-    figure = write_figure(source, truth, nib.Nifti1Image(synth_data * gain, synth.affine),
-                          out / "synthesis.png",
-                          f"{subject.id}: {meta.task} (held out), gain-matched")
-    lap("evaluate and plot")
+    held = _synthesize_held_out(data, state["split"], model_path, out)
+    watch.lap("synthesize (ONNX Runtime)")
+    metrics, figure = _evaluate(held, state["baseline"], out / "synthesis.png")
+    watch.lap("evaluate and plot")
+    seconds = watch.seconds
     seconds["total"] = sum(seconds.values())
 
-    result = DemoResult(out, out / "report.md", figure, synth_path, model_path, subject.id,
-                        metrics, seconds)
+    result = DemoResult(out_dir=out, report=out / "report.md", figure=figure,
+                        synthesized=held.path, model=model_path, subject=held.subject,
+                        metrics=metrics, seconds=seconds)
     train_metrics = {"best_epoch": run.best_epoch, "model": run.best_metrics,
                      "lut": run.baseline_metrics}
     with atomic_path(result.report) as tmp:
-        tmp.write_text(_report(result, train_metrics, meta.task, synthesizer.provider_name))
+        tmp.write_text(_report(result, train_metrics, held.synthesizer.meta.task,
+                               held.synthesizer.provider_name))
     for name, v in metrics.items():
         console.print(f"{name:28s} PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.4f}  "
                       f"MAE {v['mae']:.2f}")
