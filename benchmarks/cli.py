@@ -82,30 +82,56 @@ def registration(
         raise InputError(None, str(exc)) from None
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a directory")
-
-    def progress(subject: str, done: int, total: int) -> None:
-        _err.print(f"[{done}/{total}] {subject}")
-
-    summary = run_registration_benchmark(config, out, jobs=jobs, scheduler=scheduler,
-                                         progress=progress, reports=reports)
+    summary = run_registration_benchmark(
+        config, out, jobs=jobs, scheduler=scheduler, reports=reports,
+        progress=lambda subject, done, total: _err.print(f"[{done}/{total}] {subject}"))
     for note in summary["notes"]:
         _err.print(f"note: {note}")
+    typer.echo("\n".join(_registration_lines(summary)))
+    typer.echo(f"wrote {out}/results.csv, summary.json, registration.png "
+               f"({summary['wall_seconds']:.0f} s)")
+
+
+def _registration_lines(summary: dict) -> list[str]:
+    """The registration benchmark's summary: errors per protocol and method, then the tests."""
+    lines = []
     for protocol, methods_stats in summary["results"].items():
         for method, stats in methods_stats.items():
-            typer.echo(f"{protocol:12s} {method:12s} translation "
-                       f"{stats['translation_mae_mm']['mean']:.3f} mm  rotation "
-                       f"{stats['rotation_mae_rad']['mean']:.4f} rad  "
-                       f"{stats['seconds']['mean']:.1f} s/registration")
+            lines.append(f"{protocol:12s} {method:12s} translation "
+                         f"{stats['translation_mae_mm']['mean']:.3f} mm  rotation "
+                         f"{stats['rotation_mae_rad']['mean']:.4f} rad  "
+                         f"{stats['seconds']['mean']:.1f} s/registration")
     for protocol, comparisons in summary["tests"].items():
         for name, entry in comparisons.items():
             t = entry.get("translation_mae_mm", {})
             if t:
-                typer.echo(f"{protocol:12s} {name}: translation ratio {t['ratio_of_means']:.2f} "
-                           f"[{t['ratio_ci_low']:.2f}, {t['ratio_ci_high']:.2f}], "
-                           f"Wilcoxon p={t['wilcoxon_p']:.3g}, Mann-Whitney p="
-                           f"{t['mann_whitney_p']:.3g}")
-    typer.echo(f"wrote {out}/results.csv, summary.json, registration.png "
-               f"({summary['wall_seconds']:.0f} s)")
+                lines.append(f"{protocol:12s} {name}: translation ratio "
+                             f"{t['ratio_of_means']:.2f} [{t['ratio_ci_low']:.2f}, "
+                             f"{t['ratio_ci_high']:.2f}], Wilcoxon p={t['wilcoxon_p']:.3g}, "
+                             f"Mann-Whitney p={t['mann_whitney_p']:.3g}")
+    return lines
+
+
+@app.command("ood-threshold")
+def ood_threshold(
+    data: Annotated[Path, typer.Option(help="BIDS-like cohort with T1w, T2w and PDw (its "
+                                            "train split is the reference).")],
+    out: Annotated[Path, typer.Option(help="Output directory (ood_threshold.json).")],
+) -> None:
+    """Distances of held-out and wrong inputs from the training data: how the
+    out-of-distribution threshold of mri2mri-run is chosen."""
+    from mri2mri.runtime.core.atomic import write_json
+    from mri2mri.runtime.core.errors import InputError
+
+    from .ood.threshold import threshold_distances, threshold_table
+
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a directory")
+    result = threshold_distances(data)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "ood_threshold.json", result)
+    typer.echo(threshold_table(result))
+    typer.echo(f"wrote {out / 'ood_threshold.json'}")
 
 
 @app.command()

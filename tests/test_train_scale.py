@@ -14,7 +14,7 @@ from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.slicing import SliceGeometry, stack_context
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.train.baseline import IntensityLUT, LUTStats
-from mri2mri.train.cache import CacheSpec, SliceCache
+from mri2mri.train.cache import CacheSpec, NotCached, SliceCache
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
 from mri2mri.train.cohort import Cohort
 from mri2mri.train.dataset import CachedSlices, EpochSampler, epoch_order
@@ -77,13 +77,16 @@ def test_cache_built_over_several_pools_counts_every_subject(tmp_path_factory, t
 def test_stale_and_truncated_entries_are_rebuilt(tmp_path_factory, tmp_path):
     subjects = _subjects(tmp_path_factory)
     cache = _cache(tmp_path)
-    entries = cache.ensure(subjects)
+    with pytest.raises(NotCached):
+        cache.check(subjects[0])
+    notes: list[str] = []
+    entries = cache.ensure(subjects, note=notes.append)
+    assert cache.built == 3 and notes == []  # built the first time: nothing to report
     good = np.array(entries[1].array("sources"))
     # Truncated array: detected from its recorded size, rebuilt, same data again.
     path = entries[1].path / "sources.npy"
     with path.open("r+b") as f:
         f.truncate(path.stat().st_size - 100)
-    notes: list[str] = []
     rebuilt = cache.ensure(subjects, note=notes.append)
     assert cache.built == 4 and len(notes) == 1 and "truncated" in notes[0]
     np.testing.assert_array_equal(rebuilt[1].array("sources"), good)

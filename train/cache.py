@@ -131,6 +131,10 @@ class CacheProblem(Exception):
     """A cache entry that must not be used (the message says why)."""
 
 
+class NotCached(CacheProblem):
+    """No entry at all: the subject is built for the first time (nothing to report)."""
+
+
 def _npy_size(path: Path) -> tuple[tuple[int, ...], str, int]:
     with path.open("rb") as f:
         version = np.lib.format.read_magic(f)
@@ -143,10 +147,11 @@ def _npy_size(path: Path) -> tuple[tuple[int, ...], str, int]:
 
 
 def read_entry(path: Path, spec: CacheSpec, fingerprint: list[list[Any]]) -> CachedSubject:
-    """Check one entry against its record and the inputs; raise `CacheProblem` if unusable."""
+    """Check one entry against its record and the inputs; raise `CacheProblem` if unusable
+    (`NotCached` if there is no entry)."""
     entry_file = path / ENTRY
     if not entry_file.exists():
-        raise CacheProblem("not cached yet")
+        raise NotCached("not cached yet")
     try:
         entry = json.loads(entry_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -255,7 +260,7 @@ class SliceCache:
             try:
                 self.check(subject)
             except CacheProblem as problem:
-                if note and str(problem) != "not cached yet":
+                if note and not isinstance(problem, NotCached):
                     note(f"{subject.id}: {problem}; rebuilding")
                 todo.append(subject)
         self.built += len(todo)

@@ -1,17 +1,20 @@
 """How `mri2mri.runtime.synthesis.ood.DISTANCE_THRESHOLD` was chosen: distances on held-out data.
 
 Builds the training summary of a cohort's training split (T1w, as a T1w->T2w model
-records it), then prints the distance of every held-out subject's T1w (should pass)
+records it), then measures the distance of every held-out subject's T1w (should pass)
 and of inputs a T1w model must not trust: the subject's T2w or PDw given as T1w, a
 CT-like image, and the T1w under a heavy bias field (x0.2 to x5, or x0.33 to x3,
 across the head).
 
-    python -m mri2mri.benchmarks.ood.threshold COHORT_DIR
+    mri2mri-bench ood-threshold --data COHORT_DIR --out DIR    (DIR/ood_threshold.json)
+
+Python: `threshold_distances(cohort_dir)`, `threshold_table(result)`.
 """
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -55,12 +58,17 @@ def heavy_bias(t1: nib.Nifti1Image, fold: float = 5.0) -> nib.Nifti1Image:
     return nib.Nifti1Image((data * fold ** x).astype(np.float32), t1.affine)
 
 
-def distances(cohort_dir: str) -> list[tuple[str, str, float, bool]]:
+def threshold_distances(cohort_dir: str | Path) -> dict[str, Any]:
+    """The threshold and one row per input: label, subject, distance, flagged.
+
+    The first row is the largest distance of a training subject from the training mean.
+    """
     cohort = Cohort.discover(cohort_dir)
     train = [summary(s.load("T1w")) for s in cohort.split("train")]
     reference = combine_summaries(train)
-    rows = [("training (max)", f"n={len(train)}",
-             reference["contrasts"]["T1w"]["training_distance_max"], False)]
+    rows = [{"label": "training (max)", "subject": f"n={len(train)}",
+             "distance": float(reference["contrasts"]["T1w"]["training_distance_max"]),
+             "flagged": False}]
     for s in cohort.split("validation") + cohort.split("test"):
         t1 = s.load("T1w")
         cases = {"held-out T1w": t1, "T2w as T1w": s.load("T2w"), "PDw as T1w": s.load("PDw"),
@@ -68,16 +76,15 @@ def distances(cohort_dir: str) -> list[tuple[str, str, float, bool]]:
                  "bias x0.33-x3": heavy_bias(t1, 3.0)}
         for label, img in cases.items():
             verdict = assess(summary(img), reference)
-            rows.append((label, s.id, verdict.distances["T1w"], verdict.flagged))
-    return rows
+            rows.append({"label": label, "subject": s.id,
+                         "distance": float(verdict.distances["T1w"]),
+                         "flagged": bool(verdict.flagged)})
+    return {"threshold": DISTANCE_THRESHOLD, "rows": rows}
 
 
-def main() -> None:
-    rows = distances(sys.argv[1])
-    print(f"threshold {DISTANCE_THRESHOLD}")
-    for label, sid, d, flagged in rows:
-        print(f"{label:16s} {sid:8s} {d:.4f} {'FLAGGED' if flagged else ''}")
-
-
-if __name__ == "__main__":
-    main()
+def threshold_table(result: dict[str, Any]) -> str:
+    """`threshold_distances`' result as the lines the command prints."""
+    lines = [f"threshold {result['threshold']}"]
+    lines += [f"{r['label']:16s} {r['subject']:8s} {r['distance']:.4f} "
+              f"{'FLAGGED' if r['flagged'] else ''}".rstrip() for r in result["rows"]]
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""One exception type for everything a user can get wrong, so CLIs print one line and exit 1."""
+"""One exception type for everything a user can get wrong, so CLIs print one line and exit 1
+(and one warning type for input that is usable but odd)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,15 @@ def require_module(module: str, extra: str, purpose: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise InputError(None, f"{purpose} needs {module}, which is not installed: "
                                f"pip install 'mri2mri[{extra}]'")
+
+
+class InputWarning(UserWarning):
+    """Input that can be used, with something the user should know (the file named).
+
+    `mri2mri.runtime.core.cli_common.run_app` prints it as one ``warning: <file>: <text>`` line.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str) -> None:
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path}: {problem}")

@@ -14,7 +14,7 @@ to the *shape* of the distribution (a CT's two spikes, a T2w's bright CSF, a
 strong bias field's smear), which the earth mover's distance, also tried,
 separated less well. `DISTANCE_THRESHOLD` was chosen on held-out data (see
 docs/runtime.md, "Unlike the training data", and
-``python -m mri2mri.benchmarks.ood.threshold``). Header checks flag voxel sizes
+``mri2mri-bench ood-threshold``). Header checks flag voxel sizes
 more than `VOXEL_FACTOR` times outside the training range and fields of view
 that cannot hold a human brain.
 
