@@ -15,6 +15,7 @@ from typing import Any
 
 import nibabel as nib
 
+from mri2mri.runtime.bids.names import bval_path, sidecar_path
 from mri2mri.runtime.imaging.nifti import load_volume
 
 from ..metadata import ModelMetadata
@@ -67,9 +68,8 @@ def ood_block(ood: Mapping[str, Any]) -> str:
 
 
 def _sidecar(output: Path) -> dict[str, Any]:
-    path = output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".json")
     try:
-        return json.loads(path.read_text())
+        return json.loads(sidecar_path(output).read_text())
     except (OSError, json.JSONDecodeError):
         return {}
 
@@ -82,7 +82,7 @@ def unit_section(result: Result, meta: ModelMetadata) -> str:
     info = _sidecar(result.output).get("Mri2mri", {})
     parts = [head, ood_block(info.get("OutOfDistribution", {}))]
     for contrast, path in result.inputs.items():
-        img = load_volume(path, _bvals(path) if contrast == "b0" else None)
+        img = load_volume(path, bval_path(path) if contrast == "b0" else None)
         parts.append(figure(three_views(img), f"input {contrast}: {Path(path).name}"))
     parts.append(figure(three_views(nib.load(result.output)),
                         f"synthesized {meta.target}: {result.output.name}"))
@@ -102,13 +102,6 @@ def unit_section(result: Result, meta: ModelMetadata) -> str:
                          else "finished by an earlier run"),
                         *((f"time: {k}", f"{v:.2f} s") for k, v in timings.items())]))
     return "".join(parts)
-
-
-def _bvals(path: str) -> Path | None:
-    name = Path(path).name
-    stem = name[:-7] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
-    candidate = Path(path).with_name(stem + ".bval")
-    return candidate if candidate.exists() else None
 
 
 def _flagged(sidecar: Mapping[str, Any]) -> bool:

@@ -28,6 +28,7 @@ from mri2mri.runtime.bids.names import (
     command_line,
     dataset_description,
     generated_by,
+    sidecar_path,
     write_dataset_files,
 )
 from mri2mri.runtime.core.atomic import write_json
@@ -125,10 +126,6 @@ def derivative_path(out_dir: Path, unit: Unit | str, target: str) -> Path:
         folder = folder / unit.session
     name = build_name({**dict(unit.entities), "desc": DESC}, suffix, ".nii.gz")
     return folder / datatype / name
-
-
-def sidecar_path(output: Path) -> Path:
-    return output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".json")
 
 
 def is_finished(output: Path) -> bool:
