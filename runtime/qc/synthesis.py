@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 
@@ -22,8 +22,8 @@ from ..metadata import ModelMetadata
 from .figures import three_views
 from .page import esc, figure, table, write_page
 
-#: The failure/verdict fields a report needs from a unit result (`batch.UnitResult`).
-Result = Any
+if TYPE_CHECKING:  # for the hints only: batch imports this module, which needs no model runtime
+    from mri2mri.runtime.synthesis.batch import UnitResult
 
 
 def model_card(meta: ModelMetadata) -> str:
@@ -74,7 +74,7 @@ def _sidecar(output: Path) -> dict[str, Any]:
         return {}
 
 
-def unit_section(result: Result, meta: ModelMetadata) -> str:
+def unit_section(result: UnitResult, meta: ModelMetadata) -> str:
     """One unit: status, verdict, input and output views, timings."""
     head = f"<h2>{esc(result.label)}</h2>"
     if result.status == "failed":
@@ -108,7 +108,7 @@ def _flagged(sidecar: Mapping[str, Any]) -> bool:
     return bool(sidecar.get("Mri2mri", {}).get("OutOfDistribution", {}).get("flagged"))
 
 
-def index_table(out_dir: Path, this_run: Mapping[str, Sequence[Result]]) -> str:
+def index_table(out_dir: Path, this_run: Mapping[str, Sequence[UnitResult]]) -> str:
     """Every participant with a page in `out_dir` (earlier runs' too, e.g. job-array tasks)."""
     pages = {p.stem for p in out_dir.glob("sub-*.html")} | set(this_run)
     rows = []
@@ -126,10 +126,10 @@ def index_table(out_dir: Path, this_run: Mapping[str, Sequence[Result]]) -> str:
             f"<th>unlike the training data</th></tr>{''.join(rows)}</table>")
 
 
-def write_reports(out_dir: Path, meta: ModelMetadata, results: Sequence[Result],
+def write_reports(out_dir: Path, meta: ModelMetadata, results: Sequence[UnitResult],
                   params: Mapping[str, Any]) -> list[Path]:
     """``OUT/sub-<label>.html`` per participant and ``OUT/index.html``; returns their paths."""
-    by_participant: dict[str, list[Result]] = {}
+    by_participant: dict[str, list[UnitResult]] = {}
     for r in sorted(results, key=lambda r: r.label):
         by_participant.setdefault(r.participant, []).append(r)
     written = []
