@@ -340,9 +340,10 @@ def run_dataset(options: RunOptions, *, progress: CohortProgress | None = None,
     if not found.units:
         raise InputError(bids_dir, f"no subject has the model's sources "
                                    f"({', '.join(local.sources)})")
-    options = replace(options, model_sha256=local.model_sha256, threads=_worker_threads(options))
+    options = replace(options, model_sha256=local.model_sha256, threads=_worker_threads(options),
+                      command=options.command or command_line())
     out_dir.mkdir(exist_ok=True)
-    write_derivative_description(out_dir, local, bids_dir, options.command or command_line())
+    write_derivative_description(out_dir, local, bids_dir, options.command)
     total = len(found.units)
     if progress is not None:
         progress(0, total, "starting")
@@ -374,7 +375,7 @@ def _report_params(options: RunOptions, seconds: float) -> dict[str, Any]:
     return {"model": options.model.name, "device": options.device, "nprocs": options.nprocs,
             "omp_nthreads": options.threads or "auto", "batch_size": options.batch_size,
             "scheduler": options.scheduler or "none", "overwrite": options.overwrite,
-            "command": options.command or command_line(), "wall_seconds": round(seconds, 2)}
+            "command": options.command, "wall_seconds": round(seconds, 2)}
 
 
 def _run_units(units: list[Unit], options: RunOptions, local: Synthesizer,

@@ -210,20 +210,18 @@ def _is_single(options: RunOptions) -> bool:
 
 def synthesize(options: RunOptions) -> None:
     """What `mri2mri-run` does with its options: one subject, or every unit of a dataset."""
-    single = _is_single(options)
-    if single:
-        parsed = _inputs(list(options.inputs))
+    if _is_single(options):
+        inputs = _inputs(list(options.inputs))
         check_output_path(options.output, overwrite=options.overwrite)  # before the model loads
-    synth = _load(options)
-    if single:
-        run_one(synth, parsed, options)
+        run_one(_load(options), inputs, options)
         return
+    synth = _load(options)
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         summary = _run_dataset(synth, options)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _report(summary)
+    _print_summary(summary)
 
 
 def _load(options: RunOptions) -> Synthesizer:
@@ -248,7 +246,7 @@ def _run_dataset(synth: Synthesizer, options: RunOptions) -> CohortSummary:
                                                            description=label, refresh=True))
 
 
-def _report(summary: CohortSummary) -> None:
+def _print_summary(summary: CohortSummary) -> None:
     """Warnings and failures on stderr, the report and the counts on stdout; exit 1 on failure."""
     for label, message in summary.flagged.items():
         _err.print(f"warning: {label}: {message}", markup=False, highlight=False,
