@@ -52,6 +52,17 @@ def test_b0_is_mean_of_b0_volumes(tmp_path):
     np.testing.assert_allclose(b0.get_fdata(), ramp * 20.0)
 
 
+def test_b_values_belong_to_the_dwi_kept(tmp_path):
+    """Of several DWI runs the first is kept, with its own .bval (not the last run's)."""
+    dwi = tmp_path / "sub-01/dwi"
+    for run, bvals in ((1, "0 1000 0\n"), (2, "1000 0 1000\n")):
+        _touch_image(dwi / f"sub-01_run-{run}_dwi.nii", (4, 4, 4, 3))
+        (dwi / f"sub-01_run-{run}_dwi.bval").write_text(bvals)
+    subject = Cohort.discover(tmp_path).subject("sub-01")
+    assert subject.path("b0") == dwi / "sub-01_run-1_dwi.nii"
+    assert subject.bvals == dwi / "sub-01_run-1_dwi.bval"
+
+
 def test_missing_contrast_is_a_clear_error(tmp_path):
     subject = Cohort.discover(_bids(tmp_path)).subject("sub-04")
     with pytest.raises(InputError, match="sub-04 has no T1w image"):

@@ -12,6 +12,8 @@ import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from string import Template
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -24,7 +26,9 @@ from onnx_fixtures import (
 )
 
 from mri2mri.runtime.imaging.resample import resample_to
+from mri2mri.runtime.qc.page import Html, render, table, write_page
 from mri2mri.runtime.qc.registration import write_registration_report
+from mri2mri.runtime.qc.synthesis import unit_section
 from mri2mri.runtime.synthesis.batch import synthesize_dataset
 
 
@@ -120,3 +124,20 @@ def test_reports_load_in_a_headless_browser(reports: dict[str, Path]) -> None:
         assert page.url.endswith("/sub-02.html") and "sub-02" in page.title()
         browser.close()
     assert problems == []
+
+
+def test_templates_escape_values_but_not_markup(tmp_path: Path) -> None:
+    """A name in a page is text, whatever it holds; rendered fragments are inserted as markup."""
+    assert render(Template("<p>$a$b</p>"), a="<i>'&\"", b=Html("<b>x</b>")) == \
+        "<p>&lt;i&gt;&#x27;&amp;&quot;<b>x</b></p>"
+    assert table({"<k>": 1.5, "n": None}) == \
+        "<table><tr><th>&lt;k&gt;</th><td>1.5</td></tr><tr><th>n</th><td>None</td></tr></table>"
+    failed = SimpleNamespace(label="sub-01_<script>", participant="sub-01", status="failed",
+                             error="bad & worse", output=tmp_path / "x.nii.gz", inputs={})
+    assert unit_section(failed, None) == ('<h2>sub-01_&lt;script&gt;</h2>'
+                                          '<p class="fail">failed: bad &amp; worse</p>')
+    page = write_page(tmp_path / "p.html", "a <title>", unit_section(failed, None))
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>\n<html lang=\"en\">") and text.endswith("</html>\n")
+    assert "<title>a &lt;title&gt;</title>" in text and "<h1>a &lt;title&gt;</h1>" in text
+    assert "<script>" not in text and "<h2>sub-01_&lt;script&gt;</h2>" in text

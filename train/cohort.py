@@ -12,21 +12,21 @@ The ``b0`` contrast of a subject is the mean of its DWI's b=0 volumes.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from mri2mri.runtime.bids.names import NIFTI_EXTENSIONS, bval_path, parse_name
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.imaging.nifti import load_volume
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FILE = "splits.json"
-_ANAT = re.compile(r"^(sub-[A-Za-z0-9]+)_(?:[a-z]+-[A-Za-z0-9]+_)*(T1w|T2w|PDw|angio)\.nii(\.gz)?$")
-_DWI = re.compile(r"^(sub-[A-Za-z0-9]+)_(?:[a-z]+-[A-Za-z0-9]+_)*dwi\.nii(\.gz)?$")
+#: The BIDS suffixes read in each datatype folder.
+_SUFFIXES = {"anat": ("T1w", "T2w", "PDw", "angio"), "dwi": ("dwi",)}
 
 
 @dataclass
@@ -57,11 +57,17 @@ class Subject:
         return load_volume(self.path(contrast), self.bvals if contrast == "b0" else None)
 
 
-def _bval_for(dwi: Path) -> Path | None:
-    stem = dwi.name[: -len("".join(dwi.suffixes[-2:]))] if dwi.name.endswith(".nii.gz") \
-        else dwi.stem
-    candidate = dwi.with_name(stem + ".bval")
-    return candidate if candidate.exists() else None
+def _image_of(path: Path) -> tuple[str, str] | None:
+    """(``sub-<id>``, contrast) of an image this reads, or None (other files, other names)."""
+    try:
+        entities, suffix, ext = parse_name(path.name)
+    except ValueError:
+        return None
+    if next(iter(entities), None) != "sub" or ext not in NIFTI_EXTENSIONS:
+        return None
+    if suffix not in _SUFFIXES.get(path.parent.name, ()):
+        return None
+    return f"sub-{entities['sub']}", "b0" if suffix == "dwi" else suffix
 
 
 @dataclass
@@ -80,16 +86,17 @@ class Cohort:
         for path in sorted(root.glob("sub-*/**/*.nii*")):
             if "derivatives" in path.relative_to(root).parts:
                 continue
-            if (m := _ANAT.match(path.name)) and path.parent.name == "anat":
-                sub = found.setdefault(m.group(1), Subject(m.group(1)))
-                sub.files.setdefault(m.group(2), path)
-            elif (m := _DWI.match(path.name)) and path.parent.name == "dwi":
-                bval = _bval_for(path)
-                if bval is None:
-                    continue  # a DWI without b-values cannot give a b=0 image
-                sub = found.setdefault(m.group(1), Subject(m.group(1)))
-                sub.files.setdefault("b0", path)
-                sub.bvals = bval
+            if (image := _image_of(path)) is None:
+                continue
+            subject_id, contrast = image
+            bval = bval_path(path) if contrast == "b0" else None
+            if contrast == "b0" and bval is None:
+                continue  # a DWI without b-values cannot give a b=0 image
+            sub = found.setdefault(subject_id, Subject(subject_id))
+            if contrast not in sub.files:  # the first of several runs; b-values are its own
+                sub.files[contrast] = path
+                if contrast == "b0":
+                    sub.bvals = bval
         if not found:
             raise InputError(root, "no BIDS subjects (sub-*/anat/*.nii.gz) found")
         return cls(root, [found[k] for k in sorted(found)])

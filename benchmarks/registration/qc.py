@@ -8,15 +8,23 @@ surprising row of results.csv can be looked at, not only counted.
 from __future__ import annotations
 
 from pathlib import Path
+from string import Template
 
 import nibabel as nib
 import numpy as np
 
 from mri2mri.runtime.imaging.resample import resample_to
-from mri2mri.runtime.qc.page import esc, write_page
+from mri2mri.runtime.qc.page import Html, join, render, write_page
 from mri2mri.runtime.qc.registration import write_registration_report
 
 REPORTS_DIR = "reports"
+INDEX = Template("<table><tr><th>subject</th>$methods</tr>$rows</table>"
+                 "<p>Each page: the moving image before (headers only) and after registration to "
+                 "the moved static image, with the static image's edges, and a flicker.</p>")
+METHOD = Template("<th>$method</th>")
+ROW = Template("<tr><th>$subject</th>$cells</tr>")
+LINK = Template('<td><a href="$page">view</a></td>')
+NO_PAGE = Html("<td>-</td>")
 
 
 def resliced(moving: nib.Nifti1Image, static: nib.Nifti1Image, affine: np.ndarray
@@ -48,16 +56,10 @@ def write_pair_report(report_dir: Path, subject_id: str, method: str, moving: ni
 def write_index(report_dir: Path, subjects: list[str], methods: list[str]) -> Path:
     """A table of every subject's pages that exist (subjects reused from the cache of a run
     without reports have none)."""
-    head = "".join(f"<th>{esc(m)}</th>" for m in methods)
     rows = []
     for sid in subjects:
-        cells = []
-        for m in methods:
-            name = page_name(sid, m)
-            cells.append(f'<td><a href="{esc(name)}">view</a></td>'
-                         if (report_dir / name).exists() else "<td>-</td>")
-        rows.append(f"<tr><th>{esc(sid)}</th>{''.join(cells)}</tr>")
-    body = (f"<table><tr><th>subject</th>{head}</tr>{''.join(rows)}</table>"
-            "<p>Each page: the moving image before (headers only) and after registration to "
-            "the moved static image, with the static image's edges, and a flicker.</p>")
+        cells = [render(LINK, page=page_name(sid, m))
+                 if (report_dir / page_name(sid, m)).exists() else NO_PAGE for m in methods]
+        rows.append(render(ROW, subject=sid, cells=join(cells)))
+    body = render(INDEX, methods=join(render(METHOD, method=m) for m in methods), rows=join(rows))
     return write_page(report_dir / "index.html", "mri2mri registration benchmark: QC", body)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mri2mri.runtime.bids.names import parse_name
+from mri2mri.runtime.bids.names import NIFTI_EXTENSIONS, bval_path, parse_name
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
 
@@ -52,13 +52,6 @@ def _strip(label: str, prefix: str) -> str:
     return label[len(prefix):] if label.startswith(prefix) else label
 
 
-def _bval(dwi: Path) -> Path | None:
-    name = dwi.name
-    stem = name[:-7] if name.endswith(".nii.gz") else name[:-4]
-    candidate = dwi.with_name(stem + ".bval")
-    return candidate if candidate.exists() else None
-
-
 def _images(folder: Path, sources: list[str]) -> dict[str, list[tuple[dict[str, str], Path]]]:
     found: dict[str, list[tuple[dict[str, str], Path]]] = {c: [] for c in sources}
     for contrast in sources:
@@ -68,9 +61,9 @@ def _images(folder: Path, sources: list[str]) -> dict[str, list[tuple[dict[str, 
                 entities, got, ext = parse_name(path.name)
             except ValueError:
                 continue
-            if got != suffix or ext not in (".nii", ".nii.gz"):
+            if got != suffix or ext not in NIFTI_EXTENSIONS:
                 continue
-            if contrast == "b0" and _bval(path) is None:
+            if contrast == "b0" and bval_path(path) is None:
                 continue  # a DWI without b-values cannot give a b=0 image
             found[contrast].append((entities, path))
     return found
@@ -126,14 +119,14 @@ def _add_units(result: Found, participant: str, session: str | None,
         return
     for entities, path in firsts:
         chosen = [(sources[0], path)]
-        bvals = _bval(path) if sources[0] == "b0" else None
+        bvals = bval_path(path) if sources[0] == "b0" else None
         for contrast in sources[1:]:
             match = _pair(entities, images[contrast])
             if match is None:
                 break
             chosen.append((contrast, match[1]))
             if contrast == "b0":
-                bvals = _bval(match[1])
+                bvals = bval_path(match[1])
         else:
             kept = tuple((k, entities[k]) for k in ANAT_ENTITIES if k in entities)
             result.units.append(Unit(participant, session, kept, tuple(chosen), bvals))

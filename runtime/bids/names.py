@@ -1,9 +1,20 @@
-"""The BIDS files every mri2mri writer shares: dataset descriptions, sidecars, BIDS URIs.
+"""BIDS names, and the BIDS files every mri2mri writer shares (descriptions, sidecars, URIs).
 
-One helper for the three places that describe a dataset (the simulated demo
-cohort, the IXI import, the synthesis derivatives), so each passes the official
-validator (``bids-validator-deno``) the same way, and file names keep their
-entities (``sub-``, ``ses-``, ``run-``...) from input to output.
+The one module that knows how a file is named: its stem and extension, its
+entities (``sub-``, ``ses-``, ``run-``...) and suffix (the contrast it announces),
+the partners beside it (JSON sidecar, a DWI's ``.bval``/``.bvec``). Discovery,
+outputs, reports and registration all ask here, so the names an output keeps
+from its input follow one rule.
+
+The dataset files (descriptions, README, ``.bidsignore``, BIDS URIs) are shared by
+the three places that describe a dataset (the simulated demo cohort, the IXI
+import, the synthesis derivatives), so each passes the official validator
+(``bids-validator-deno``) the same way.
+
+pybids (``bids.layout.parse_file_entities``) would parse entities too, but it
+brings SQLAlchemy, pandas and a database of the whole dataset into a base install
+that is meant to stay torch-free and light (numpy, nibabel, onnxruntime, DIPY);
+the few names mri2mri reads need one regular expression.
 """
 
 from __future__ import annotations
@@ -12,9 +23,11 @@ import json
 import re
 import shlex
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from nibabel.filename_parser import splitext_addext
 
 from mri2mri.runtime import __version__
 from mri2mri.runtime.core.atomic import atomic_path, write_json
@@ -24,8 +37,44 @@ BIDS_VERSION = "1.10.0"
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "mod", "echo", "flip",
                 "inv", "mt", "part", "proc", "hemi", "space", "split", "recording", "chunk",
                 "res", "den", "label", "desc")
+#: The extensions of the images mri2mri reads and writes.
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 _NAME = re.compile(r"^(?P<entities>(?:[a-zA-Z]+-[a-zA-Z0-9]+_)*)(?P<suffix>[a-zA-Z0-9]+)"
                    r"(?P<ext>(?:\.[a-z0-9]+)+)$")
+#: A suffix `suffix_of` accepts; ``=`` lets a plain ``b=0.nii.gz`` announce its contrast.
+_SUFFIX = re.compile(r"[A-Za-z0-9=]+")
+
+
+def split_name(path: str | Path) -> tuple[str, str]:
+    """``dir/sub-01_T1w.nii.gz`` -> (``sub-01_T1w``, ``.nii.gz``); ``x.nii`` -> (``x``, ``.nii``).
+
+    nibabel's rule: the last extension, with a compression extension (``.gz``) kept.
+    """
+    stem, ext, compressed = splitext_addext(Path(path).name)
+    return stem, ext + compressed
+
+
+def partner(path: str | Path, ext: str) -> Path:
+    """The file beside `path` with the same stem and extension `ext` (``.json``, ``.bval``)."""
+    path = Path(path)
+    return path.with_name(split_name(path)[0] + ext)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """An image's JSON sidecar: ``sub-01_T1w.nii.gz`` -> ``sub-01_T1w.json``."""
+    return partner(path, ".json")
+
+
+def bval_path(dwi: str | Path) -> Path | None:
+    """The ``.bval`` beside a DWI file, or None when there is none."""
+    candidate = partner(dwi, ".bval")
+    return candidate if candidate.exists() else None
+
+
+def bvec_path(dwi: str | Path) -> Path | None:
+    """The ``.bvec`` beside a DWI file, or None when there is none."""
+    candidate = partner(dwi, ".bvec")
+    return candidate if candidate.exists() else None
 
 
 def parse_name(name: str) -> tuple[dict[str, str], str, str]:
@@ -43,6 +92,20 @@ def build_name(entities: Mapping[str, str], suffix: str, ext: str) -> str:
     other = [k for k in entities if k not in ENTITY_ORDER]
     parts = [f"{k}-{entities[k]}" for k in known + other]
     return "_".join([*parts, suffix]) + ext
+
+
+def suffix_of(path: str | Path, extensions: Collection[str] | None = None) -> str | None:
+    """The suffix a file name announces: the last ``_`` part of its stem (``T1w``).
+
+    ``sub-1_T1w.nii.gz`` -> ``T1w``; a name without entities is its own suffix
+    (``t1.nii`` -> ``t1``). None when the extension is not one of `extensions`
+    (any, when None) or the part is not a plain word.
+    """
+    stem, ext = split_name(path)
+    last = stem.rsplit("_", 1)[-1]
+    if (extensions is not None and ext not in extensions) or not _SUFFIX.fullmatch(last):
+        return None
+    return last
 
 
 def bids_uri(path: str | Path, root: str | Path, dataset: str = "") -> str:

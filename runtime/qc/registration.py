@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import nibabel as nib
@@ -20,10 +21,21 @@ from mri2mri.runtime.imaging.normalize import foreground_mask
 from mri2mri.runtime.imaging.resample import resample_to
 
 from .figures import canonical, three_views
-from .page import esc, table, write_page
+from .page import Html, figure, render, table, write_page
 
 #: Edges: the strongest EDGE_PERCENTILE % of the smoothed gradient inside the foreground.
 EDGE_PERCENTILE = 85.0
+
+FLICKER = Template('<figure><div class="flicker"><img src="$bottom" alt="static">'
+                   '<img class="top" src="$top" alt="moving"></div>'
+                   "<figcaption>$caption</figcaption></figure>")
+REPORT = Template("<h2>Before: headers only</h2>$before$before_flicker"
+                  "<h2>After: registered</h2>$after$after_flicker"
+                  "$synthesized"
+                  "<h2>Parameters</h2>$params"
+                  "<h2>Timings</h2>$timings")
+SYNTHESIZED = Template("<h2>Synthesized intermediary</h2>$figure")
+EDGES = "red: edges of the static image"
 
 
 def edge_map(img: nib.spatialimages.SpatialImage) -> np.ndarray:
@@ -36,11 +48,9 @@ def edge_map(img: nib.spatialimages.SpatialImage) -> np.ndarray:
     return magnitude > np.percentile(values, EDGE_PERCENTILE)
 
 
-def flicker(bottom: str, top: str, caption: str) -> str:
+def flicker(bottom: str, top: str, caption: str) -> Html:
     """Two pictures of the same size alternating every second (pure CSS)."""
-    return (f'<figure><div class="flicker"><img src="{bottom}" alt="static">'
-            f'<img class="top" src="{top}" alt="moving"></div>'
-            f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return render(FLICKER, bottom=bottom, top=top, caption=caption)
 
 
 def write_registration_report(path: str | Path, moving: nib.Nifti1Image,
@@ -51,25 +61,21 @@ def write_registration_report(path: str | Path, moving: nib.Nifti1Image,
     before = resample_to(moving, static)
     edges = edge_map(static)
     static_png = three_views(static)
-    before_png, after_png = three_views(before), three_views(after)
-    parts = [
-        "<h2>Before: headers only</h2>",
-        f'<figure><img src="{three_views(before, edges)}" alt="before with edges">'
-        "<figcaption>moving image on the static grid as the headers place it; red: edges of "
-        "the static image</figcaption></figure>",
-        flicker(static_png, before_png, "flicker: static / moving (before)"),
-        "<h2>After: registered</h2>",
-        f'<figure><img src="{three_views(after, edges)}" alt="after with edges">'
-        "<figcaption>moving image resliced by the found transform; red: edges of the static "
-        "image</figcaption></figure>",
-        flicker(static_png, after_png, "flicker: static / moving (after)"),
-    ]
-    if synthesized is not None:
-        parts += ["<h2>Synthesized intermediary</h2>",
-                  f'<figure><img src="{three_views(synthesized, edges)}" alt="synthesized">'
-                  "<figcaption>the image registered to, synthesized from the static image on "
-                  "its grid</figcaption></figure>"]
-    parts += ["<h2>Parameters</h2>", table(params),
-              "<h2>Timings</h2>", table({k: f"{v:.2f} s" for k, v in seconds.items()})]
+    extra = Html("") if synthesized is None else render(SYNTHESIZED, figure=figure(
+        three_views(synthesized, edges),
+        "the image registered to, synthesized from the static image on its grid",
+        alt="synthesized"))
+    body = render(
+        REPORT,
+        before=figure(three_views(before, edges), "moving image on the static grid as the "
+                      f"headers place it; {EDGES}", alt="before with edges"),
+        before_flicker=flicker(static_png, three_views(before),
+                               "flicker: static / moving (before)"),
+        after=figure(three_views(after, edges),
+                     f"moving image resliced by the found transform; {EDGES}",
+                     alt="after with edges"),
+        after_flicker=flicker(static_png, three_views(after), "flicker: static / moving (after)"),
+        synthesized=extra, params=table(params),
+        timings=table({k: f"{v:.2f} s" for k, v in seconds.items()}))
     return write_page(Path(path), f"mri2mri-register: {params.get('moving', '')} -> "
-                                  f"{params.get('static', '')}", "".join(parts))
+                                  f"{params.get('static', '')}", body)

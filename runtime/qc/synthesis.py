@@ -11,21 +11,36 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from string import Template
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 
+from mri2mri.runtime.bids.names import bval_path, sidecar_path
 from mri2mri.runtime.imaging.nifti import load_volume
 
 from ..metadata import ModelMetadata
 from .figures import three_views
-from .page import esc, figure, table, write_page
+from .page import Html, figure, join, render, table, write_page
 
-#: The failure/verdict fields a report needs from a unit result (`batch.UnitResult`).
-Result = Any
+if TYPE_CHECKING:  # for the hints only: batch imports this module, which needs no model runtime
+    from mri2mri.runtime.synthesis.batch import UnitResult
+
+MODEL_CARD = Template("<h2>Model card</h2>$table")
+RUN = Template("<h2>Run</h2>$table")
+VERDICT = Template('<p class="$css">Input $message</p>')
+NO_VERDICT = Html('<p class="fail">no verdict recorded</p>')
+FAILED_UNIT = Template('<h2>$label</h2><p class="fail">failed: $error</p>')
+UNIT = Template("<h2>$label</h2>$verdict$figures$distances$details")
+DISTANCES = Template("<p>Foreground intensity distance to the training data: $got "
+                     "(threshold $threshold; training subjects: up to $usual)</p>")
+INDEX = Template("<table><tr><th>participant</th><th>outputs</th><th>failed</th>"
+                 "<th>unlike the training data</th></tr>$rows</table>")
+INDEX_ROW = Template('<tr><td><a href="${participant}.html">$participant</a></td>'
+                     "<td>$outputs</td><td>$failed</td><td>$flagged</td></tr>")
 
 
-def model_card(meta: ModelMetadata) -> str:
+def model_card(meta: ModelMetadata) -> Html:
     """Task, training data (name and summary), validation metrics, licences."""
     training = meta.training
     summary = meta.training_summary
@@ -51,71 +66,72 @@ def model_card(meta: ModelMetadata) -> str:
                 f"{k.upper()} {v:.4g}" for k, v in metrics.items()
                 if isinstance(v, int | float))))
     rows += [("licence (model)", "Apache-2.0 (mri2mri)"), ("weights note", meta.weights_license)]
-    return "<h2>Model card</h2>" + table(rows)
+    return render(MODEL_CARD, table=table(rows))
 
 
 def _range(values: Sequence[float] | None) -> str:
     return "?" if not values else f"{values[0]:g} to {values[1]:g}"
 
 
-def ood_block(ood: Mapping[str, Any]) -> str:
+def ood_block(ood: Mapping[str, Any]) -> Html:
     """The verdict, in words and figures (a warning box when flagged)."""
     if not ood:
-        return '<p class="fail">no verdict recorded</p>'
-    css = "warn" if ood.get("flagged") else "ok"
-    return f'<p class="{css}">Input {esc(ood.get("message", ""))}</p>'
+        return NO_VERDICT
+    return render(VERDICT, css="warn" if ood.get("flagged") else "ok",
+                  message=ood.get("message", ""))
 
 
 def _sidecar(output: Path) -> dict[str, Any]:
-    path = output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".json")
     try:
-        return json.loads(path.read_text())
+        return json.loads(sidecar_path(output).read_text())
     except (OSError, json.JSONDecodeError):
         return {}
 
 
-def unit_section(result: Result, meta: ModelMetadata) -> str:
+def unit_section(result: UnitResult, meta: ModelMetadata) -> Html:
     """One unit: status, verdict, input and output views, timings."""
-    head = f"<h2>{esc(result.label)}</h2>"
     if result.status == "failed":
-        return head + f'<p class="fail">failed: {esc(result.error)}</p>'
+        return render(FAILED_UNIT, label=result.label, error=result.error)
     info = _sidecar(result.output).get("Mri2mri", {})
-    parts = [head, ood_block(info.get("OutOfDistribution", {}))]
-    for contrast, path in result.inputs.items():
-        img = load_volume(path, _bvals(path) if contrast == "b0" else None)
-        parts.append(figure(three_views(img), f"input {contrast}: {Path(path).name}"))
-    parts.append(figure(three_views(nib.load(result.output)),
-                        f"synthesized {meta.target}: {result.output.name}"))
+    figures = [figure(three_views(load_volume(path, bval_path(path) if contrast == "b0"
+                                              else None)), f"input {contrast}: {Path(path).name}")
+               for contrast, path in result.inputs.items()]
+    figures.append(figure(three_views(nib.load(result.output)),
+                          f"synthesized {meta.target}: {result.output.name}"))
+    return render(UNIT, label=result.label, verdict=ood_block(info.get("OutOfDistribution", {})),
+                  figures=join(figures), distances=_distances(meta, info),
+                  details=_details(result, info))
+
+
+def _distances(meta: ModelMetadata, info: Mapping[str, Any]) -> Html:
+    """The input's distances to the training data, beside the training subjects' own."""
     summary = meta.training_summary.get("contrasts", {})
     distances = info.get("OutOfDistribution", {}).get("distances", {})
-    if summary and distances:
-        got = ", ".join(f"{c} {d:.3f}" for c, d in distances.items())
-        usual = ", ".join(f"{c} {v['training_distance_max']:.3f}" for c, v in summary.items())
-        threshold = info["OutOfDistribution"].get("threshold")
-        parts.append(f"<p>Foreground intensity distance to the training data: {esc(got)} "
-                     f"(threshold {esc(threshold)}; training subjects: up to {esc(usual)})</p>")
-    timings = info.get("TimingsSeconds", {})
-    parts.append(table([("provider", info.get("Provider", "?")),
-                        ("model", f"{info.get('Model', {}).get('File', '?')} (sha256 "
-                                  f"{info.get('Model', {}).get('Sha256', '?')[:16]}...)"),
-                        ("status", "written now" if result.status == "written"
-                         else "finished by an earlier run"),
-                        *((f"time: {k}", f"{v:.2f} s") for k, v in timings.items())]))
-    return "".join(parts)
+    if not (summary and distances):
+        return Html("")
+    return render(DISTANCES, got=", ".join(f"{c} {d:.3f}" for c, d in distances.items()),
+                  threshold=info["OutOfDistribution"].get("threshold"),
+                  usual=", ".join(f"{c} {v['training_distance_max']:.3f}"
+                                  for c, v in summary.items()))
 
 
-def _bvals(path: str) -> Path | None:
-    name = Path(path).name
-    stem = name[:-7] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
-    candidate = Path(path).with_name(stem + ".bval")
-    return candidate if candidate.exists() else None
+def _details(result: UnitResult, info: Mapping[str, Any]) -> Html:
+    """Provider, model file, whether written now, and the time of each stage."""
+    model = info.get("Model", {})
+    sha = model.get("Sha256", "?")[:16]
+    return table([("provider", info.get("Provider", "?")),
+                  ("model", f"{model.get('File', '?')} (sha256 {sha}...)"),
+                  ("status", "written now" if result.status == "written"
+                   else "finished by an earlier run"),
+                  *((f"time: {k}", f"{v:.2f} s")
+                    for k, v in info.get("TimingsSeconds", {}).items())])
 
 
 def _flagged(sidecar: Mapping[str, Any]) -> bool:
     return bool(sidecar.get("Mri2mri", {}).get("OutOfDistribution", {}).get("flagged"))
 
 
-def index_table(out_dir: Path, this_run: Mapping[str, Sequence[Result]]) -> str:
+def index_table(out_dir: Path, this_run: Mapping[str, Sequence[UnitResult]]) -> Html:
     """Every participant with a page in `out_dir` (earlier runs' too, e.g. job-array tasks)."""
     pages = {p.stem for p in out_dir.glob("sub-*.html")} | set(this_run)
     rows = []
@@ -126,27 +142,25 @@ def index_table(out_dir: Path, this_run: Mapping[str, Sequence[Result]]) -> str:
         units = this_run.get(participant)
         failed = "not in this run" if units is None else \
             str(sum(u.status == "failed" for u in units))
-        rows.append(f'<tr><td><a href="{esc(participant)}.html">{esc(participant)}</a></td>'
-                    f"<td>{len(sidecars)}</td><td>{esc(failed)}</td>"
-                    f"<td>{sum(_flagged(s) for s in sidecars)}</td></tr>")
-    return ("<table><tr><th>participant</th><th>outputs</th><th>failed</th>"
-            f"<th>unlike the training data</th></tr>{''.join(rows)}</table>")
+        rows.append(render(INDEX_ROW, participant=participant, outputs=len(sidecars),
+                           failed=failed, flagged=sum(_flagged(s) for s in sidecars)))
+    return render(INDEX, rows=join(rows))
 
 
-def write_reports(out_dir: Path, meta: ModelMetadata, results: Sequence[Result],
+def write_reports(out_dir: Path, meta: ModelMetadata, results: Sequence[UnitResult],
                   params: Mapping[str, Any]) -> list[Path]:
     """``OUT/sub-<label>.html`` per participant and ``OUT/index.html``; returns their paths."""
-    by_participant: dict[str, list[Result]] = {}
+    by_participant: dict[str, list[UnitResult]] = {}
     for r in sorted(results, key=lambda r: r.label):
         by_participant.setdefault(r.participant, []).append(r)
     written = []
-    run = "<h2>Run</h2>" + table(params)
+    run = render(RUN, table=table(params))
     card = model_card(meta)
     for participant, units in by_participant.items():
-        body = "".join(unit_section(u, meta) for u in units) + card + run
+        body = join([*(unit_section(u, meta) for u in units), card, run])
         written.append(write_page(out_dir / f"{participant}.html",
                                   f"mri2mri {meta.task}: {participant}", body))
-    index = index_table(out_dir, by_participant) + card + run
+    index = join([index_table(out_dir, by_participant), card, run])
     written.append(write_page(out_dir / "index.html", f"mri2mri {meta.task}: all participants",
                               index))
     return written

@@ -9,7 +9,6 @@ by construction, the transform for the original static image.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import nibabel as nib
 
+from mri2mri.runtime.bids.names import NIFTI_EXTENSIONS, suffix_of
 from mri2mri.runtime.core.atomic import check_output_path
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
@@ -27,17 +27,14 @@ from mri2mri.runtime.synthesis.ood import assess, summarize_prepared
 from .align import Registration, RegistrationSettings, check_overlap, register_images
 from .io import save_itk, save_matrix
 
-_SUFFIX = re.compile(r"_([A-Za-z0-9=]+)\.nii(\.gz)?$")
-
 
 def contrast_from_name(path: str | Path) -> str | None:
     """The contrast a BIDS-like file name announces (``sub-1_T1w.nii.gz`` -> ``T1w``), if any."""
-    name = Path(path).name
-    match = _SUFFIX.search("_" + name)
-    if not match:
+    suffix = suffix_of(path, NIFTI_EXTENSIONS)
+    if suffix is None:
         return None
     try:
-        return canonical_contrast(match.group(1))
+        return canonical_contrast(suffix)
     except ValueError:
         return None
 

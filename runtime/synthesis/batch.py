@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from mri2mri.runtime.bids.names import (
     command_line,
     dataset_description,
     generated_by,
+    sidecar_path,
     write_dataset_files,
 )
 from mri2mri.runtime.core.atomic import write_json
@@ -51,18 +52,48 @@ RAW = "raw"
 CohortProgress = Callable[[int, int, str], None]
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
-    """How each worker builds its model session and writes outputs (picklable)."""
+    """Every option of a synthesis run, bundled once and passed down as is.
+
+    `mri2mri-run` builds it right after parsing its command line, `synthesize_dataset`
+    from its arguments; the model session, every unit and (pickled) every worker read
+    the same object. What a dataset run learns on the way (the threads each worker
+    gets, the model's SHA-256) goes into a copy (`dataclasses.replace`).
+    """
 
     model: Path
+    # The model session.
     device: str = "auto"
-    threads: int | None = None
+    threads: int | None = None  # per session; None: physical cores (split between workers)
     batch_size: int = 8
+    trt_cache: bool = True
+    # The outputs.
     resample_to_first: bool = False
     overwrite: bool = False
+    verbose: bool = False
+    # One subject (--input ... --output FILE): inputs as given, CONTRAST=PATH or PATH.
+    inputs: tuple[str, ...] = ()
+    output: Path | None = None
+    bval: Path | None = None
+    # A BIDS dataset (BIDS_DIR OUTPUT_DIR participant).
+    bids_dir: Path | None = None
+    out_dir: Path | None = None
+    participants: tuple[str, ...] = ()
+    sessions: tuple[str, ...] = ()
+    nprocs: int = 1
+    scheduler: str | None = None
+    report: bool = True
+    command: str | None = None  # recorded in GeneratedBy (default: this process's)
+    #: The loaded model's SHA-256: outputs record it, and a rerun skips only its own outputs.
     model_sha256: str = ""
-    trt_cache: bool = True
+
+    @property
+    def dataset(self) -> tuple[Path, Path]:
+        """(input BIDS dataset, derivative folder) of a dataset run."""
+        if self.bids_dir is None or self.out_dir is None:
+            raise InputError(None, "--bids and --out are both needed")
+        return self.bids_dir, self.out_dir
 
 
 @dataclass
@@ -127,10 +158,6 @@ def derivative_path(out_dir: Path, unit: Unit | str, target: str) -> Path:
     return folder / datatype / name
 
 
-def sidecar_path(output: Path) -> Path:
-    return output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".json")
-
-
 def is_finished(output: Path) -> bool:
     """Both files present: the sidecar is written last, so this survives a kill at any point."""
     return output.exists() and sidecar_path(output).exists()
@@ -157,9 +184,9 @@ def _remove_empty(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
-def run_unit(synth: Synthesizer, unit: Unit, raw_dir: Path, out_dir: Path,
-             options: RunOptions) -> UnitResult:
+def run_unit(synth: Synthesizer, unit: Unit, options: RunOptions) -> UnitResult:
     """Synthesize one unit and write its NIfTI and sidecar; never raises for bad input."""
+    out_dir = options.dataset[1]
     output = derivative_path(out_dir, unit, synth.target)
     result = UnitResult(unit.label, unit.participant, output, "written",
                         inputs={c: str(p) for c, p in unit.inputs})
@@ -186,7 +213,7 @@ def run_unit(synth: Synthesizer, unit: Unit, raw_dir: Path, out_dir: Path,
                                         overwrite=True, inspect=inspect)
         result.ood, result.timings = verdicts[0], timings.as_dict()
         result.provider, result.execution = synth.provider_name, synth.execution_info()
-        write_json(sidecar_path(output), sidecar(synth, unit, raw_dir, options, result))
+        write_json(sidecar_path(output), sidecar(synth, unit, options, result))
     except Exception as exc:  # noqa: BLE001 - one bad unit must not stop the cohort
         result.status = "failed"
         result.error = str(exc) if isinstance(exc, InputError) \
@@ -197,10 +224,10 @@ def run_unit(synth: Synthesizer, unit: Unit, raw_dir: Path, out_dir: Path,
     return result
 
 
-def sidecar(synth: Synthesizer, unit: Unit, raw_dir: Path, options: RunOptions,
-            result: UnitResult) -> dict[str, Any]:
+def sidecar(synth: Synthesizer, unit: Unit, options: RunOptions, result: UnitResult
+            ) -> dict[str, Any]:
     """The output's JSON sidecar: its sources as BIDS URIs and how it was made."""
-    meta = synth.meta
+    meta, raw_dir = synth.meta, options.dataset[0]
     return {
         "Description": f"{meta.target} synthesized from {' + '.join(meta.sources)} by mri2mri "
                        "(a deep-learning estimate, not an acquired image)",
@@ -255,21 +282,21 @@ def _init_worker(options: RunOptions) -> None:
     _WORKER = _synthesizer(options)
 
 
-def _pool_unit(unit: Unit, raw_dir: Path, out_dir: Path, options: RunOptions) -> UnitResult:
+def _pool_unit(unit: Unit, options: RunOptions) -> UnitResult:
     assert _WORKER is not None, "worker not initialised"
-    return run_unit(_WORKER, unit, raw_dir, out_dir, options)
+    return run_unit(_WORKER, unit, options)
 
 
-def participant_task(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptions
-                     ) -> list[UnitResult]:
+def participant_task(units: list[Unit], options: RunOptions) -> list[UnitResult]:
     """One participant's units with a session of its own: a Dask task (or a job-array job)."""
     synth = _synthesizer(options)
-    return [run_unit(synth, u, raw_dir, out_dir, options) for u in units]
+    return [run_unit(synth, u, options) for u in units]
 
 
-def _failed(unit: Unit, out_dir: Path, target: str, exc: BaseException) -> UnitResult:
-    return UnitResult(unit.label, unit.participant, derivative_path(out_dir, unit, target),
-                      "failed", f"{type(exc).__name__}: {exception_summary(exc)}")
+def _failed(unit: Unit, options: RunOptions, target: str, exc: BaseException) -> UnitResult:
+    output = derivative_path(options.dataset[1], unit, target)
+    return UnitResult(unit.label, unit.participant, output, "failed",
+                      f"{type(exc).__name__}: {exception_summary(exc)}")
 
 
 def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | Path, *,
@@ -284,29 +311,39 @@ def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | P
                        synth: Synthesizer | None = None) -> CohortSummary:
     """The BIDS App: synthesize every selected unit of `bids_dir` into the derivative `out_dir`.
 
-    `synth` (already loaded) is used for in-process work; workers load their own.
+    `run_dataset` with the options as arguments. `synth` (already loaded) is used for
+    in-process work; workers load their own.
     """
-    bids_dir, out_dir, model = Path(bids_dir), Path(out_dir), Path(model)
-    if nprocs < 1:
+    options = RunOptions(
+        model=Path(model), bids_dir=Path(bids_dir), out_dir=Path(out_dir),
+        participants=tuple(participants or ()), sessions=tuple(sessions or ()), nprocs=nprocs,
+        threads=omp_nthreads, scheduler=scheduler, device=device, batch_size=batch_size,
+        resample_to_first=resample_to_first, overwrite=overwrite, report=report,
+        command=command, trt_cache=trt_cache)
+    return run_dataset(options, progress=progress, synth=synth)
+
+
+def run_dataset(options: RunOptions, *, progress: CohortProgress | None = None,
+                synth: Synthesizer | None = None) -> CohortSummary:
+    """The BIDS App with its options bundled (what `mri2mri-run BIDS_DIR OUTPUT_DIR` calls)."""
+    bids_dir, out_dir = options.dataset
+    if options.nprocs < 1:
         raise InputError(None, "--nprocs must be at least 1")
     if not out_dir.parent.is_dir():
         raise InputError(out_dir, f"parent directory {out_dir.parent} does not exist")
     if out_dir.resolve() == bids_dir.resolve():
         raise InputError(out_dir, "the output directory must not be the input dataset")
-    local = synth or _synthesizer(RunOptions(model, device, omp_nthreads, batch_size,
-                                             trt_cache=trt_cache))
-    found = find_units(bids_dir, local.sources, participants, sessions)
+    local = synth or _synthesizer(options)
+    found = find_units(bids_dir, local.sources, list(options.participants) or None,
+                       list(options.sessions) or None)
     summary = CohortSummary(skipped=found.missing)
     if not found.units:
         raise InputError(bids_dir, f"no subject has the model's sources "
                                    f"({', '.join(local.sources)})")
-    if omp_nthreads is None and nprocs > 1 and not scheduler:
-        # Split the cores between the workers rather than give each all of them.
-        omp_nthreads = max(1, physical_cores() // nprocs)
-    options = RunOptions(model, device, omp_nthreads, batch_size, resample_to_first, overwrite,
-                         local.model_sha256, trt_cache)
+    options = replace(options, model_sha256=local.model_sha256, threads=_worker_threads(options),
+                      command=options.command or command_line())
     out_dir.mkdir(exist_ok=True)
-    write_derivative_description(out_dir, local, bids_dir, command or command_line())
+    write_derivative_description(out_dir, local, bids_dir, options.command)
     total = len(found.units)
     if progress is not None:
         progress(0, total, "starting")
@@ -317,38 +354,55 @@ def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | P
             progress(len(summary.results), total, result.label)
 
     started = time.perf_counter()
-    if scheduler:
-        _run_dask(found.units, bids_dir, out_dir, options, scheduler, local.target, collect)
-    elif nprocs > 1 and total > 1:
-        _run_pool(found.units, bids_dir, out_dir, options, nprocs, local.target, collect)
-    else:
-        for unit in found.units:
-            collect(run_unit(local, unit, bids_dir, out_dir, options))
-    if report:
+    _run_units(found.units, options, local, collect)
+    if options.report:
         from mri2mri.runtime.qc.synthesis import write_reports
 
-        params = {"model": model.name, "device": device, "nprocs": nprocs,
-                  "omp_nthreads": omp_nthreads or "auto", "batch_size": batch_size,
-                  "scheduler": scheduler or "none", "overwrite": overwrite,
-                  "command": command or command_line(),
-                  "wall_seconds": round(time.perf_counter() - started, 2)}
+        params = _report_params(options, time.perf_counter() - started)
         summary.reports = write_reports(out_dir, local.meta, summary.results, params)
     return summary
 
 
-def _run_pool(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptions,
-              nprocs: int, target: str, collect: Callable[[UnitResult], None]) -> None:
+def _worker_threads(options: RunOptions) -> int | None:
+    """Threads per model session: as asked, else the cores split between local workers."""
+    if options.threads is None and options.nprocs > 1 and not options.scheduler:
+        return max(1, physical_cores() // options.nprocs)
+    return options.threads
+
+
+def _report_params(options: RunOptions, seconds: float) -> dict[str, Any]:
+    """The run's parameters, as the QC reports show them."""
+    return {"model": options.model.name, "device": options.device, "nprocs": options.nprocs,
+            "omp_nthreads": options.threads or "auto", "batch_size": options.batch_size,
+            "scheduler": options.scheduler or "none", "overwrite": options.overwrite,
+            "command": options.command, "wall_seconds": round(seconds, 2)}
+
+
+def _run_units(units: list[Unit], options: RunOptions, local: Synthesizer,
+               collect: Callable[[UnitResult], None]) -> None:
+    """Here, in a local process pool, or on a Dask cluster."""
+    if options.scheduler:
+        _run_dask(units, options, local.target, collect)
+    elif options.nprocs > 1 and len(units) > 1:
+        _run_pool(units, options, local.target, collect)
+    else:
+        for unit in units:
+            collect(run_unit(local, unit, options))
+
+
+def _run_pool(units: list[Unit], options: RunOptions, target: str,
+              collect: Callable[[UnitResult], None]) -> None:
     # The project's start method (mri2mri.runtime.core.parallel): never fork a process that
     # holds onnxruntime thread pools. Each worker loads the model once (initializer).
-    pool = process_pool(min(nprocs, len(units)), initializer=_init_worker,
+    pool = process_pool(min(options.nprocs, len(units)), initializer=_init_worker,
                         initargs=(options,))
     try:
-        futures = {pool.submit(_pool_unit, u, raw_dir, out_dir, options): u for u in units}
+        futures = {pool.submit(_pool_unit, u, options): u for u in units}
         for future in as_completed(futures):
             try:
                 collect(future.result())
             except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. bad model)
-                collect(_failed(futures[future], out_dir, target, exc))
+                collect(_failed(futures[future], options, target, exc))
     except BaseException:
         # Interrupted (SIGTERM, Ctrl-C): start nothing new; running units finish atomically.
         pool.shutdown(wait=False, cancel_futures=True)
@@ -356,8 +410,8 @@ def _run_pool(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptio
     pool.shutdown()
 
 
-def _run_dask(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptions,
-              address: str, target: str, collect: Callable[[UnitResult], None]) -> None:
+def _run_dask(units: list[Unit], options: RunOptions, target: str,
+              collect: Callable[[UnitResult], None]) -> None:
     try:
         from dask.distributed import Client
         from dask.distributed import as_completed as dask_completed
@@ -367,8 +421,8 @@ def _run_dask(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptio
     by_participant: dict[str, list[Unit]] = {}
     for unit in units:
         by_participant.setdefault(unit.participant, []).append(unit)
-    with Client(address) as client:
-        futures = {client.submit(participant_task, group, raw_dir, out_dir, options,
+    with Client(options.scheduler) as client:
+        futures = {client.submit(participant_task, group, options,
                                  key=f"mri2mri-run-{pid}-{options.model_sha256[:12]}",
                                  pure=False): group
                    for pid, group in by_participant.items()}
@@ -378,7 +432,7 @@ def _run_dask(units: list[Unit], raw_dir: Path, out_dir: Path, options: RunOptio
                     collect(result)
             except Exception as exc:  # noqa: BLE001 - a lost worker fails its participant only
                 for unit in futures[future]:
-                    collect(_failed(unit, out_dir, target, exc))
+                    collect(_failed(unit, options, target, exc))
 
 
 def synthesize_cohort(synth: Synthesizer, bids_dir: str | Path, out_dir: str | Path, *,
@@ -392,5 +446,5 @@ def synthesize_cohort(synth: Synthesizer, bids_dir: str | Path, out_dir: str | P
 
 
 __all__ = ["CohortSummary", "RunOptions", "UnitResult", "derivative_path", "is_finished",
-           "participant_task", "run_unit", "sidecar_path", "synthesize_cohort",
+           "participant_task", "run_dataset", "run_unit", "sidecar_path", "synthesize_cohort",
            "synthesize_dataset"]

@@ -1,8 +1,9 @@
 """`mri2mri-run`: synthesize a contrast with an exported ONNX model; no torch needed.
 
 A thin typer layer over `mri2mri.runtime.synthesis.synthesizer.Synthesizer` (one subject)
-and `mri2mri.runtime.synthesis.batch.synthesize_dataset` (a BIDS dataset, called the
-BIDS-Apps way: ``mri2mri-run BIDS_DIR OUTPUT_DIR participant --model M``).
+and `mri2mri.runtime.synthesis.batch.run_dataset` (a BIDS dataset, called the BIDS-Apps
+way: ``mri2mri-run BIDS_DIR OUTPUT_DIR participant --model M``). The options are bundled
+once, right after parsing, into a `RunOptions` that `synthesize` passes down.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mri2mri.runtime.core.progress import progress_bar
 from mri2mri.runtime.engine.devices import check_device
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.imaging.preprocess import PreparedSources
-from mri2mri.runtime.synthesis.batch import CohortSummary, synthesize_dataset
+from mri2mri.runtime.synthesis.batch import CohortSummary, RunOptions, run_dataset
 from mri2mri.runtime.synthesis.ood import assess, summarize_prepared
 from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
@@ -65,11 +66,14 @@ def _notify(message: str) -> None:
     _err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], output: Path, *,
-            bvals: Path | None, resample_to_first: bool, overwrite: bool, verbose: bool) -> None:
-    """Synthesize one subject from files and write `output`."""
+def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], options: RunOptions
+            ) -> None:
+    """Synthesize one subject from files (`inputs`, parsed) and write ``options.output``."""
     if isinstance(inputs, list) and len(inputs) != 1 and len(synth.sources) == 1:
         raise InputError(None, f"model {synth.task} takes one input, got {len(inputs)}")
+    output = options.output
+    if output is None:
+        raise InputError(None, "--input and --output are both needed")
     verdicts = []
 
     def inspect(prepared: PreparedSources) -> None:
@@ -82,15 +86,16 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], output: Pa
         def show(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, refresh=True)
 
-        timings = synth.synthesize_file(inputs, output, bvals=bvals,
-                                        resample_to_first=resample_to_first,
-                                        overwrite=overwrite, progress=show, inspect=inspect)
+        timings = synth.synthesize_file(inputs, output, bvals=options.bval,
+                                        resample_to_first=options.resample_to_first,
+                                        overwrite=options.overwrite, progress=show,
+                                        inspect=inspect)
     first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs[0]
     if verdicts and verdicts[0].flagged:
         _err.print(f"warning: {first}: {verdicts[0].message}", markup=False, highlight=False,
                    soft_wrap=True)
     typer.echo(f"wrote {output} ({synth.task}, {timings.total:.1f} s)")
-    if verbose:
+    if options.verbose:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in timings.as_dict().items())
         typer.echo(f"timings: {stages}")
 
@@ -109,9 +114,8 @@ def run(
     analysis_level: Annotated[str | None, typer.Argument(
         help="BIDS-App mode: participant (the only level; every run also updates the "
              "group index.html).", show_default=False)] = None,
-    model: Annotated[Path | None, typer.Option("--model", "-m",
-                                               help="ONNX model written by mri2mri-export.")]
-    = None,
+    model: Annotated[Path | None, typer.Option(
+        "--model", "-m", help="ONNX model written by mri2mri-export.")] = None,
     inputs: Annotated[list[str] | None, typer.Option(
         "--input", "-i", help="Source image, CONTRAST=PATH (or PATH for a one-source model); "
                               "repeat for several sources.")] = None,
@@ -149,8 +153,7 @@ def run(
     resample_to_first: Annotated[bool, typer.Option(
         "--resample-to-first", help="Resample the other inputs onto the first's grid.")] = False,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace existing outputs (batch mode: redo finished ones).")]
-    = False,
+        "--overwrite", help="Replace existing outputs (batch mode: redo finished ones).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v",
                                           help="Print the provider (and why faster ones "
                                                "did not start) and timings.")] = False,
@@ -160,50 +163,91 @@ def run(
     if model is None:
         raise InputError(None, "--model is needed")
     device = check_device(device)
-    positional = bids_dir is not None
-    if positional and (bids is not None or out_dir is not None):
+    bids, out_dir = _dataset_dirs(bids_dir, output_dir, analysis_level, bids, out_dir)
+    synthesize(RunOptions(
+        model=model, device=device, threads=threads, batch_size=batch_size,
+        trt_cache=not no_trt_cache, resample_to_first=resample_to_first, overwrite=overwrite,
+        verbose=verbose, inputs=tuple(inputs or ()), output=output, bval=bval, bids_dir=bids,
+        out_dir=out_dir, participants=tuple(participant_label or ()),
+        sessions=tuple(session_label or ()), nprocs=nprocs, scheduler=scheduler,
+        report=report))
+
+
+def _dataset_dirs(bids_dir: Path | None, output_dir: Path | None, analysis_level: str | None,
+                  bids: Path | None, out_dir: Path | None) -> tuple[Path | None, Path | None]:
+    """The dataset and derivative folders, given as BIDS_DIR OUTPUT_DIR participant or
+    --bids/--out (not both)."""
+    if bids_dir is None:
+        return bids, out_dir
+    if bids is not None or out_dir is not None:
         raise InputError(None, "give the dataset either as BIDS_DIR OUTPUT_DIR participant or "
                                "with --bids/--out, not both")
-    if positional:
-        if output_dir is None or analysis_level is None:
-            raise InputError(None, "BIDS-App mode needs BIDS_DIR OUTPUT_DIR participant")
-        if analysis_level not in LEVELS:
-            raise InputError(None, f"analysis level {analysis_level!r}: mri2mri has only the "
-                                   "participant level (the group index.html is updated by "
-                                   "every run)")
-        bids, out_dir = bids_dir, output_dir
-    single = bool(inputs) or output is not None
-    if single == (bids is not None or out_dir is not None):
+    if output_dir is None or analysis_level is None:
+        raise InputError(None, "BIDS-App mode needs BIDS_DIR OUTPUT_DIR participant")
+    if analysis_level not in LEVELS:
+        raise InputError(None, f"analysis level {analysis_level!r}: mri2mri has only the "
+                               "participant level (the group index.html is updated by "
+                               "every run)")
+    return bids_dir, output_dir
+
+
+def _is_single(options: RunOptions) -> bool:
+    """One subject (--input ... --output) or a dataset; the other mode's options refused."""
+    single = bool(options.inputs) or options.output is not None
+    if single == (options.bids_dir is not None or options.out_dir is not None):
         raise InputError(None, "give either --input ... --output FILE, or BIDS_DIR OUTPUT_DIR "
                                "participant (or --bids DIR --out DIR)")
-    if single and (not inputs or output is None):
+    if single and (not options.inputs or options.output is None):
         raise InputError(None, "--input and --output are both needed")
-    if not single and (bids is None or out_dir is None):
+    if not single and (options.bids_dir is None or options.out_dir is None):
         raise InputError(None, "--bids and --out are both needed")
-    if single:
-        if participant_label or session_label or scheduler or nprocs != 1:
-            raise InputError(None, "--participant-label, --session-label, --nprocs and "
-                                   "--scheduler are for a BIDS dataset, not --input")
-        parsed = _inputs(inputs)
-        check_output_path(output, overwrite=overwrite)  # fail before loading the model
-    synth = Synthesizer(model, device=device, threads=threads, batch_size=batch_size,
-                        trt_cache=not no_trt_cache, notify=_notify)
-    if verbose:
-        typer.echo(f"model {model.name}: {synth.task}, provider {synth.provider_name}, "
-                   f"{synth.threads} CPU thread(s), batch {synth.runner.batch_size}")
-        for name, reason in synth.provider_failures.items():
-            typer.echo(f"provider {name} not used: {reason}")
-    if single:
-        run_one(synth, parsed, output, bvals=bval, resample_to_first=resample_to_first,
-                overwrite=overwrite, verbose=verbose)
+    if single and (options.participants or options.sessions or options.scheduler
+                   or options.nprocs != 1):
+        raise InputError(None, "--participant-label, --session-label, --nprocs and "
+                               "--scheduler are for a BIDS dataset, not --input")
+    return single
+
+
+def synthesize(options: RunOptions) -> None:
+    """What `mri2mri-run` does with its options: one subject, or every unit of a dataset."""
+    if _is_single(options):
+        inputs = _inputs(list(options.inputs))
+        check_output_path(options.output, overwrite=options.overwrite)  # before the model loads
+        run_one(_load(options), inputs, options)
         return
+    synth = _load(options)
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        summary = _run_dataset(synth, model, bids, out_dir, participant_label, session_label,
-                               nprocs, threads, scheduler, device, batch_size,
-                               resample_to_first, overwrite, report, not no_trt_cache)
+        summary = _run_dataset(synth, options)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    _print_summary(summary)
+
+
+def _load(options: RunOptions) -> Synthesizer:
+    synth = Synthesizer(options.model, device=options.device, threads=options.threads,
+                        batch_size=options.batch_size, trt_cache=options.trt_cache,
+                        notify=_notify)
+    if options.verbose:
+        typer.echo(f"model {options.model.name}: {synth.task}, provider "
+                   f"{synth.provider_name}, {synth.threads} CPU thread(s), batch "
+                   f"{synth.runner.batch_size}")
+        for name, reason in synth.provider_failures.items():
+            typer.echo(f"provider {name} not used: {reason}")
+    return synth
+
+
+def _run_dataset(synth: Synthesizer, options: RunOptions) -> CohortSummary:
+    with progress_bar(console=_err) as bar:
+        task = bar.add_task("outputs", total=None)
+        return run_dataset(
+            options, synth=synth,
+            progress=lambda done, total, label: bar.update(task, completed=done, total=total,
+                                                           description=label, refresh=True))
+
+
+def _print_summary(summary: CohortSummary) -> None:
+    """Warnings and failures on stderr, the report and the counts on stdout; exit 1 on failure."""
     for label, message in summary.flagged.items():
         _err.print(f"warning: {label}: {message}", markup=False, highlight=False,
                    soft_wrap=True)
@@ -214,22 +258,6 @@ def run(
     typer.echo(summary.describe())
     if summary.failed:
         raise typer.Exit(1)
-
-
-def _run_dataset(synth: Synthesizer, model: Path, bids: Path, out_dir: Path,
-                 participants: list[str] | None, sessions: list[str] | None, nprocs: int,
-                 threads: int | None, scheduler: str | None, device: str, batch_size: int,
-                 resample_to_first: bool, overwrite: bool, report: bool, trt_cache: bool
-                 ) -> CohortSummary:
-    with progress_bar(console=_err) as bar:
-        task = bar.add_task("outputs", total=None)
-        return synthesize_dataset(
-            model, bids, out_dir, participants=participants, sessions=sessions,
-            nprocs=nprocs, omp_nthreads=threads, scheduler=scheduler, device=device,
-            batch_size=batch_size, resample_to_first=resample_to_first, overwrite=overwrite,
-            report=report, synth=synth, trt_cache=trt_cache,
-            progress=lambda done, total, label: bar.update(task, completed=done, total=total,
-                                                           description=label, refresh=True))
 
 
 def _stop(signum: int, _frame: object) -> None:

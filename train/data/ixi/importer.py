@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
+from mri2mri.runtime.bids.names import sidecar_path
 from mri2mri.runtime.core.atomic import write_json
 from mri2mri.runtime.core.errors import InputError, require_module
 from mri2mri.runtime.core.parallel import process_pool
@@ -213,7 +214,7 @@ def process_subject(job: SubjectJob) -> SubjectResult:
             folder.mkdir(parents=True)
             for contrast, img in aligned.images.items():
                 nib.save(img, str(folder / anat_name(job.subject, contrast)))
-                write_json(folder / anat_name(job.subject, contrast).replace(".nii.gz", ".json"),
+                write_json(sidecar_path(folder / anat_name(job.subject, contrast)),
                            {"IXIImport": aligned.transforms[contrast]})
         if dti_volumes:
             b0 = _write_dwi(job, dti_volumes, tmp / "dwi", result)
