@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from cli_helpers import exit_code
 from dipy.align.transforms import RigidTransform3D
-from onnx_fixtures import channel_picker
+from onnx_fixtures import (
+    channel_picker,
+    collect_sessions,  # noqa: F401 - autouse: frees sessions
+)
 
 from mri2mri.benchmarks.registration.metrics import parameter_errors
 from mri2mri.benchmarks.registration.motion import apply_motion, foreground_centre, rigid_matrix
@@ -18,6 +21,7 @@ from mri2mri.runtime.imaging.nifti import image_like
 from mri2mri.runtime.imaging.normalize import foreground_mask
 from mri2mri.runtime.registration import align, register_images
 from mri2mri.runtime.registration.cli import app
+from mri2mri.runtime.registration.grids import Grid
 from mri2mri.runtime.registration.io import load_transform
 from mri2mri.runtime.registration.masks import brain_mask, check_mask, load_mask
 from mri2mri.runtime.registration.via import register_files
@@ -67,37 +71,51 @@ def test_masks_are_checked_against_their_image(pair, tmp_path) -> None:
 
 
 def test_every_stage_gets_the_masks_and_sampling_honours_them(pair, monkeypatch) -> None:
-    """DIPY sees the masks in the coarse stages and in the sampled refinement, which keeps
-    only points inside both (DIPY itself would drop masks there); the motion is recovered."""
+    """DIPY sees a static mask in the coarse stage and in the sampled refinement, which keeps
+    only points inside it (DIPY itself would drop masks there); the motion is recovered."""
     t1, b0, motion, centre = pair
-    seen: list[tuple[str, int, int]] = []
+    sampled: list[int] = []
     setup = align.SampledMutualInformation.setup
 
     def spy(self, transform, static, moving, **kwargs):  # noqa: ANN001, ANN202
         setup(self, transform, static, moving, **kwargs)
         if self.samples is not None:
-            static_mask, moving_mask = kwargs["static_mask"], kwargs["moving_mask"]
-            inside_s = align._inside(static_mask, self.static_world2grid, self.samples)
-            inside_m = align._inside(moving_mask, self.moving_world2grid @ kwargs[
-                "starting_affine"], self.samples)
-            assert inside_s.all() and inside_m.all()
-            seen.append(("sampled", self.ns, int(static_mask.sum())))
+            assert align._inside(kwargs["static_mask"], self.static_world2grid,
+                                 self.samples).all()
+            sampled.append(self.ns)
 
     monkeypatch.setattr(align.SampledMutualInformation, "setup", spy)
-    masks_in_stages: list[bool] = []
+    regions: list[int] = []
     optimize = align.AffineRegistration.optimize
 
     def spy_optimize(self, *args, **kwargs):  # noqa: ANN001, ANN202
-        masks_in_stages.append(kwargs.get("static_mask") is not None
-                               and kwargs.get("moving_mask") is not None)
+        assert kwargs.get("moving_mask") is None  # handed over as a static region
+        regions.append(int(kwargs["static_mask"].sum()))
         return optimize(self, *args, **kwargs)
 
     monkeypatch.setattr(align.AffineRegistration, "optimize", spy_optimize)
     reg = register_images(t1, b0, moving_mask=foreground_mask(t1.get_fdata()),
                           static_mask=brain_mask(b0, dilate_mm=0.0))
-    assert masks_in_stages == [True, True]  # the rigid stage and the refinement
-    assert len(seen) == 1 and 0 < seen[0][1]
+    assert len(regions) == 2 and min(regions) > 0  # the rigid stage and the refinement
+    assert len(sampled) == 1 and sampled[0] > 0
     assert _recovered(reg.affine, motion, centre)
+
+
+def test_a_moving_mask_becomes_the_static_voxels_mapped_into_it() -> None:
+    """On known grids: the moving mask's half-space, seen through a 2-voxel shift."""
+    ones = np.ones((10, 10, 10))
+    moving_mask = np.zeros((10, 10, 10), bool)
+    moving_mask[:5] = True
+    static = Grid(ones, np.eye(4))
+    moving = Grid(ones, np.eye(4), moving_mask)
+    shift = rigid_matrix((0, 0, 0), (2.0, 0, 0))  # static x -> moving x + 2
+    region = align._static_region(static, moving, shift)
+    assert region[:3].all() and not region[3:].any()
+    half = np.zeros((10, 10, 10), bool)
+    half[:, :5] = True  # with a static mask too: the intersection
+    both = align._static_region(Grid(ones, np.eye(4), half), moving, shift)
+    assert both.sum() == 3 * 5 * 10 and not both[:, 5:].any()
+    assert align._static_region(static, Grid(ones, np.eye(4)), shift) is None
 
 
 def test_sampled_metric_drops_samples_outside_the_masks() -> None:

@@ -9,7 +9,10 @@ import onnx
 import pytest
 from cli_helpers import exit_code
 from onnx import helper
-from onnx_fixtures import channel_picker
+from onnx_fixtures import (
+    channel_picker,
+    collect_sessions,  # noqa: F401 - autouse: frees sessions
+)
 
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
 from mri2mri.runtime.registration import recipes

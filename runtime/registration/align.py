@@ -292,12 +292,29 @@ def _stages(preset: RegistrationSettings, transform: str) -> list[tuple[str, obj
 
 def _optimize(reg: AffineRegistration, static: Grid, moving: Grid, tf: object,
               start: np.ndarray, options: dict[str, float]) -> np.ndarray:
-    """One DIPY stage from `start`; the static->moving affine it ends at."""
+    """One DIPY stage from `start`; the static->moving affine it ends at.
+
+    A moving mask is handed to DIPY as the static voxels that `start` maps into it
+    (with the static mask, if any): DIPY's own moving mask is re-tested at every
+    evaluation, so the set of voxels counted jumps as the transform changes, and the
+    metric with it (measured in docs/registration.md, "Masks").
+    """
     reg.options = dict(options)  # DIPY writes maxfun into it
-    masks = {"static_mask": _int32(static.mask), "moving_mask": _int32(moving.mask)}
     result = reg.optimize(static.data, moving.data, tf, None, static_grid2world=static.affine,
-                          moving_grid2world=moving.affine, starting_affine=start, **masks)
+                          moving_grid2world=moving.affine, starting_affine=start,
+                          static_mask=_int32(_static_region(static, moving, start)))
     return result.affine
+
+
+def _static_region(static: Grid, moving: Grid, start: np.ndarray) -> np.ndarray | None:
+    """The static mask, less the static voxels that `start` maps outside the moving mask."""
+    if moving.mask is None:
+        return static.mask
+    vox = np.linalg.inv(moving.affine) @ start @ static.affine
+    seen = ndimage.affine_transform(moving.mask.astype(np.uint8), vox[:3, :3], vox[:3, 3],
+                                    output_shape=static.data.shape, order=0, mode="constant") > 0
+    region = seen if static.mask is None else seen & static.mask
+    return region if region.any() else static.mask
 
 
 def _options(preset: RegistrationSettings, working: bool) -> dict[str, float]:
@@ -321,9 +338,12 @@ def _refine_grids(preset: RegistrationSettings, static: Grid, moving: Grid,
                   box: tuple[np.ndarray, np.ndarray] | None, shift: np.ndarray,
                   static_fg: np.ndarray) -> tuple[Grid, Grid]:
     """Native static grid (optionally coarsened), cropped; its sampling region as its mask."""
-    if static.mask is None and preset.refine_region_mm is not None:
-        static = replace(static, mask=within(static_fg, static.affine, preset.refine_region_mm))
+    region = static.mask is None and preset.refine_region_mm is not None
+    if region:
+        static = replace(static, mask=static_fg)
     static = static.coarsened(preset.refine_voxel_mm).cropped(box, preset.crop_margin_mm or 0.0)
+    if region:  # grown on the cropped grid: fewer voxels to dilate
+        static = replace(static, mask=within(static.mask, static.affine, preset.refine_region_mm))
     return static.moved(shift), moving.moved(shift)
 
 
@@ -346,15 +366,17 @@ def register_images(moving: nib.spatialimages.SpatialImage,
         raise ValueError(f"unknown transform {transform!r}; choose from {', '.join(TRANSFORMS)}")
     preset = get_settings(settings)
     check_overlap(moving, static)
-    masks = [None if m is None else check_mask(m, img, name) for m, img, name in
-             ((moving_mask, moving, "moving mask"), (static_mask, static, "static mask"))]
+    if moving_mask is not None:
+        moving_mask = check_mask(moving_mask, moving, "moving mask")
+    if static_mask is not None:
+        static_mask = check_mask(static_mask, static, "static mask")
     clock = _Clock(progress)
     with clock.stage("prepare"):
-        native_s, native_m = Grid.of(static, masks[1]), Grid.of(moving, masks[0])
+        native_s, native_m = Grid.of(static, static_mask), Grid.of(moving, moving_mask)
         static_fg = foreground_mask(native_s.data.astype(np.float32))
         box = None if preset.crop_margin_mm is None else world_box(static_fg, static.affine)
-        work_s = native_s.coarsened(preset.working_voxel_mm).cropped(box, preset.crop_margin_mm
-                                                                     or 0.0)
+        margin = preset.crop_margin_mm or 0.0
+        work_s = native_s.coarsened(preset.working_voxel_mm).cropped(box, margin)
         work_m = native_m.coarsened(preset.working_voxel_mm)
         # Optimise in a frame centred on the static foreground: rotations then pivot about
         # the brain, so the parameters are decoupled. The frame shift is undone at the end.

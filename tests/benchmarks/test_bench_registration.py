@@ -10,10 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import exit_code
+from onnx_fixtures import (
+    channel_picker,
+    collect_sessions,  # noqa: F401 - autouse: frees sessions
+)
 
 from mri2mri.benchmarks.cli import app as bench_app
 from mri2mri.benchmarks.registration import runner as runner_mod
-from mri2mri.benchmarks.registration.methods import DIRECT, DipyDirect
+from mri2mri.benchmarks.registration.methods import DIRECT, VIA, DipyDirect
 from mri2mri.benchmarks.registration.metrics import (
     boundary_error,
     errors,
@@ -294,8 +298,10 @@ def test_brain_masks_option(demo_cohort: Path, tmp_path: Path, monkeypatch, caps
     from mri2mri.benchmarks.registration import methods as methods_mod
 
     subject = Cohort.discover(demo_cohort).subjects[4]
-    plain = BenchmarkConfig(data=str(demo_cohort), model=None, methods=[DIRECT])
-    masked = BenchmarkConfig(data=str(demo_cohort), model=None, methods=[DIRECT], masks="brain")
+    model = str(channel_picker(tmp_path / "b0_to_T1w.onnx", ["b0"], "T1w", target_scale=1000.0))
+    plain = BenchmarkConfig(data=str(demo_cohort), model=model, methods=[DIRECT, VIA])
+    masked = BenchmarkConfig(data=str(demo_cohort), model=model, methods=[DIRECT, VIA],
+                             masks="brain")
     assert plain.fingerprint() != masked.fingerprint()
     with pytest.raises(ValueError, match="unknown masks 'skull'"):
         BenchmarkConfig(data=str(demo_cohort), model=None, methods=[DIRECT], masks="skull")
@@ -308,11 +314,13 @@ def test_brain_masks_option(demo_cohort: Path, tmp_path: Path, monkeypatch, caps
 
     monkeypatch.setattr(methods_mod, "register_images", spy)
     rows = runner_mod.run_subject(subject, masked)
-    assert len(given) == 2 and all(m > 0 and s > 0 for m, s in given)  # unmoved and moved
-    registered = [r for r in rows if r["method"] == DIRECT]
-    assert {r["masks"] for r in registered} == {"brain"}
-    known = next(r for r in registered if r["protocol"] == KNOWN_TRUTH)
-    assert known["translation_mae_mm"] < 0.5 and known["boundary_error_mm"] < 1.0
+    # Both methods, unmoved and moved pairs: every registration had both masks.
+    assert len(given) == 4 and all(m > 0 and s > 0 for m, s in given)
+    registered = [r for r in rows if r["method"] in (DIRECT, VIA)]
+    assert {r["masks"] for r in registered} == {"brain"} and len(registered) == 4
+    for row in registered:
+        if row["protocol"] == KNOWN_TRUTH:
+            assert row["translation_mae_mm"] < 0.5 and row["boundary_error_mm"] < 1.0
     assert _cli(["registration", "--data", str(demo_cohort), "--out", str(tmp_path / "o"),
                  "--masks", "skull"]) == 1
     assert "unknown masks 'skull'" in capsys.readouterr().err
