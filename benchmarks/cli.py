@@ -28,7 +28,7 @@ def _root() -> None:
 def registration(
     data: Annotated[Path, typer.Option(help="BIDS-like cohort (demo, IXI import, ...).")],
     out: Annotated[Path, typer.Option(help="Output directory (results.csv, summary.json, "
-                                           "registration.png, cache/).")],
+                                           "report.md, registration.png, cache/).")],
     model: Annotated[Path | None, typer.Option(help="ONNX model static contrast -> moving "
                                                     "contrast, for the 'via' method.")] = None,
     split: Annotated[str, typer.Option(help="train, validation, test or all.")] = "test",
@@ -53,6 +53,9 @@ def registration(
                                           )] = False,
     device: Annotated[str, typer.Option(help="Where the 'via' model runs: cpu (default), "
                                              "auto, tensorrt or cuda.")] = "cpu",
+    masks: Annotated[str, typer.Option(help="DIPY methods' masks: none, or brain (static: "
+                                            "median_otsu of the b=0 / synthesized image; "
+                                            "moving: its foreground).")] = "none",
 ) -> None:
     """Known motions, three methods (DIPY direct, DIPY via synthesis, ANTs), two protocols."""
     from mri2mri.runtime.core.errors import InputError
@@ -77,7 +80,7 @@ def registration(
             split_seed=split_seed, seed=seed, settings=settings,
             moving_contrast=moving_contrast, static_contrast=static_contrast,
             max_rotation_deg=max_rotation, max_translation_mm=max_translation, methods=methods,
-            device=device)
+            device=device, masks=masks)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     if out.exists() and not out.is_dir():
@@ -88,7 +91,7 @@ def registration(
     for note in summary["notes"]:
         _err.print(f"note: {note}")
     typer.echo("\n".join(_registration_lines(summary)))
-    typer.echo(f"wrote {out}/results.csv, summary.json, registration.png "
+    typer.echo(f"wrote {out}/results.csv, summary.json, report.md, registration.png "
                f"({summary['wall_seconds']:.0f} s)")
 
 
@@ -99,7 +102,8 @@ def _registration_lines(summary: dict) -> list[str]:
         for method, stats in methods_stats.items():
             lines.append(f"{protocol:12s} {method:12s} translation "
                          f"{stats['translation_mae_mm']['mean']:.3f} mm  rotation "
-                         f"{stats['rotation_mae_rad']['mean']:.4f} rad  "
+                         f"{stats['rotation_mae_rad']['mean']:.4f} rad  boundary "
+                         f"{stats['boundary_error_mm']['mean']:.3f} mm  "
                          f"{stats['seconds']['mean']:.1f} s/registration")
     for protocol, comparisons in summary["tests"].items():
         for name, entry in comparisons.items():

@@ -71,10 +71,19 @@ def test_direct_registration_recovers_known_motion(pair, moved) -> None:
         _assert_recovered(np.eye(4), motion, centre)
 
 
-def test_via_cli_recovers_known_motion_and_writes_outputs(pair, moved, tmp_path) -> None:
+def test_via_cli_recovers_known_motion_and_writes_outputs(pair, moved, tmp_path,
+                                                          monkeypatch) -> None:
     """Plumbing of --via with a stand-in model (b0 copied and labelled T1w, no training)."""
     t1, b0, _ = pair
     moved_b0, motion, centre = moved
+    reslices = []
+    resample = Registration.resample
+
+    def counted(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        reslices.append(1)
+        return resample(self, *args, **kwargs)
+
+    monkeypatch.setattr(Registration, "resample", counted)
     model = channel_picker(tmp_path / "b0_to_T1w.onnx", ["b0"], "T1w", target_scale=1000.0)
     nib.save(t1, tmp_path / "sub-01_T1w.nii.gz")
     nib.save(moved_b0, tmp_path / "sub-01_b0.nii.gz")
@@ -85,6 +94,7 @@ def test_via_cli_recovers_known_motion_and_writes_outputs(pair, moved, tmp_path)
                  "--out-resliced", str(tmp_path / "resliced.nii.gz"),
                  "--out-synthesized", str(tmp_path / "synth.nii.gz"),
                  "--report", str(tmp_path / "report.html")]) == 0
+    assert len(reslices) == 1  # one resliced image serves --out-resliced and --report
     page = (tmp_path / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 7  # 2 edges, 2 flickers x 2, synth
     assert 'class="flicker"' in page and "edges of the static image" in page

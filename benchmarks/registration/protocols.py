@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from mri2mri.benchmarks.registration.metrics import errors
 from mri2mri.benchmarks.registration.motion import apply_motion, foreground_centre
@@ -36,6 +37,20 @@ def brain_points(img: nib.spatialimages.SpatialImage, max_points: int = 50000) -
     return nib.affines.apply_affine(img.affine, idx[::step])
 
 
+def surface_points(img: nib.spatialimages.SpatialImage, mask: np.ndarray | None = None,
+                   max_points: int = 20000) -> np.ndarray:
+    """World coordinates of (at most `max_points`, evenly strided) voxels on the mask's surface.
+
+    The surface is the mask less its erosion; the mask defaults to the image's
+    foreground (the brain, in a cohort without skull such as the demo's).
+    """
+    if mask is None:
+        mask = foreground_mask(np.asarray(img.dataobj, dtype=np.float32))
+    idx = np.argwhere(mask & ~ndimage.binary_erosion(mask))
+    step = max(1, len(idx) // max_points)
+    return nib.affines.apply_affine(img.affine, idx[::step])
+
+
 def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, motion: np.ndarray,
                   methods: Sequence[tuple[str, Method]],
                   on_found: Callable[[str, nib.Nifti1Image, np.ndarray, float], None] | None
@@ -47,7 +62,7 @@ def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, motion: np.n
     """
     moved = apply_motion(static, motion)
     centre = foreground_centre(moved)
-    points = brain_points(moved)
+    points, surface = brain_points(moved), surface_points(moving)
     truth = np.linalg.inv(motion)
     rows: list[dict[str, object]] = []
     for name, method in methods:
@@ -62,6 +77,6 @@ def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, motion: np.n
             row: dict[str, object] = {"method": name, "protocol": protocol,
                                       "seconds": seconds, "cpu_seconds": cpu_seconds,
                                       "seconds_unmoved": seconds_unmoved}
-            row.update(errors(found, reference, centre, points).as_dict())
+            row.update(errors(found, reference, centre, points, surface).as_dict())
             rows.append(row)
     return rows

@@ -1,4 +1,4 @@
-"""The benchmark's three outputs: results.csv, summary.json and registration.png.
+"""The benchmark's outputs: results.csv, summary.json, report.md and registration.png.
 
 The figure follows the study's Figure 2: one point per subject, its error when
 registered directly to the static image (x) against its error through the
@@ -24,11 +24,20 @@ from .methods import ANTS, DIRECT, VIA
 from .protocols import PROTOCOLS
 from .stats import compare
 
-METRICS = ("translation_mae_mm", "rotation_mae_rad", "mean_displacement_mm", "jenkinson_rms_mm")
+METRICS = ("translation_mae_mm", "rotation_mae_rad", "boundary_error_mm", "boundary_surface_mm",
+           "mean_displacement_mm", "jenkinson_rms_mm")
+#: report.md's columns: metric -> (heading, decimals).
+MARKDOWN_COLUMNS = {"translation_mae_mm": ("translation MAE (mm)", 3),
+                    "rotation_mae_rad": ("rotation MAE (rad)", 5),
+                    "boundary_error_mm": ("boundary error (mm)", 3),
+                    "boundary_surface_mm": ("boundary surface distance (mm)", 3),
+                    "mean_displacement_mm": ("brain displacement (mm)", 3),
+                    "jenkinson_rms_mm": ("Jenkinson RMS (mm)", 3),
+                    "cpu_seconds": ("CPU s / registration", 1)}
 #: (method B, method A): B/A ratios below 1 mean B is better.
 COMPARISONS = ((VIA, DIRECT), (ANTS, DIRECT), (VIA, ANTS))
 _FIRST_COLUMNS = ["subject", "method", "protocol", "moving_contrast", "static_contrast",
-                  "settings", "transform", *METRICS]
+                  "settings", "masks", "transform", *METRICS]
 
 
 def software_versions() -> dict[str, str | None]:
@@ -121,6 +130,40 @@ def summarise(rows: list[dict[str, object]], info: dict[str, object], config: di
 
 def write_summary(summary: dict[str, object], path: Path) -> None:
     write_json(path, summary, default=float)
+
+
+def markdown_report(summary: dict[str, object]) -> str:
+    """report.md: mean errors per protocol and method, then the paired comparisons."""
+    config = summary["config"]
+    lines = [f"# Registration benchmark: {config['moving_contrast']} -> "
+             f"{config['static_contrast']}", "",
+             f"{len(summary['subjects'])} subjects, DIPY settings `{config['settings']}`, "
+             f"masks `{config.get('masks', 'none')}`, motion seed {config['seed']}; means over "
+             "subjects. Boundary error: mean distance between where the estimated and the "
+             "true transform put the moving image's brain surface; surface distance: the "
+             "same surfaces compared as shapes (symmetric, nearest point).", "",
+             "| protocol | method | " + " | ".join(h for h, _ in MARKDOWN_COLUMNS.values())
+             + " |", "|" + "---|" * (len(MARKDOWN_COLUMNS) + 2)]
+    for protocol, methods in summary["results"].items():
+        for method, stats in methods.items():
+            cells = [f"{stats[m]['mean']:.{d}f}" if m in stats else ""
+                     for m, (_, d) in MARKDOWN_COLUMNS.items()]
+            lines.append(f"| {protocol.replace('_', ' ')} | {method} | {' | '.join(cells)} |")
+    lines += ["", "Paired comparisons (ratio of means B/A with a bootstrap 95 % CI, "
+              "Wilcoxon signed-rank p):", "",
+              "| protocol | B vs A | translation | boundary error |", "|---|---|---|---|"]
+    for protocol, comparisons in summary["tests"].items():
+        for name, entry in comparisons.items():
+            cells = [f"{t['ratio_of_means']:.2f} [{t['ratio_ci_low']:.2f}, "
+                     f"{t['ratio_ci_high']:.2f}], p = {t['wilcoxon_p']:.3g}" if t else ""
+                     for t in (entry.get("translation_mae_mm"), entry.get("boundary_error_mm"))]
+            lines.append(f"| {protocol.replace('_', ' ')} | {name} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(summary: dict[str, object], path: Path) -> None:
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(markdown_report(summary))
 
 
 def plot(rows: list[dict[str, object]], path: Path, title: str = "") -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mri2mri.benchmarks.registration.metrics import Errors
 from mri2mri.benchmarks.registration.motion import (
     DEFAULT_MAX_ROTATION_DEG,
     DEFAULT_MAX_TRANSLATION_MM,
@@ -34,7 +35,7 @@ from mri2mri.runtime.registration import get_settings
 from mri2mri.train.cohort import Cohort, Subject
 
 from .ants_baseline import available as ants_available
-from .methods import ANTS, DIRECT, VIA, Ants, DipyDirect, DipyVia
+from .methods import ANTS, DIRECT, MASKS, VIA, Ants, DipyDirect, DipyVia
 from .protocols import evaluate_pair
 from .qc import REPORTS_DIR, write_index, write_pair_report
 
@@ -60,12 +61,16 @@ class BenchmarkConfig:
     methods: list[str] = field(default_factory=lambda: [DIRECT, VIA, ANTS])
     #: Where the 'via' model runs (`mri2mri.runtime.engine.devices.RUNTIME_DEVICES`).
     device: str = "cpu"
+    #: Masks of the DIPY methods (`methods.MASKS`): none, or brain masks of both images.
+    masks: str = "none"
 
     def __post_init__(self) -> None:
         self.moving_contrast = canonical_contrast(self.moving_contrast)
         self.static_contrast = canonical_contrast(self.static_contrast)
         get_settings(self.settings)
         self.device = check_device(self.device)
+        if self.masks not in MASKS:
+            raise ValueError(f"unknown masks {self.masks!r}; choose from {', '.join(MASKS)}")
         if VIA in self.methods and self.model is None:
             raise InputError(None, "the dipy_via method needs --model")
 
@@ -74,10 +79,15 @@ class BenchmarkConfig:
         return TRANSFORM_FOR_SETTINGS.get(self.settings, "rigid")
 
     def fingerprint(self) -> str:
-        """Hash of the configuration and the model file's bytes (a retrained model invalidates)."""
+        """Hash of the configuration, the model file's bytes and the metrics' names.
+
+        A retrained model, another preset's content or a new metric (whose column cached
+        rows would lack) starts afresh.
+        """
         data = asdict(self)
         if data["device"] == "cpu":  # the default: fingerprints of earlier runs stay valid
             del data["device"]
+        data["metrics"] = sorted(Errors.__dataclass_fields__)
         data["dipy_settings"] = get_settings(self.settings).describe()  # the preset's content
         if self.model is not None:
             data["model_sha256"] = hashlib.sha256(Path(self.model).read_bytes()).hexdigest()
@@ -93,10 +103,10 @@ def _methods(config: BenchmarkConfig) -> list[tuple[str, Callable]]:
     made: list[tuple[str, Callable]] = []
     for name in config.methods:
         if name == DIRECT:
-            made.append((name, DipyDirect(config.settings, config.transform)))
+            made.append((name, DipyDirect(config.settings, config.transform, config.masks)))
         elif name == VIA:
             made.append((name, DipyVia(Path(config.model), config.settings, config.transform,
-                                       device=config.device)))
+                                       device=config.device, masks=config.masks)))
         elif name == ANTS:
             made.append((name, Ants()))
         else:
@@ -119,6 +129,7 @@ def run_subject(subject: Subject, config: BenchmarkConfig, report_dir: str | Non
     if report_dir is not None:
         params = {"moving contrast": config.moving_contrast,
                   "static contrast": config.static_contrast, "settings": config.settings,
+                  "masks": config.masks,
                   "simulated motion (deg, mm)": f"{np.rad2deg(motion.angles).round(2).tolist()}, "
                                                 f"{np.round(motion.translation, 2).tolist()}"}
 
@@ -130,6 +141,7 @@ def run_subject(subject: Subject, config: BenchmarkConfig, report_dir: str | Non
     for row in rows:
         row.update({"subject": subject.id, "moving_contrast": config.moving_contrast,
                     "static_contrast": config.static_contrast, "settings": config.settings,
+                    "masks": config.masks if row["method"] != ANTS else "none",
                     "transform": config.transform if row["method"] != ANTS else "rigid",
                     "motion_rotation_deg": float(np.rad2deg(np.abs(motion.angles)).max()),
                     "motion_translation_mm": float(np.abs(motion.translation).max())})

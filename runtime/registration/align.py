@@ -5,9 +5,10 @@ are slow (tens of seconds per pair), and the product needs a fast default
 (`SETTINGS["fast"]`) whose answer stays within 0.1 mm / 0.002 rad of the study's.
 The fast preset gets its speed from registering at a coarser working resolution
 (anti-aliased), from optimising rotations about the brain's centre instead of the
-world origin (better conditioned), from fewer pyramid levels, and from a short
-native-resolution refinement that samples a quarter of the static voxels; see
-docs/registration.md for the measurements.
+world origin (better conditioned), from fewer pyramid levels that stop as soon as
+the metric stops improving, and from a short native-resolution refinement that
+samples an eighth of the static voxels near the brain; see docs/registration.md
+for the measurements.
 
 Convention (DIPY's `AffineMap.affine`): `Registration.affine` maps a point of
 the STATIC image's world (RAS+ mm) space to the corresponding point of the MOVING
@@ -18,7 +19,8 @@ reads the moving image at `affine @ static_voxel_to_world`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import nibabel as nib
@@ -34,6 +36,9 @@ from scipy import ndimage
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.nifti import image_like
 from mri2mri.runtime.imaging.normalize import foreground_mask
+
+from .grids import Grid, within, world_box
+from .masks import check_mask
 
 TRANSFORMS = ("rigid", "affine")
 
@@ -55,7 +60,13 @@ class RegistrationSettings:
     `refine_voxel_mm` (None = native) coarsens the static grid of that pass, and
     `refine_sampling_proportion` (None = dense) samples that share of its voxels
     (regular grid with DIPY's jitter, seeded) - the pass costs in proportion to the
-    static points it visits. Sparse sampling ignores masks (DIPY's restriction).
+    static points it visits. `refine_region_mm` (None = the whole cropped box) keeps
+    only the samples within that distance of the static foreground, when no static
+    mask is given: the far background's samples cost time and say nothing about
+    alignment. `working_ftol` (None = scipy's default, about 2e-9) is L-BFGS-B's
+    relative-improvement tolerance in the working-grid stages: they only have to
+    bring the refinement close, so they stop early. Masks are honoured everywhere,
+    sampled stages included (`SampledMutualInformation`).
     """
 
     name: str
@@ -72,6 +83,8 @@ class RegistrationSettings:
     refine_iters: int = 0
     refine_voxel_mm: float | None = None
     refine_sampling_proportion: float | None = None
+    refine_region_mm: float | None = None
+    working_ftol: float | None = None
 
     def describe(self) -> dict[str, object]:
         """Plain dict for reports (summary.json, --help text)."""
@@ -95,7 +108,9 @@ SETTINGS: dict[str, RegistrationSettings] = {
         gtol=1e-4,
         crop_margin_mm=10.0,
         refine_iters=20,
-        refine_sampling_proportion=0.25,
+        refine_sampling_proportion=0.125,
+        refine_region_mm=6.0,
+        working_ftol=1e-5,
     ),
 }
 
@@ -155,14 +170,7 @@ def get_settings(settings: str | RegistrationSettings) -> RegistrationSettings:
 
 def foreground_bounds(img: nib.spatialimages.SpatialImage) -> tuple[np.ndarray, np.ndarray]:
     """World-space (min, max) corners of the axis-aligned box around the image's foreground."""
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    mask = foreground_mask(data)
-    idx = np.argwhere(mask) if mask.any() else np.argwhere(np.ones(data.shape[:3], bool))
-    lo, hi = idx.min(0) - 0.5, idx.max(0) + 0.5
-    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                        for z in (lo[2], hi[2])])
-    world = nib.affines.apply_affine(img.affine, corners)
-    return world.min(0), world.max(0)
+    return world_box(foreground_mask(np.asarray(img.dataobj, dtype=np.float32)), img.affine)
 
 
 def check_overlap(moving: nib.spatialimages.SpatialImage,
@@ -189,56 +197,154 @@ def _box(lo: np.ndarray, hi: np.ndarray) -> str:
     return "[" + ", ".join(f"{a:.0f}..{b:.0f}" for a, b in zip(lo, hi, strict=True)) + "]"
 
 
-def _working_grid(data: np.ndarray, affine: np.ndarray, voxel_mm: float | None,
-                  mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Downsample to voxels of at least `voxel_mm`, Gaussian anti-aliased; same field of view."""
-    if voxel_mm is None:
-        return data, affine, mask
-    zooms = nib.affines.voxel_sizes(affine)
-    ratio = np.maximum(voxel_mm / zooms, 1.0)
-    if np.allclose(ratio, 1.0):
-        return data, affine, mask
-    # FWHM of the target voxel, less what the native voxel already integrates.
-    sigma = np.sqrt(np.maximum(ratio ** 2 - 1.0, 0.0)) / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-    smooth = ndimage.gaussian_filter(data, sigma, mode="constant")
-    shape = tuple(int(n) for n in np.ceil(np.array(data.shape[:3]) / ratio))
-    offset = (ratio - 1.0) / 2.0  # new voxel centres sit at the centre of the old blocks
-    out = ndimage.affine_transform(smooth, ratio, offset, output_shape=shape, order=1,
-                                   mode="nearest")
-    new_affine = affine.copy()
-    new_affine[:3, :3] = affine[:3, :3] * ratio
-    new_affine[:3, 3] = affine[:3, :3] @ offset + affine[:3, 3]
-    new_mask = None
-    if mask is not None:
-        new_mask = ndimage.affine_transform(mask.astype(np.float32), ratio, offset,
-                                            output_shape=shape, order=1, mode="constant") > 0.5
-    return out, new_affine, new_mask
-
-
-def _crop_to_foreground(data: np.ndarray, affine: np.ndarray, margin_mm: float | None,
-                        mask: np.ndarray | None
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Crop to the foreground's bounding box plus `margin_mm`; the affine keeps world positions."""
-    if margin_mm is None:
-        return data, affine, mask
-    fg = foreground_mask(data.astype(np.float32))
-    if not fg.any():
-        return data, affine, mask
-    zooms = nib.affines.voxel_sizes(affine)
-    pad = np.ceil(margin_mm / zooms).astype(int)
-    idx = np.argwhere(fg)
-    lo = np.maximum(idx.min(0) - pad, 0)
-    hi = np.minimum(idx.max(0) + pad + 1, data.shape[:3])
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    cropped = affine.copy()
-    cropped[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
-    return np.ascontiguousarray(data[box]), cropped, None if mask is None else mask[box]
-
-
 def _translate(v: np.ndarray) -> np.ndarray:
     t = np.eye(4)
     t[:3, 3] = v
     return t
+
+
+class SampledMutualInformation(MutualInformationMetric):
+    """DIPY's mutual information whose sparse sampling honours masks (DIPY drops them there).
+
+    DIPY's samples (a regular grid with jitter) outside the static mask are dropped, and
+    so are those that the transform at the start of the pass maps outside the moving
+    mask. Freezing that second test at the start is exact enough for a refinement, which
+    moves points by a fraction of a voxel. The histogram's intensity range is taken
+    inside the masks, as DIPY does for dense sampling.
+    """
+
+    def setup(self, transform, static, moving, *, static_grid2world=None,  # noqa: ANN001, ANN201
+              moving_grid2world=None, starting_affine=None, static_mask=None,
+              moving_mask=None):
+        if self.sampling_proportion in (None, 1.0):
+            return super().setup(transform, static, moving, static_grid2world=static_grid2world,
+                                 moving_grid2world=moving_grid2world,
+                                 starting_affine=starting_affine, static_mask=static_mask,
+                                 moving_mask=moving_mask)
+        super().setup(transform, static, moving, static_grid2world=static_grid2world,
+                      moving_grid2world=moving_grid2world, starting_affine=starting_affine)
+        if static_mask is None and moving_mask is None:
+            return None
+        keep = np.ones(self.ns, bool)
+        if static_mask is not None:
+            keep &= _inside(static_mask, self.static_world2grid, self.samples)
+        if moving_mask is not None:
+            start = np.eye(4) if starting_affine is None else starting_affine
+            keep &= _inside(moving_mask, self.moving_world2grid @ start, self.samples)
+        if keep.any():
+            self.samples, self.static_vals = self.samples[keep], self.static_vals[keep]
+            self.samples_prealigned = self.samples_prealigned[keep]
+            self.ns = int(keep.sum())
+        self.histogram.setup(self.static, self.moving, smask=_int32(static_mask),
+                             mmask=_int32(moving_mask))
+        return None
+
+
+def _int32(mask: np.ndarray | None) -> np.ndarray | None:
+    return None if mask is None else np.asarray(mask).astype(np.int32)  # DIPY's mask dtype
+
+
+def _inside(mask: np.ndarray, world2grid: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Whether each homogeneous world point (N x 4) falls in a voxel of `mask` (nearest)."""
+    ijk = np.rint(points @ world2grid.T)[:, :3].astype(int)
+    ok = np.all((ijk >= 0) & (ijk < np.array(mask.shape[:3])), axis=1)
+    out = np.zeros(len(points), bool)
+    out[ok] = mask[tuple(ijk[ok].T)] > 0
+    return out
+
+
+class _Clock:
+    """Wall time of each named stage (and the progress callback as each starts)."""
+
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self.progress, self.seconds = progress, {}
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.progress is not None:
+            self.progress(name)
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - t0
+
+
+@contextmanager
+def _seeded_global_rng(seed: int) -> Iterator[None]:
+    """DIPY jitters sparse samples with numpy's global generator: keep runs repeatable."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _stages(preset: RegistrationSettings, transform: str) -> list[tuple[str, object]]:
+    stages: list[tuple[str, object]] = []
+    if preset.translation_stage:
+        stages.append(("translation", TranslationTransform3D()))
+    stages.append(("rigid", RigidTransform3D()))
+    if transform == "affine":
+        stages.append(("affine", AffineTransform3D()))
+    return stages
+
+
+def _optimize(reg: AffineRegistration, static: Grid, moving: Grid, tf: object,
+              start: np.ndarray, options: dict[str, float]) -> np.ndarray:
+    """One DIPY stage from `start`; the static->moving affine it ends at.
+
+    A moving mask is handed to DIPY as the static voxels that `start` maps into it
+    (with the static mask, if any): DIPY's own moving mask is re-tested at every
+    evaluation, so the set of voxels counted jumps as the transform changes, and the
+    metric with it (measured in docs/registration.md, "Masks").
+    """
+    reg.options = dict(options)  # DIPY writes maxfun into it
+    result = reg.optimize(static.data, moving.data, tf, None, static_grid2world=static.affine,
+                          moving_grid2world=moving.affine, starting_affine=start,
+                          static_mask=_int32(_static_region(static, moving, start)))
+    return result.affine
+
+
+def _static_region(static: Grid, moving: Grid, start: np.ndarray) -> np.ndarray | None:
+    """The static mask, less the static voxels that `start` maps outside the moving mask."""
+    if moving.mask is None:
+        return static.mask
+    vox = np.linalg.inv(moving.affine) @ start @ static.affine
+    seen = ndimage.affine_transform(moving.mask.astype(np.uint8), vox[:3, :3], vox[:3, 3],
+                                    output_shape=static.data.shape, order=0, mode="constant") > 0
+    region = seen if static.mask is None else seen & static.mask
+    return region if region.any() else static.mask
+
+
+def _options(preset: RegistrationSettings, working: bool) -> dict[str, float]:
+    """L-BFGS-B's options: `working_ftol` stops the working-grid stages earlier."""
+    if working and preset.working_ftol is not None:
+        return {"gtol": preset.gtol, "ftol": preset.working_ftol}
+    return {"gtol": preset.gtol}
+
+
+def _refine(preset: RegistrationSettings, static: Grid, moving: Grid,
+            start: np.ndarray) -> np.ndarray:
+    """The last rigid pass on the native (cropped) grids, sampled (see the settings)."""
+    metric = SampledMutualInformation(nbins=preset.nbins,
+                                      sampling_proportion=preset.refine_sampling_proportion)
+    fine = AffineRegistration(metric=metric, level_iters=[preset.refine_iters], sigmas=[0.0],
+                              factors=[1], verbosity=0)
+    return _optimize(fine, static, moving, RigidTransform3D(), start, _options(preset, False))
+
+
+def _refine_grids(preset: RegistrationSettings, static: Grid, moving: Grid,
+                  box: tuple[np.ndarray, np.ndarray] | None, shift: np.ndarray,
+                  static_fg: np.ndarray) -> tuple[Grid, Grid]:
+    """Native static grid (optionally coarsened), cropped; its sampling region as its mask."""
+    region = static.mask is None and preset.refine_region_mm is not None
+    if region:
+        static = replace(static, mask=static_fg)
+    static = static.coarsened(preset.refine_voxel_mm).cropped(box, preset.crop_margin_mm or 0.0)
+    if region:  # grown on the cropped grid: fewer voxels to dilate
+        static = replace(static, mask=within(static.mask, static.affine, preset.refine_region_mm))
+    return static.moved(shift), moving.moved(shift)
 
 
 def register_images(moving: nib.spatialimages.SpatialImage,
@@ -251,101 +357,54 @@ def register_images(moving: nib.spatialimages.SpatialImage,
     """Register `moving` to `static` with mutual information; return the static->moving map.
 
     Stages: centre of mass -> translation -> rigid (-> 12-parameter affine when
-    `transform="affine"`). Masks (boolean, on each image's own grid) restrict the
-    metric to those voxels; DIPY honours them only with dense sampling.
-    `progress`, when given, is called with each stage's name as it starts.
+    `transform="affine"`) [-> the fast preset's native refinement]. Masks (on each
+    image's own grid, nonzero = inside; `InputError` when off the grid or empty)
+    restrict the metric to those voxels in every stage, and the centres of mass to
+    the masked voxels. `progress`, when given, is called with each stage's name.
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; choose from {', '.join(TRANSFORMS)}")
     preset = get_settings(settings)
     check_overlap(moving, static)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    timings: dict[str, float] = {}
-
-    def stage(name: str) -> float:
-        if progress is not None:
-            progress(name)
-        return time.perf_counter()
-
-    t0 = stage("prepare")
-    s_data, s_aff, s_mask = _working_grid(np.asarray(static.dataobj, dtype=np.float64),
-                                          static.affine.astype(np.float64),
-                                          preset.working_voxel_mm, static_mask)
-    s_data, s_aff, s_mask = _crop_to_foreground(s_data, s_aff, preset.crop_margin_mm, s_mask)
-    m_data, m_aff, m_mask = _working_grid(np.asarray(moving.dataobj, dtype=np.float64),
-                                          moving.affine.astype(np.float64),
-                                          preset.working_voxel_mm, moving_mask)
-    # Optimise in a frame centred on the static foreground: rotations then pivot about
-    # the brain, so the parameters are decoupled. The frame shift is undone at the end.
-    shift = np.eye(4)
-    if preset.centre_frame:
-        com = ndimage.center_of_mass(np.where(foreground_mask(s_data.astype(np.float32)),
-                                              s_data, 0.0))
-        shift = _translate(-nib.affines.apply_affine(s_aff, com))
-    s_aff_f, m_aff_f = shift @ s_aff, shift @ m_aff
-    timings["prepare"] = time.perf_counter() - t0
-
-    t0 = stage("centre of mass")
-    c_static = nib.affines.apply_affine(s_aff_f, ndimage.center_of_mass(s_data))
-    c_moving = nib.affines.apply_affine(m_aff_f, ndimage.center_of_mass(m_data))
-    current = _translate(c_moving - c_static)
-    timings["centre of mass"] = time.perf_counter() - t0
-
-    metric = MutualInformationMetric(nbins=preset.nbins,
-                                     sampling_proportion=preset.sampling_proportion)
+    if moving_mask is not None:
+        moving_mask = check_mask(moving_mask, moving, "moving mask")
+    if static_mask is not None:
+        static_mask = check_mask(static_mask, static, "static mask")
+    clock = _Clock(progress)
+    with clock.stage("prepare"):
+        native_s, native_m = Grid.of(static, static_mask), Grid.of(moving, moving_mask)
+        static_fg = foreground_mask(native_s.data.astype(np.float32))
+        box = None if preset.crop_margin_mm is None else world_box(static_fg, static.affine)
+        margin = preset.crop_margin_mm or 0.0
+        work_s = native_s.coarsened(preset.working_voxel_mm).cropped(box, margin)
+        work_m = native_m.coarsened(preset.working_voxel_mm)
+        # Optimise in a frame centred on the static foreground: rotations then pivot about
+        # the brain, so the parameters are decoupled. The frame shift is undone at the end.
+        shift = _translate(-replace(native_s, mask=static_fg).centre_of_mass()) \
+            if preset.centre_frame else np.eye(4)
+        work_s, work_m = work_s.moved(shift), work_m.moved(shift)
+    with clock.stage("centre of mass"):
+        current = _translate(work_m.centre_of_mass() - work_s.centre_of_mass())
+    metric = SampledMutualInformation(nbins=preset.nbins,
+                                      sampling_proportion=preset.sampling_proportion)
     reg = AffineRegistration(metric=metric, level_iters=list(preset.level_iters),
                              sigmas=list(preset.sigmas), factors=list(preset.factors),
-                             options={"gtol": preset.gtol}, verbosity=0)
-    stages: list[tuple[str, object]] = []
-    if preset.translation_stage:
-        stages.append(("translation", TranslationTransform3D()))
-    stages.append(("rigid", RigidTransform3D()))
-    if transform == "affine":
-        stages.append(("affine", AffineTransform3D()))
-    masks = {"static_mask": s_mask, "moving_mask": m_mask} \
-        if preset.sampling_proportion in (None, 1.0) else {}
-    state = np.random.get_state()
-    np.random.seed(0)  # DIPY jitters sparse samples with the global generator: keep runs repeatable
-    try:
-        for name, tf in stages:
-            t0 = stage(name)
-            reg.options = {"gtol": preset.gtol}
-            result = reg.optimize(s_data, m_data, tf, None, static_grid2world=s_aff_f,
-                                  moving_grid2world=m_aff_f, starting_affine=current, **masks)
-            current = result.affine
-            timings[name] = time.perf_counter() - t0
+                             verbosity=0)
+    with _seeded_global_rng(0):
+        for name, tf in _stages(preset, transform):
+            with clock.stage(name):
+                current = _optimize(reg, work_s, work_m, tf, current, _options(preset, True))
         if preset.refine_iters > 0 and preset.working_voxel_mm is not None:
-            t0 = stage("refine")
-            n_data, n_aff, n_mask = _working_grid(
-                np.asarray(static.dataobj, dtype=np.float64), static.affine.astype(np.float64),
-                preset.refine_voxel_mm, static_mask)
-            n_data, n_aff, n_mask = _crop_to_foreground(n_data, n_aff, preset.crop_margin_mm,
-                                                        n_mask)
-            fine_metric = metric
-            if preset.refine_sampling_proportion is not None:
-                fine_metric = MutualInformationMetric(
-                    nbins=preset.nbins, sampling_proportion=preset.refine_sampling_proportion)
-            fine = AffineRegistration(metric=fine_metric, level_iters=[preset.refine_iters],
-                                      sigmas=[0.0], factors=[1], options={"gtol": preset.gtol},
-                                      verbosity=0)
-            fine_masks = {"static_mask": n_mask, "moving_mask": moving_mask} \
-                if masks and preset.refine_sampling_proportion in (None, 1.0) else {}
-            result = fine.optimize(n_data, np.asarray(moving.dataobj, dtype=np.float64),
-                                   RigidTransform3D(), None, static_grid2world=shift @ n_aff,
-                                   moving_grid2world=shift @ moving.affine.astype(np.float64),
-                                   starting_affine=current, **fine_masks)
-            current = result.affine
-            timings["refine"] = time.perf_counter() - t0
-    finally:
-        np.random.set_state(state)
-    world = np.linalg.inv(shift) @ current @ shift
-    return Registration(affine=world, transform=transform, settings=preset.name,
-                        seconds=time.perf_counter() - started,
+            with clock.stage("refine"):
+                fine_s, fine_m = _refine_grids(preset, native_s, native_m, box, shift, static_fg)
+                current = _refine(preset, fine_s, fine_m, current)
+    return Registration(affine=np.linalg.inv(shift) @ current @ shift, transform=transform,
+                        settings=preset.name, seconds=time.perf_counter() - clock.started,
                         static_shape=tuple(int(n) for n in static.shape[:3]),
                         static_affine=static.affine.copy(),
                         static_header=nib.Nifti1Header.from_header(static.header),
-                        stage_seconds=timings,
-                        cpu_seconds=time.process_time() - cpu_started)
+                        stage_seconds=clock.seconds,
+                        cpu_seconds=time.process_time() - clock.cpu_started)
 
 
 def with_settings(base: str | RegistrationSettings, **changes: object) -> RegistrationSettings:

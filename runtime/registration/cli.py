@@ -16,6 +16,7 @@ from mri2mri.runtime.core.cli_common import run_app
 from mri2mri.runtime.engine.devices import check_device
 
 from .align import SETTINGS
+from .masks import DEFAULT_VIA_MASK, VIA_MASKS
 from .via import register_files
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -62,12 +63,24 @@ def register(
     report: Annotated[Path | None, typer.Option(help="Write an HTML QC report: before/after "
                                                      "with the static image's edges, and a "
                                                      "flicker.")] = None,
+    moving_mask: Annotated[Path | None, typer.Option(help="Brain mask on the --moving grid "
+                                                         "(NIfTI, nonzero = inside): the "
+                                                         "metric only counts these voxels.")]
+    = None,
+    static_mask: Annotated[Path | None, typer.Option(help="Brain mask on the --static grid "
+                                                         "(with --via, the synthesized image "
+                                                         "shares it).")] = None,
+    via_mask: Annotated[str, typer.Option(help="With --via and no --static-mask: auto "
+                                               "(a brain mask of the synthesized image, "
+                                               "median_otsu) or none.")] = DEFAULT_VIA_MASK,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Register --moving to --static and write the transform (and optionally the resliced image)."""
     device = check_device(device)
     if settings not in SETTINGS:
         raise typer.BadParameter(f"choose from {', '.join(SETTINGS)}", param_hint="--settings")
+    if via_mask not in VIA_MASKS:
+        raise typer.BadParameter(f"choose from {', '.join(VIA_MASKS)}", param_hint="--via-mask")
     started = time.perf_counter()
 
     def say(message: str) -> None:
@@ -79,11 +92,12 @@ def register(
                             out_synthesized=out_synthesized,
                             transform="affine" if affine else "rigid", settings=settings,
                             device=device, threads=threads, overwrite=overwrite, progress=say,
-                            trt_cache=not no_trt_cache, report=report)
+                            trt_cache=not no_trt_cache, report=report,
+                            moving_mask=moving_mask, static_mask=static_mask, via_mask=via_mask)
     reg = result.registration
     mode = f"via {Path(result.via).name}" if result.via else "direct"
     typer.echo(f"registered {moving.name} -> {static.name} ({reg.transform}, {reg.settings} "
-               f"settings, {mode}) in {time.perf_counter() - started:.1f} s "
+               f"settings, {mode}, masks: {result.masks}) in {time.perf_counter() - started:.1f} s "
                f"(registration {reg.seconds:.1f} s)")
     for path in result.written:
         typer.echo(f"wrote {path}")

@@ -10,11 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import exit_code
+from onnx_fixtures import (
+    channel_picker,
+    collect_sessions,  # noqa: F401 - autouse: frees sessions
+)
 
 from mri2mri.benchmarks.cli import app as bench_app
 from mri2mri.benchmarks.registration import runner as runner_mod
-from mri2mri.benchmarks.registration.methods import DIRECT, DipyDirect
-from mri2mri.benchmarks.registration.metrics import errors, jenkinson_rms
+from mri2mri.benchmarks.registration.methods import DIRECT, VIA, DipyDirect
+from mri2mri.benchmarks.registration.metrics import (
+    boundary_error,
+    errors,
+    jenkinson_rms,
+    surface_distance,
+)
 from mri2mri.benchmarks.registration.motion import (
     apply_motion,
     foreground_centre,
@@ -22,7 +31,12 @@ from mri2mri.benchmarks.registration.motion import (
     sample_motion,
     shift_header,
 )
-from mri2mri.benchmarks.registration.protocols import CONSISTENCY, KNOWN_TRUTH, evaluate_pair
+from mri2mri.benchmarks.registration.protocols import (
+    CONSISTENCY,
+    KNOWN_TRUTH,
+    evaluate_pair,
+    surface_points,
+)
 from mri2mri.benchmarks.registration.runner import BenchmarkConfig, run_benchmark
 from mri2mri.benchmarks.registration.stats import compare
 from mri2mri.runtime.registration import Registration
@@ -35,7 +49,7 @@ CENTRE = np.array([5.0, -10.0, 20.0])
 def test_metrics_of_a_pure_translation() -> None:
     est = rigid_matrix((0, 0, 0), (3.0, -4.0, 0.0))
     points = np.random.default_rng(0).normal(size=(100, 3)) * 50
-    e = errors(est, np.eye(4), CENTRE, points)
+    e = errors(est, np.eye(4), CENTRE, points, points)
     assert e.translation_mae_mm == pytest.approx((3 + 4 + 0) / 3)
     assert e.rotation_mae_rad == pytest.approx(0.0, abs=1e-12)
     assert e.mean_displacement_mm == pytest.approx(5.0)
@@ -46,12 +60,50 @@ def test_metrics_of_a_pure_rotation_about_the_centre() -> None:
     theta = 0.03
     est = rigid_matrix((theta, 0, 0), (0, 0, 0), CENTRE)
     on_axis = CENTRE + np.array([[10.0, 0, 0], [-30.0, 0, 0]])  # the x axis through the centre
-    e = errors(est, np.eye(4), CENTRE, on_axis)
+    e = errors(est, np.eye(4), CENTRE, on_axis, on_axis)
     assert e.translation_mae_mm == pytest.approx(0.0, abs=1e-12)
     assert e.rotation_mae_rad == pytest.approx(theta / 3)
     assert e.mean_displacement_mm == pytest.approx(0.0, abs=1e-12)
     # Sphere of radius R: mean |(R - I) r|^2 = R^2/5 tr((R-I)^T (R-I)) = R^2/5 * 4 (1 - cos).
     assert e.jenkinson_rms_mm == pytest.approx(80 * np.sqrt(4 * (1 - np.cos(theta)) / 5))
+
+
+def _sphere(radius: float, n: int, seed: int = 0) -> np.ndarray:
+    direction = np.random.default_rng(seed).normal(size=(n, 3))
+    return CENTRE + radius * direction / np.linalg.norm(direction, axis=1, keepdims=True)
+
+
+def test_boundary_errors_of_known_transforms() -> None:
+    """Zero for the truth; a translation's length; a rotation slides a sphere along itself."""
+    surface = _sphere(50.0, 20000)
+    truth = rigid_matrix((0.02, -0.01, 0.03), (1.0, 2.0, -1.0), CENTRE)
+    assert boundary_error(truth, truth, surface) == pytest.approx(0.0, abs=1e-9)
+    assert surface_distance(truth, truth, surface) == pytest.approx(0.0, abs=1e-9)
+    # Off by a translation of (3, -4, 0) mm after the truth: every point lands 5 mm away.
+    off = rigid_matrix((0, 0, 0), (3.0, -4.0, 0.0)) @ truth
+    assert boundary_error(off, truth, surface) == pytest.approx(5.0)
+    assert 0.5 < surface_distance(off, truth, surface) <= 5.0
+    # Off by a rotation of 0.1 rad about the sphere's centre: points move by the chord
+    # 2 R sin(theta / 2) sin(polar angle), mean pi/4 of it over the sphere, but the
+    # sphere lands on itself, so the surfaces as shapes agree (up to the sampling).
+    spin = rigid_matrix((0.1, 0, 0), (0, 0, 0), CENTRE)
+    chord = 2 * 50.0 * np.sin(0.05)
+    assert boundary_error(spin, np.eye(4), surface) == pytest.approx(chord * np.pi / 4, rel=0.02)
+    assert surface_distance(spin, np.eye(4), surface) < 1.0
+
+
+def test_surface_points_lie_on_the_masks_outline() -> None:
+    import nibabel as nib
+
+    mask = np.zeros((12, 12, 12), bool)
+    mask[2:8, 3:9, 4:10] = True  # a 6 x 6 x 6 voxel cube
+    img = nib.Nifti1Image(mask.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    points = surface_points(img, mask)
+    assert len(points) == 6 ** 3 - 4 ** 3  # the cube less its interior
+    ijk = points / 2.0
+    on_face = ((ijk[:, 0] == 2) | (ijk[:, 0] == 7) | (ijk[:, 1] == 3) | (ijk[:, 1] == 8)
+               | (ijk[:, 2] == 4) | (ijk[:, 2] == 9))
+    assert on_face.all()
 
 
 def test_jenkinson_closed_form_matches_sampling_the_sphere() -> None:
@@ -108,6 +160,9 @@ def test_protocols_on_a_pair_misaligned_before_the_motion(demo_cohort: Path) -> 
     assert by_protocol[KNOWN_TRUTH]["mean_displacement_mm"] > 2.0
     assert by_protocol[CONSISTENCY]["translation_mae_mm"] < 0.3
     assert by_protocol[CONSISTENCY]["mean_displacement_mm"] < 0.6
+    # The T1w's outline lands ~3 mm off under known truth (the offset), not under consistency.
+    assert 2.0 < by_protocol[KNOWN_TRUTH]["boundary_error_mm"] < 4.0
+    assert by_protocol[CONSISTENCY]["boundary_error_mm"] < 0.6
 
 
 def test_itk_file_matches_ants_resampling(demo_cohort: Path, tmp_path: Path) -> None:
@@ -173,6 +228,11 @@ def test_dask_then_resume_from_cache_then_pool(two_subjects: Path, tmp_path: Pat
         table = list(csv.DictReader(handle))
     assert {(r["subject"], r["protocol"]): float(r["translation_mae_mm"])
             for r in table} == pytest.approx(first)
+    assert all(float(r["boundary_error_mm"]) < 1.0 and r["masks"] == "none" for r in table)
+    assert summary["results"][KNOWN_TRUTH][DIRECT]["boundary_error_mm"]["n"] == 2
+    report = (out / "report.md").read_text()
+    mean = summary["results"][KNOWN_TRUTH][DIRECT]["boundary_error_mm"]["mean"]
+    assert "boundary error (mm)" in report and f"| {mean:.3f} |" in report
     assert (out / "registration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     monkeypatch.undo()
 
@@ -231,3 +291,36 @@ def test_qc_reslicing_with_the_true_transform_undoes_the_motion() -> None:
     after = resliced(img, moved, np.linalg.inv(motion))  # the truth, as in the protocols
     np.testing.assert_allclose(after.get_fdata(), moved.get_fdata(), atol=1e-5)
     assert not np.allclose(resliced(img, moved, np.eye(4)).get_fdata(), moved.get_fdata())
+
+
+def test_brain_masks_option(demo_cohort: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """--masks brain: the DIPY method gets both masks, the rows say so, the cache key differs."""
+    from mri2mri.benchmarks.registration import methods as methods_mod
+
+    subject = Cohort.discover(demo_cohort).subjects[4]
+    model = str(channel_picker(tmp_path / "b0_to_T1w.onnx", ["b0"], "T1w", target_scale=1000.0))
+    plain = BenchmarkConfig(data=str(demo_cohort), model=model, methods=[DIRECT, VIA])
+    masked = BenchmarkConfig(data=str(demo_cohort), model=model, methods=[DIRECT, VIA],
+                             masks="brain")
+    assert plain.fingerprint() != masked.fingerprint()
+    with pytest.raises(ValueError, match="unknown masks 'skull'"):
+        BenchmarkConfig(data=str(demo_cohort), model=None, methods=[DIRECT], masks="skull")
+    given: list[tuple[int, int]] = []
+    register = methods_mod.register_images
+
+    def spy(moving, static, *args, **kwargs):  # noqa: ANN001, ANN202
+        given.append((int(kwargs["moving_mask"].sum()), int(kwargs["static_mask"].sum())))
+        return register(moving, static, *args, **kwargs)
+
+    monkeypatch.setattr(methods_mod, "register_images", spy)
+    rows = runner_mod.run_subject(subject, masked)
+    # Both methods, unmoved and moved pairs: every registration had both masks.
+    assert len(given) == 4 and all(m > 0 and s > 0 for m, s in given)
+    registered = [r for r in rows if r["method"] in (DIRECT, VIA)]
+    assert {r["masks"] for r in registered} == {"brain"} and len(registered) == 4
+    for row in registered:
+        if row["protocol"] == KNOWN_TRUTH:
+            assert row["translation_mae_mm"] < 0.5 and row["boundary_error_mm"] < 1.0
+    assert _cli(["registration", "--data", str(demo_cohort), "--out", str(tmp_path / "o"),
+                 "--masks", "skull"]) == 1
+    assert "unknown masks 'skull'" in capsys.readouterr().err
