@@ -260,15 +260,21 @@ def _to_int16_image(data: np.ndarray, affine: np.ndarray, max_value: float) -> n
     return img
 
 
-def simulate_subject(template: Template, cfg: DemoConfig, index: int
-                     ) -> tuple[dict[str, nib.Nifti1Image], dict]:
-    """All images of subject `index` (0-based) plus the parameters that made them."""
+def subject_anatomy(template: Template, cfg: DemoConfig, index: int
+                    ) -> tuple[np.random.Generator, dict[str, Tissue], _Anatomy]:
+    """Subject `index`'s random stream (after its anatomy draws), tissues and anatomy."""
     rng = np.random.default_rng([cfg.seed, index])
     tissues = subject_tissues(rng, cfg.tissue_variation)
     if cfg.head is not None:  # own stream: the brain-only draws stay as they were
         tissues.update(subject_tissues(np.random.default_rng([cfg.seed, index, 1]),
                                        cfg.tissue_variation, HEAD_1P5T))
-    anatomy = _Anatomy(template, cfg, rng)
+    return rng, tissues, _Anatomy(template, cfg, rng)
+
+
+def simulate_subject(template: Template, cfg: DemoConfig, index: int
+                     ) -> tuple[dict[str, nib.Nifti1Image], dict]:
+    """All images of subject `index` (0-based) plus the parameters that made them."""
+    rng, tissues, anatomy = subject_anatomy(template, cfg, index)
     images: dict[str, nib.Nifti1Image] = {}
 
     shape, affine = _anat_grid(template, cfg.resolution,
@@ -433,13 +439,18 @@ def _write_subject(root: Path, sub: str, images: dict[str, nib.Nifti1Image],
 _TEMPLATES: dict[HeadLayers | None, Template] = {}
 
 
+def load_template(head: HeadLayers | None = None) -> Template:
+    """The template (with this head), loaded once per process: the head takes ~10 s."""
+    if head not in _TEMPLATES:
+        _TEMPLATES.clear()
+        _TEMPLATES[head] = Template.load(head)
+    return _TEMPLATES[head]
+
+
 def _subject_job(args: tuple[DemoConfig, int, str]) -> tuple[str, dict]:
     cfg, index, tmp_root = args
-    if cfg.head not in _TEMPLATES:  # once per worker process
-        _TEMPLATES.clear()
-        _TEMPLATES[cfg.head] = Template.load(cfg.head)
     sub = subject_label(index)
-    images, params = simulate_subject(_TEMPLATES[cfg.head], cfg, index)
+    images, params = simulate_subject(load_template(cfg.head), cfg, index)
     _write_subject(Path(tmp_root), sub, images, cfg)
     return sub, params
 
