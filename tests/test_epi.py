@@ -220,3 +220,73 @@ def test_pseudo_dwi_refuses_bad_input(demo_cohort: Path, tmp_path: Path):
         assert done.exit_code != 0 and isinstance(done.exception, InputError)
         assert message in str(done.exception)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".*partial"))
+
+
+IXI_SUBJECTS = ("IXI002-Guys-0828", "IXI025-Guys-0852")
+
+
+def measure_ixi_b0(folder: Path, subject: str) -> dict[str, float]:
+    """The IXI b=0 numbers that set the EPI defaults (docs/data.md): SNR, k-space, ghost.
+
+    Noise: the IXI background is zero outside the head (the SENSE reconstruction masks
+    it), so sigma comes from the head: the residuals of a log-linear tensor fit of
+    b=0 + 15 directions (volume 16 is the scanner's derived image, see docs/ixi.md),
+    and from the difference of those residuals between neighbouring slices (which
+    drops what is smooth across slices: model error, not noise).
+    """
+    vols = np.stack([nib.load(str(folder / f"{subject}-DTI-{k:02d}.nii.gz")).get_fdata()
+                     for k in range(16)], axis=3)
+    bvals = np.loadtxt(folder / "bvals.txt")
+    bvecs = np.loadtxt(folder / "bvecs.txt")
+    b0 = vols[..., 0]
+    head = ndimage.binary_fill_holes(ndimage.binary_closing(
+        b0 > 0.1 * np.percentile(b0[b0 > 0], 90), iterations=2))
+    brain = ndimage.binary_opening(b0 > 0.3 * np.percentile(b0[head], 90), iterations=2)
+    labels, _ = ndimage.label(brain)
+    brain = ndimage.binary_fill_holes(labels == np.bincount(labels.ravel())[1:].argmax() + 1)
+    inner = ndimage.binary_erosion(head, iterations=8) & np.all(vols > 0, axis=3)
+    g = bvecs.T
+    design = np.column_stack([np.ones(16), *(-bvals * g[:, i] * g[:, j] * (1 if i == j else 2)
+                                              for i, j in ((0, 0), (1, 1), (2, 2), (0, 1),
+                                                           (0, 2), (1, 2)))])
+    log_s = np.log(vols[inner])
+    fitted = np.exp(log_s @ np.linalg.pinv(design).T @ design.T)
+    residual = np.zeros(vols.shape)
+    residual[inner] = vols[inner] - fitted
+    sigma_fit = float(np.median(np.sqrt((residual[inner] ** 2).sum(1) / (16 - 7))))
+    pairs = inner[..., 1:] & inner[..., :-1]
+    dz = (residual[..., 1:, 1:] - residual[..., :-1, 1:])[pairs]
+    sigma_dz = float(dz.std() / np.sqrt(2))
+    signal = float(np.median(b0[brain]))
+    power = np.abs(np.fft.fft2(b0[:, :, 15:45], axes=(0, 1))) ** 2
+    extent = []
+    for axis in (0, 1):
+        profile = np.log10(power.mean(axis=2).take(range(-3, 4), axis=1 - axis).mean(1 - axis))
+        half = profile[: b0.shape[axis] // 2]
+        floor = float(np.median(half[int(0.45 * b0.shape[axis]):]))
+        extent.append(float(np.argmax(half < floor + 0.5)) / (b0.shape[axis] // 2))
+    near = ndimage.binary_dilation(head, iterations=4)
+    band = np.roll(head, b0.shape[1] // 2, axis=1) & ~near
+    source = np.roll(band, b0.shape[1] // 2, axis=1)
+    return {"sigma_fit": sigma_fit, "sigma_dz": sigma_dz, "brain_median": signal,
+            "snr_low": signal / max(sigma_fit, sigma_dz),
+            "snr_high": signal / min(sigma_fit, sigma_dz),
+            "kspace_extent_i": extent[0], "kspace_extent_j": extent[1],
+            "ghost_upper_bound": float(b0[band].mean() / b0[source].mean())}
+
+
+@pytest.mark.parametrize("subject", IXI_SUBJECTS)
+def test_defaults_match_the_ixi_b0_measurements(shared_dir: Path, subject: str):
+    folder = shared_dir / "ixi-dti"
+    if not (folder / f"{subject}-DTI-00.nii.gz").exists():
+        pytest.skip(f"{folder} has no {subject} DTI")
+    m = measure_ixi_b0(folder, subject)
+    print(subject, {k: round(v, 4) for k, v in m.items()})
+    default = EpiProtocol()
+    assert m["snr_low"] - 2 <= default.snr <= m["snr_high"]
+    for axis in ("i", "j"):
+        assert m[f"kspace_extent_{axis}"] == pytest.approx(default.kspace_fraction, abs=0.04)
+    assert m["ghost_upper_bound"] <= default.ghost_level
+    img = nib.load(str(folder / f"{subject}-DTI-00.nii.gz"))
+    assert img.shape == default.matrix
+    np.testing.assert_allclose(img.header.get_zooms()[:3], default.voxel_mm, atol=0.01)

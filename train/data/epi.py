@@ -29,9 +29,9 @@ tissue maps) and for any real T2w (`pseudo_b0`):
 4. **Resolution**: each EPI voxel integrates its box (in-plane 1.75 mm, slice
    profile 2.35 mm); in-plane only the central 76 % of k-space is acquired, with
    a cosine roll-off over its outer 20 %, and zero-filled to 128 (measured on
-   the IXI b=0s: their power spectrum falls to the noise floor at 0.76 of
-   k_max along both in-plane axes, from a roll-off that starts near 0.61).
-   This also gives the noise its in-plane correlation.
+   the IXI b=0s: their power spectrum falls to the noise floor at 0.75-0.78 of
+   k_max along both in-plane axes, from a roll-off that starts near 0.6, i.e.
+   about 96 of 128 lines acquired). This also correlates the noise in-plane.
 5. **Nyquist ghost**: odd/even echo inconsistency adds a copy of the image
    shifted by N/2 along PE, in quadrature, at `ghost_level` of its amplitude.
 6. **Noise**: complex Gaussian, through the same k-space window, then the
@@ -44,11 +44,12 @@ tissue maps) and for any real T2w (`pseudo_b0`):
 Measured on the two IXI b=0s in the project's shared data (see docs/data.md):
 SNR (median brain b=0 / noise sigma) 25-32, default 27; PE axis A-P (the
 eddy-current distortions between diffusion directions are three times larger
-along A-P than L-R); no N/2 ghost above the background (<= 0.3 %), default
-0.3 %. Not modelled: T2* blurring along PE, eddy currents, motion, Gibbs
-ringing beyond what the k-space window gives, parallel-imaging noise
-amplification, multi-coil (non-central chi) noise, the chemical-shift
-displacement of an unsuppressed main fat peak.
+along A-P than L-R); no N/2 ghost above the background (<= 0.18 % and 0.26 %),
+default 0.3 %. `tests/test_epi.py::measure_ixi_b0` repeats these measurements.
+Not modelled: T2* blurring along PE, eddy currents, motion, Gibbs ringing
+beyond what the k-space window gives, parallel-imaging noise amplification,
+multi-coil (non-central chi) noise, the chemical-shift displacement of an
+unsuppressed main fat peak.
 """
 
 from __future__ import annotations
