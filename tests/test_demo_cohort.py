@@ -118,3 +118,87 @@ def test_demo_cohort_is_valid_bids(demo_cohort: Path):
 
     assert (demo_cohort / "README.md").is_file()
     assert bids_errors(demo_cohort) == []
+
+
+@pytest.fixture(scope="module")
+def head_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One subject with a head and the EPI read-out at 3 mm, made through the command."""
+    from typer.testing import CliRunner
+
+    from mri2mri.train.data.cli import app
+
+    out = tmp_path_factory.mktemp("head") / "ds"
+    done = CliRunner().invoke(app, ["demo", str(out), "--subjects", "1", "--resolution", "3",
+                                    "--jobs", "1", "--head", "--epi"])
+    assert done.exit_code == 0, done.output
+    return out
+
+
+def _head_fractions(img: nib.Nifti1Image) -> dict[str, np.ndarray]:
+    """Subject 1's tissue fractions (seed 0, 3 mm, head) at every voxel of `img`."""
+    from mri2mri.train.data.demo_cohort import DemoConfig, load_template, subject_anatomy
+    from mri2mri.train.data.epi import EpiProtocol
+    from mri2mri.train.data.fields import grid_points
+    from mri2mri.train.data.head import HeadLayers
+
+    cfg = DemoConfig(subjects=1, seed=0, resolution=3.0, head=HeadLayers(), epi=EpiProtocol())
+    _, _, anatomy = subject_anatomy(load_template(cfg.head), cfg, 0)
+    points = grid_points(img.shape[:3], img.affine)
+    return {k: v.reshape(img.shape[:3]) for k, v in anatomy.fractions(points).items()}
+
+
+def test_head_fat_bright_on_t1w_skull_dark_everywhere(head_cohort: Path, demo_cohort: Path):
+    sub = Cohort.discover(head_cohort).subjects[0]
+    t1 = sub.load("T1w")
+    frac = _head_fractions(t1)
+    fat, bone, wm = frac["fat"] > 0.6, frac["bone"] > 0.8, frac["wm"] > 0.9
+    assert min(fat.sum(), bone.sum(), wm.sum()) > 100
+    for contrast in ("T1w", "T2w", "PDw"):
+        data = sub.load(contrast).get_fdata()
+        assert data[bone].mean() < 0.2 * data[wm].mean(), contrast
+        if contrast == "T1w":
+            assert data[fat].mean() > 1.3 * data[wm].mean()
+    # The grid grew to hold the head.
+    brain_only = Cohort.discover(demo_cohort).subjects[0].load("T1w")
+    assert all(h > b for h, b in zip(t1.shape, brain_only.shape, strict=True))
+
+
+def test_head_fat_and_skull_dark_on_the_epi_b0(head_cohort: Path):
+    sub = Cohort.discover(head_cohort).subjects[0]
+    b0 = sub.load("b0")
+    frac = _head_fractions(b0)
+    # Far behind the susceptibility hot spots the EPI displacement is below a voxel.
+    posterior = (nib.affines.apply_affine(b0.affine, np.indices(b0.shape).reshape(3, -1).T)
+                 [:, 1] < -40).reshape(b0.shape)
+    data = b0.get_fdata()
+    brain = (frac["gm"] + frac["wm"]) > 0.9
+    fat = (frac["fat"] > 0.6) & posterior
+    bone = (frac["bone"] > 0.8) & posterior
+    assert fat.sum() > 30 and bone.sum() > 30
+    # Medians: the EPI's coarse k-space coverage blurs the bright CSF shell into the skull's
+    # edge voxels. Unsuppressed, fat would be about as bright as white matter.
+    reference = np.median(data[brain])
+    assert np.median(data[fat]) < 0.2 * reference
+    assert np.median(data[bone]) < 0.25 * reference
+    meta = json.loads((sub.path("b0").with_name(f"{sub.id}_dwi.json")).read_text())
+    assert meta["PhaseEncodingDirection"] == "j"
+    # 3 mm demo: EPI voxels 1.5 x IXI's over the same field of view, same echo spacing in mm.
+    assert meta["TotalReadoutTime"] == pytest.approx(0.05 / 1.5)
+    desc = json.loads((head_cohort / "dataset_description.json").read_text())
+    params = desc["SimulationParameters"]
+    assert params["head"]["skull_mm"] > 0 and params["epi"]["snr"] > 0
+    assert 0 < desc["SubjectParameters"][sub.id]["epi"]["peak_displacement_mm"] < 15
+
+
+def test_default_cohort_has_no_head_or_epi(demo_cohort: Path):
+    params = json.loads((demo_cohort / "dataset_description.json").read_text())
+    assert "head" not in params["SimulationParameters"]
+    assert "epi" not in params["SimulationParameters"]
+    meta = json.loads((demo_cohort / "sub-001" / "dwi" / "sub-001_dwi.json").read_text())
+    assert meta["TotalReadoutTime"] == 0.05 and "AcquisitionMatrixPE" not in meta
+
+
+def test_head_cohort_is_valid_bids(head_cohort: Path):
+    from bids_validation import bids_errors
+
+    assert bids_errors(head_cohort) == []

@@ -11,13 +11,14 @@ import typer
 from mri2mri.runtime.core.cli_common import run_app
 from mri2mri.train.data.ixi.cli import ixi
 
-app = typer.Typer(help="Prepare BIDS datasets for mri2mri: the offline demo cohort, or IXI.",
+app = typer.Typer(help="Prepare BIDS datasets for mri2mri: the offline demo cohort, IXI, or "
+                       "pseudo-DWIs from real T1w/T2w pairs.",
                   no_args_is_help=True, add_completion=False)
 
 
 @app.callback()
 def _group() -> None:
-    """Prepare BIDS datasets for mri2mri: the offline demo cohort, or IXI."""
+    """Prepare BIDS datasets for mri2mri: the offline demo cohort, IXI, or pseudo-DWIs."""
 
 
 @app.command("demo")
@@ -32,6 +33,11 @@ def demo(
     jobs: Annotated[int, typer.Option(help="Parallel worker processes (the output does not "
                                            "depend on it).")] = min(4, os.cpu_count() or 1),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
+    head: Annotated[bool, typer.Option(help="Add CSF, skull, scalp muscle, fat and skin "
+                                            "around the brain (a larger grid).")] = False,
+    epi: Annotated[bool, typer.Option(help="Read the DWI out with the EPI model: distortion "
+                                           "in Hz x readout time, k-space window, Nyquist "
+                                           "ghost, IXI-measured SNR.")] = False,
     shift: Annotated[list[str] | None, typer.Option(
         help="Simulate another scanner, CONTRAST.FIELD=VALUE (repeatable), e.g. T1w.ti=1400, "
              "T1w.gm_wm_contrast=0.5, T1w.snr=10, dwi.te=60, T2w.bias_peak=0.4, "
@@ -55,10 +61,34 @@ def demo(
         out = generate_cohort(out_dir, subjects=subjects, seed=seed, resolution=resolution,
                               preview=preview, jobs=jobs, overwrite=overwrite,
                               progress=lambda done, total: bar.update(task, completed=done),
-                              shift=scanner)
+                              shift=scanner, head=head, epi=epi)
     typer.echo(f"wrote {subjects} simulated subjects to {out}")
     if preview:
         typer.echo(f"preview: {out / 'preview.png'}")
+
+
+@app.command("pseudo-dwi")
+def pseudo_dwi(
+    source: Annotated[Path, typer.Argument(help="BIDS folder of real subjects with T1w and "
+                                                "T2w images.")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the pseudo-DWI cohort.")],
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
+    b0_volumes: Annotated[int, typer.Option(help="b=0 volumes per DWI (own noise each).")] = 2,
+    jobs: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
+) -> None:
+    """Real T1w plus a b=0 EPI simulated from each subject's real T2w (same world space)."""
+    from mri2mri.runtime.core.progress import progress_bar
+
+    from .pseudo_dwi import describe, make_pseudo_dwi
+
+    with progress_bar() as bar:
+        task = bar.add_task("simulating b=0 EPIs", total=None)
+        out = make_pseudo_dwi(source, out_dir, seed=seed, b0_volumes=b0_volumes, jobs=jobs,
+                              overwrite=overwrite,
+                              progress=lambda done, total: bar.update(task, completed=done,
+                                                                      total=total))
+    typer.echo(describe(out))
 
 
 app.command("ixi")(ixi)

@@ -19,10 +19,19 @@ the phase-encode (A-P) axis peaking at 3-6 mm over the orbitofrontal cortex
 and about half that over the temporal poles, with the matching intensity
 pile-up (Jacobian), 2 b=0 and 6 b=1000 s/mm² volumes (isotropic diffusion).
 
+Options: `head` (``--head``) lays CSF, skull, scalp muscle, fat and skin around
+the brain (`mri2mri.train.data.head`, tissues in `mri2mri.train.data.tissue`);
+`epi` (``--epi``) reads the DWI out with a single-shot spin-echo EPI model
+(`mri2mri.train.data.epi`: off-resonance in Hz x readout time, k-space window,
+Nyquist ghost, Rician noise at a measured SNR) instead of the plain model above.
+Both draw from their own random streams; without them the files are the same as
+before they existed.
+
 Honest limits: no vessels, so no MRA/angio contrast; no skull, scalp or eyes
-(the template is brain-extracted), so background is pure noise; diffusion is
-isotropic (mean diffusivity only); no motion, ghosting or Gibbs ringing; the
-T1w inversion prepulse is an assumption (see `mri2mri.train.data.tissue`).
+without `head` (the template is brain-extracted), so background is pure noise;
+no face, eyes or neck with it; diffusion is isotropic (mean diffusivity only);
+no motion; ghosting and k-space truncation only with `epi`; the T1w inversion
+prepulse is an assumption (see `mri2mri.train.data.tissue`).
 All images of a subject share one world space: the anatomical contrasts are
 on one grid, the DWI on its own, and their affines place them correctly.
 """
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -43,9 +52,30 @@ from mri2mri.runtime.core.atomic import write_json
 from mri2mri.runtime.core.errors import InputError, require_module
 from mri2mri.runtime.core.parallel import process_pool
 
+from .epi import (
+    MNI_HOTSPOTS,
+    EpiProtocol,
+    block_mean,
+    displace,
+    epi_grid,
+    fine_grid,
+    off_resonance_hz,
+    oversampling,
+    read_out,
+)
 from .fields import grid_points, random_field, rotation_matrix
+from .head import HeadLayers, head_fractions
 from .shift import AcquisitionShift
-from .tissue import LITERATURE_1P5T, TISSUES, Tissue, signal, subject_tissues
+from .tissue import (
+    FAT_RESIDUAL,
+    HEAD_1P5T,
+    HEAD_TISSUES,
+    LITERATURE_1P5T,
+    TISSUES,
+    Tissue,
+    signal,
+    subject_tissues,
+)
 
 ANAT_CONTRASTS = ("T1w", "T2w", "PDw")
 DWI_VOXEL_MM = (1.75, 1.75, 2.35)
@@ -77,19 +107,26 @@ class DemoConfig:
     bvalues: tuple[float, ...] = (0.0, 0.0) + (1000.0,) * 6
     #: A simulated other scanner (see `mri2mri.train.data.shift`); None: the IXI protocols.
     shift: AcquisitionShift | None = None
+    #: A head around the brain (see `mri2mri.train.data.head`); None: brain only.
+    head: HeadLayers | None = None
+    #: The EPI read-out of the DWI (see `mri2mri.train.data.epi`); None: the plain model.
+    epi: EpiProtocol | None = None
 
     def scanner(self) -> AcquisitionShift:
         return self.shift if self.shift is not None else AcquisitionShift()
 
 
 def _tissue_signals(contrast: str, tissues: dict[str, Tissue], shift: AcquisitionShift,
-                    bvalue: float = 0.0) -> dict[str, float]:
+                    bvalue: float = 0.0, fat_residual: float = FAT_RESIDUAL
+                    ) -> dict[str, float]:
     """Pure-tissue signals of one acquisition, with the shift's protocol and GM/WM contrast."""
     protocol = shift.protocol_for(contrast)
-    out = {t: signal(contrast, tissues[t], bvalue, protocol) for t in TISSUES}
+    out = {t: signal(contrast, tissues[t], bvalue, protocol) for t in tissues}
     k = shift.gm_wm_contrast.get(contrast)
     if k is not None and out["wm"] > 0:
         out["gm"] = out["wm"] * (out["gm"] / out["wm"]) ** k
+    if contrast == "dwi" and "fat" in out:
+        out["fat"] *= fat_residual  # spectral fat saturation (see tissue.FAT_RESIDUAL)
     return out
 
 
@@ -102,7 +139,11 @@ def _blur(volume: np.ndarray, affine: np.ndarray, fwhm_mm: float | None) -> np.n
 
 @dataclass
 class Template:
-    """MNI152 2009 tissue probability maps (1 mm) and the world box of the brain."""
+    """MNI152 2009 tissue probability maps (1 mm) and the world box of the brain.
+
+    With a head (`load(head=...)`), `csf` also holds the subarachnoid shell and
+    `extra` the bone, muscle and fat fractions around the brain.
+    """
 
     gm: np.ndarray
     wm: np.ndarray
@@ -110,9 +151,17 @@ class Template:
     affine: np.ndarray
     box_lo: np.ndarray
     box_hi: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def tissues(self) -> tuple[str, ...]:
+        return TISSUES + tuple(t for t in HEAD_TISSUES if t in self.extra)
+
+    def map(self, tissue: str) -> np.ndarray:
+        return self.extra[tissue] if tissue in self.extra else getattr(self, tissue)
 
     @classmethod
-    def load(cls) -> Template:
+    def load(cls, head: HeadLayers | None = None) -> Template:
         from nilearn import datasets
 
         def arr(img: nib.Nifti1Image) -> np.ndarray:
@@ -126,7 +175,12 @@ class Template:
         ijk = np.argwhere(mask)
         lo = gm_img.affine[:3, :3] @ ijk.min(0) + gm_img.affine[:3, 3]
         hi = gm_img.affine[:3, :3] @ ijk.max(0) + gm_img.affine[:3, 3]
-        return cls(gm, wm, csf, gm_img.affine, np.minimum(lo, hi), np.maximum(lo, hi))
+        extra: dict[str, np.ndarray] = {}
+        if head is not None:
+            voxel = float(nib.affines.voxel_sizes(gm_img.affine)[0])
+            extra = head_fractions(mask, voxel, head)
+            csf = np.clip(csf + extra.pop("csf") * (1.0 - gm - wm), 0.0, 1.0)
+        return cls(gm, wm, csf, gm_img.affine, np.minimum(lo, hi), np.maximum(lo, hi), extra)
 
 
 class _Anatomy:
@@ -147,18 +201,20 @@ class _Anatomy:
                        "translation_mm": self.shift.round(3).tolist()}
 
     def fractions(self, points: np.ndarray) -> dict[str, np.ndarray]:
-        """GM/WM/CSF fractions at subject-world points (N, 3)."""
+        """Tissue fractions (GM/WM/CSF, and the head's) at subject-world points (N, 3)."""
         disp = np.stack([f(points) for f in self.displacement], axis=1)
         warped = (points + disp - self.centre) @ self.linear.T + self.centre + self.shift
         inv = np.linalg.inv(self.template.affine)
         idx = (warped @ inv[:3, :3].T + inv[:3, 3]).T
         t = self.template
-        return {name: ndimage.map_coordinates(getattr(t, name), idx, order=1, mode="constant",
-                                              cval=0.0) for name in TISSUES}
+        return {name: ndimage.map_coordinates(t.map(name), idx, order=1, mode="constant",
+                                              cval=0.0) for name in t.tissues}
 
 
-def _anat_grid(template: Template, resolution: float) -> tuple[tuple[int, int, int], np.ndarray]:
-    lo, hi = template.box_lo - 12, template.box_hi + 12
+def _anat_grid(template: Template, resolution: float, head_mm: float = 0.0
+               ) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The anatomical grid: the brain's box plus 12 mm, plus the head's shells if any."""
+    lo, hi = template.box_lo - 12 - head_mm, template.box_hi + 12 + head_mm
     shape = tuple(int(n) for n in np.ceil((hi - lo) / resolution).astype(int) + 1)
     affine = np.diag([resolution] * 3 + [1.0])
     affine[:3, 3] = lo
@@ -204,22 +260,32 @@ def _to_int16_image(data: np.ndarray, affine: np.ndarray, max_value: float) -> n
     return img
 
 
+def subject_anatomy(template: Template, cfg: DemoConfig, index: int
+                    ) -> tuple[np.random.Generator, dict[str, Tissue], _Anatomy]:
+    """Subject `index`'s random stream (after its anatomy draws), tissues and anatomy."""
+    rng = np.random.default_rng([cfg.seed, index])
+    tissues = subject_tissues(rng, cfg.tissue_variation)
+    if cfg.head is not None:  # own stream: the brain-only draws stay as they were
+        tissues.update(subject_tissues(np.random.default_rng([cfg.seed, index, 1]),
+                                       cfg.tissue_variation, HEAD_1P5T))
+    return rng, tissues, _Anatomy(template, cfg, rng)
+
+
 def simulate_subject(template: Template, cfg: DemoConfig, index: int
                      ) -> tuple[dict[str, nib.Nifti1Image], dict]:
     """All images of subject `index` (0-based) plus the parameters that made them."""
-    rng = np.random.default_rng([cfg.seed, index])
-    tissues = subject_tissues(rng, cfg.tissue_variation)
-    anatomy = _Anatomy(template, cfg, rng)
+    rng, tissues, anatomy = subject_anatomy(template, cfg, index)
     images: dict[str, nib.Nifti1Image] = {}
 
-    shape, affine = _anat_grid(template, cfg.resolution)
+    shape, affine = _anat_grid(template, cfg.resolution,
+                               cfg.head.thickness_mm if cfg.head is not None else 0.0)
     points = grid_points(shape, affine)
     frac = anatomy.fractions(points)
     wm_voxels = frac["wm"] > 0.9
     scanner = cfg.scanner()
     for contrast in ANAT_CONTRASTS:
         values = _tissue_signals(contrast, tissues, scanner)
-        clean = sum(frac[t] * values[t] for t in TISSUES)
+        clean = sum(frac[t] * values[t] for t in template.tissues)
         clean = _blur(clean.reshape(shape), affine,
                       scanner.blur_fwhm_mm.get(contrast)).ravel()
         clean = clean * _bias(rng, points, template, cfg, contrast)
@@ -227,6 +293,11 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
         noisy = _rician(clean, sigma, rng).reshape(shape)
         peak = max(_tissue_signals(contrast, LITERATURE_1P5T, scanner).values())
         images[contrast] = _to_int16_image(noisy / peak, affine, 1000.0)
+
+    if cfg.epi is not None:
+        images["dwi"], epi_params = _epi_dwi(template, cfg, index, anatomy, tissues, rng)
+        return images, {"tissues": {k: asdict(v) for k, v in tissues.items()},
+                        **anatomy.params, "epi": epi_params}
 
     dshape, daffine = _dwi_grid(template, cfg.resolution, rng, cfg)
     dpoints = grid_points(dshape, daffine)
@@ -246,7 +317,7 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
 
     def dwi_clean(b: float) -> np.ndarray:
         values = _tissue_signals("dwi", tissues, scanner, b)
-        clean = sum(dfrac[t] * values[t] for t in TISSUES) * jac
+        clean = sum(dfrac[t] * values[t] for t in template.tissues) * jac
         return _blur(clean.reshape(dshape), daffine, blur).ravel() * bias
 
     b0_clean = dwi_clean(0.0)
@@ -260,6 +331,69 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     params = {"tissues": {k: asdict(v) for k, v in tissues.items()}, **anatomy.params,
               "epi_peak_displacement_mm": round(float(peak_mm), 3)}
     return images, params
+
+
+def _epi_protocol(cfg: DemoConfig) -> EpiProtocol:
+    """The EPI protocol on this cohort's DWI grid: coarser voxels (same field of view and
+    echo spacing, so the same displacement in mm) for resolution > 2 mm."""
+    protocol = cfg.epi if cfg.epi is not None else EpiProtocol()
+    factor = max(1.0, cfg.resolution / 2.0)
+    if factor == 1.0:
+        return protocol
+    return replace(protocol, voxel_mm=tuple(v * factor for v in protocol.voxel_mm),
+                   matrix=tuple(int(round(n / factor)) for n in protocol.matrix),
+                   total_readout_time=protocol.total_readout_time / factor)
+
+
+def _epi_dwi(template: Template, cfg: DemoConfig, index: int, anatomy: _Anatomy,
+             tissues: dict[str, Tissue], rng: np.random.Generator
+             ) -> tuple[nib.Nifti1Image, dict]:
+    """The DWI read out by a single-shot spin-echo EPI (`mri2mri.train.data.epi`).
+
+    Tissue fractions are sampled on a grid finer along PE and through the slab,
+    each map is displaced along PE by off-resonance x readout time and summed into
+    EPI voxels; every b-value's image is then the maps' signal-weighted sum, with
+    bias, Nyquist ghost, k-space window and Rician noise.
+    """
+    protocol = _epi_protocol(cfg)
+    erng = np.random.default_rng([cfg.seed, index, 2])
+    tilt = float(erng.uniform(*protocol.tilt_deg))
+    centre = ((template.box_lo + template.box_hi) / 2 + erng.uniform(-5, 5, 3)
+              + [0.0, 0.0, protocol.slab_offset_mm])
+    dshape, daffine = epi_grid(centre, protocol, tilt)
+    voxel = np.array(protocol.voxel_mm)
+    os_ = oversampling(voxel, max(cfg.resolution, 1.0), protocol.pe_axis)
+    fshape, faffine = fine_grid(dshape, daffine, os_)
+    fpoints = grid_points(fshape, faffine)
+    peak_hz = float(erng.uniform(*protocol.frontal_peak_hz))
+    hz = off_resonance_hz(fpoints, list(MNI_HOTSPOTS), peak_hz, protocol, erng,
+                          (template.box_lo, template.box_hi))
+    shift = (protocol.pe_sign * hz * protocol.total_readout_time
+             * os_[protocol.pe_axis]).reshape(fshape)
+    fine = anatomy.fractions(fpoints)
+    del fpoints
+    dfrac = {t: block_mean(displace(fine.pop(t).reshape(fshape), shift, protocol.pe_axis), os_)
+             for t in template.tissues}
+    bias = _bias(rng, grid_points(dshape, daffine), template, cfg, "dwi").reshape(dshape)
+    scanner = cfg.scanner()
+    blur = scanner.blur_fwhm_mm.get("dwi")
+
+    def clean(b: float) -> np.ndarray:
+        values = _tissue_signals("dwi", tissues, scanner, b, protocol.fat_residual)
+        volume = sum(dfrac[t] * values[t] for t in template.tissues)
+        return _blur(volume, daffine, blur) * bias
+
+    b0 = clean(0.0)
+    brain = (dfrac["gm"] + dfrac["wm"]) > 0.5
+    sigma = float(np.median(b0[brain])) / scanner.snr.get("dwi", protocol.snr)
+    volumes = [read_out(b0 if b == 0 else clean(b), protocol, sigma, erng)
+               for b in cfg.bvalues]
+    peak = max(_tissue_signals("dwi", LITERATURE_1P5T, scanner).values())
+    image = _to_int16_image(np.stack(volumes, axis=3) / peak, daffine, 1000.0)
+    shift_mm = block_mean(shift, os_) / os_[protocol.pe_axis] * voxel[protocol.pe_axis]
+    return image, {"tilt_deg": round(tilt, 3), "frontal_peak_hz": round(peak_hz, 3),
+                   "peak_displacement_mm": round(float(np.abs(shift_mm).max()), 3),
+                   "noise_sigma": round(sigma / peak * 1000.0, 4)}
 
 
 def _bvecs(cfg: DemoConfig) -> np.ndarray:
@@ -280,7 +414,9 @@ def _sidecar(contrast: str, cfg: DemoConfig) -> dict:
             "Simulated": True}
     if p.ti:
         meta["InversionTime"] = p.ti / 1000
-    if contrast == "dwi":
+    if contrast == "dwi" and cfg.epi is not None:
+        meta.update(_epi_protocol(cfg).sidecar())
+    elif contrast == "dwi":
         meta.update(PhaseEncodingDirection="j", TotalReadoutTime=0.05)
     return meta
 
@@ -300,16 +436,21 @@ def _write_subject(root: Path, sub: str, images: dict[str, nib.Nifti1Image],
         "\n".join(" ".join(f"{v:.6f}" for v in row) for row in _bvecs(cfg)) + "\n")
 
 
-_TEMPLATE: Template | None = None
+_TEMPLATES: dict[HeadLayers | None, Template] = {}
+
+
+def load_template(head: HeadLayers | None = None) -> Template:
+    """The template (with this head), loaded once per process: the head takes ~10 s."""
+    if head not in _TEMPLATES:
+        _TEMPLATES.clear()
+        _TEMPLATES[head] = Template.load(head)
+    return _TEMPLATES[head]
 
 
 def _subject_job(args: tuple[DemoConfig, int, str]) -> tuple[str, dict]:
     cfg, index, tmp_root = args
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        _TEMPLATE = Template.load()
     sub = subject_label(index)
-    images, params = simulate_subject(_TEMPLATE, cfg, index)
+    images, params = simulate_subject(load_template(cfg.head), cfg, index)
     _write_subject(Path(tmp_root), sub, images, cfg)
     return sub, params
 
@@ -330,12 +471,28 @@ simulation parameter.
 
 Not BIDS, listed in .bidsignore: `{PREVIEW_FILE}` (one subject's contrasts).
 """
+README_HEAD = """
+With `--head`: CSF, skull, scalp muscle, fat and skin shells around the brain
+(`mri2mri.train.data.head`); fat is bright on T1w and suppressed on the DWI.
+"""
+README_EPI = """
+With `--epi`: the DWI is read out by a simulated single-shot spin-echo EPI
+(`mri2mri.train.data.epi`): off-resonance distortion along the phase-encoding
+axis with pile-up, IXI-like k-space coverage, a Nyquist ghost and Rician noise.
+"""
 
 
 def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
     simulation = asdict(cfg)
-    if cfg.shift is None:
-        del simulation["shift"]  # the default scanner: same description as before shifts
+    for key in ("shift", "head", "epi"):  # defaults: the same description as before them
+        if getattr(cfg, key) is None:
+            del simulation[key]
+    if cfg.epi is not None:
+        simulation["epi"] = asdict(_epi_protocol(cfg))
+    limits = "no vessels (no MRA), no skull or scalp, isotropic diffusion, no motion"
+    if cfg.head is not None:
+        limits = ("no vessels (no MRA), no face, eyes, neck or skull base, isotropic diffusion, "
+                  "no motion")
     return dataset_description(
         "mri2mri simulated demo cohort", "raw",
         [generated_by("mri2mri", "mri2mri-data demo: simulated phantom, not real data")],
@@ -346,7 +503,7 @@ def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
             "Tissue parameters and sequence models: see mri2mri.train.data.tissue",
         ],
         SimulatedPhantom=True, SimulationParameters=simulation,
-        Limits="no vessels (no MRA), no skull or scalp, isotropic diffusion, no motion",
+        Limits=limits,
         SubjectParameters=params)
 
 
@@ -354,11 +511,14 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
                     resolution: float = 2.0, preview: bool = False, jobs: int = 1,
                     overwrite: bool = False,
                     progress: Callable[[int, int], None] | None = None,
-                    shift: AcquisitionShift | None = None) -> Path:
+                    shift: AcquisitionShift | None = None, head: bool = False,
+                    epi: bool = False) -> Path:
     """Write a simulated BIDS cohort to `out_dir`; deterministic for a seed.
 
     `shift` images the same subjects (same seed: same anatomy and noise draws) with
     another simulated scanner's acquisition (see `mri2mri.train.data.shift`).
+    `head` adds skull and scalp around the brain (`mri2mri.train.data.head`), `epi`
+    reads the DWI out with the EPI model of `mri2mri.train.data.epi`.
 
     The dataset is built in a temporary sibling folder and renamed into place,
     so an interrupted run leaves nothing behind.
@@ -376,7 +536,8 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
     if preview:
         require_module("matplotlib", "data", "the cohort preview")
     cfg = DemoConfig(subjects=subjects, seed=seed, resolution=float(resolution),
-                     shift=None if shift is None or shift.empty else shift)
+                     shift=None if shift is None or shift.empty else shift,
+                     head=HeadLayers() if head else None, epi=EpiProtocol() if epi else None)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -396,7 +557,8 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
                 params[sub] = p
                 if progress:
                     progress(done, subjects)
-        write_dataset_files(tmp, _dataset_description(cfg, params), readme=README,
+        readme = (README + (README_HEAD if head else "") + (README_EPI if epi else ""))
+        write_dataset_files(tmp, _dataset_description(cfg, params), readme=readme,
                             ignore=[PREVIEW_FILE] if preview else [])
         (tmp / "participants.tsv").write_text(
             "participant_id\tsimulated\n" + "".join(f"{s}\tyes\n" for s in sorted(params)))

@@ -16,6 +16,30 @@ each is varied by up to ±10 %):
 * Mean diffusivity (b=1000 signal): WM 0.7, GM 0.8, CSF 3.0 × 10⁻³ mm²/s,
   Pierpaoli C et al., Radiology 1996;201:637-648.
 
+Head tissues outside the brain (``mri2mri-data demo --head``; see `head`), 1.5 T:
+
+* Subcutaneous fat T1 343 ms, T2 58 ms; skeletal muscle T1 1008 ms, T2 44 ms:
+  de Bazelaire CMJ et al., "MR imaging relaxation times of abdominal and pelvic
+  tissues measured in vivo at 3.0 T: preliminary results", Radiology
+  2004;230:652-659 (their 1.5 T column). Skin is given the muscle values.
+* Cortical bone: T2* ~0.4-0.5 ms (Reichert ILH et al., "Magnetic resonance
+  imaging of cortical bone with ultrashort TE pulse sequences", Magn Reson
+  Imaging 2005;23:611-618), so no signal at any TE used here; T1 ~250 ms
+  (assumed, irrelevant once T2 is that short); its water content gives PD ~0.2.
+* Proton density (relative to CSF; assumptions from water content): muscle 0.77
+  (~76 % water), fat 0.9 (lipid proton density close to water's).
+* Mean diffusivity: muscle 1.5 × 10⁻³ mm²/s (isotropic mean of skeletal-muscle
+  DTI, e.g. Galbán CJ et al., Eur J Appl Physiol 2004;93:253-262); fat 0.01 ×
+  10⁻³ mm²/s (lipid barely diffuses; irrelevant after fat suppression); bone 0.
+* Fat suppression of the DWI (spectral fat saturation): it saturates the
+  methylene and methyl peaks but not the olefinic (5.3 ppm) and glycerol
+  (4.2 ppm) peaks next to water, ~9 % of the fat signal (Hamilton G et al.,
+  "In vivo characterization of the liver fat 1H MR spectrum", NMR Biomed
+  2011;24:784-790): the residual fraction `FAT_RESIDUAL`.
+* Not modelled: the J-coupling that keeps fat bright on turbo spin echo T2w
+  (fat comes out about as bright as WM on the simulated T2w/PDw); diploic
+  marrow inside the skull.
+
 IXI protocol parameters (brain-development.org, Philips 1.5 T, Guy's Hospital):
 T1w 3D T1-TFE TR 9.8 ms, TE 4.6 ms, flip 8°; T2w and PD dual-echo turbo spin
 echo TR 8178 ms, TE 100 / 8 ms; DWI single-shot spin-echo EPI, TE ≈ 100 ms.
@@ -53,6 +77,17 @@ LITERATURE_1P5T: dict[str, Tissue] = {
     "wm": Tissue(t1=700.0, t2=72.0, pd=0.69, md=0.7e-3),
     "csf": Tissue(t1=4300.0, t2=2000.0, pd=1.00, md=3.0e-3),
 }
+
+#: Tissues outside the brain (``--head``): kept apart from LITERATURE_1P5T so that the
+#: brain-only cohort draws the same random numbers as before.
+HEAD_TISSUES = ("bone", "muscle", "fat")
+HEAD_1P5T: dict[str, Tissue] = {
+    "bone": Tissue(t1=250.0, t2=0.45, pd=0.20, md=0.0),
+    "muscle": Tissue(t1=1008.0, t2=44.0, pd=0.77, md=1.5e-3),
+    "fat": Tissue(t1=343.0, t2=58.0, pd=0.90, md=0.01e-3),
+}
+#: Fraction of the fat signal left by the DWI's spectral fat saturation (Hamilton 2011).
+FAT_RESIDUAL = 0.09
 
 #: T2* taken as a fraction of T2 for the gradient-echo T1w (TE 4.6 ms makes it minor).
 T2STAR_FRACTION = 0.7
@@ -100,7 +135,8 @@ def signal(contrast: str, tissue: Tissue, bvalue: float = 0.0,
     return float(s * np.exp(-bvalue * tissue.md))
 
 
-def subject_tissues(rng: np.random.Generator, variation: float = 0.10) -> dict[str, Tissue]:
+def subject_tissues(rng: np.random.Generator, variation: float = 0.10,
+                    literature: dict[str, Tissue] = LITERATURE_1P5T) -> dict[str, Tissue]:
     """Literature tissues with every parameter varied by up to ±`variation` (uniform)."""
     return {name: t.scaled(rng.uniform(1 - variation, 1 + variation, size=4))
-            for name, t in LITERATURE_1P5T.items()}
+            for name, t in literature.items()}
