@@ -84,3 +84,21 @@ def test_every_runtime_module_serves_a_runtime_command() -> None:
         modules.add(".".join(["mri2mri", "runtime", *parts]))
     unused = sorted(modules - seen)
     assert not unused, f"runtime modules no runtime command uses: {unused}"
+
+
+#: Product code stays readable in pieces: no function longer than this (issue 22).
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_product_function_is_longer_than_the_limit() -> None:
+    long = []
+    for folder in ("runtime", "train", "export", "demo", "benchmarks"):
+        for path in (REPO / folder).rglob("*.py"):
+            if "perf" in path.relative_to(REPO).parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        long.append(f"{path.relative_to(REPO)}:{node.name} ({lines} lines)")
+    assert not long, f"functions longer than {MAX_FUNCTION_LINES} lines: {long}"
