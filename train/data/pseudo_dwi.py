@@ -26,6 +26,8 @@ from mri2mri.runtime.bids.names import (
     dataset_description,
     dataset_name,
     generated_by,
+    sidecar_path,
+    split_name,
     write_dataset_files,
 )
 from mri2mri.runtime.core.atomic import write_json
@@ -67,9 +69,9 @@ def _subject(args: tuple[str, str, str, str, int, int, EpiProtocol, int]) -> tup
     anat, dwi = root / sub / "anat", root / sub / "dwi"
     anat.mkdir(parents=True)
     dwi.mkdir(parents=True)
-    suffix = ".nii.gz" if t1.endswith(".nii.gz") else ".nii"
-    shutil.copyfile(t1, anat / f"{sub}_T1w{suffix}")
-    sidecar = Path(t1[: -len(suffix)] + ".json")
+    _, extension = split_name(t1)
+    shutil.copyfile(t1, anat / f"{sub}_T1w{extension}")
+    sidecar = sidecar_path(t1)
     if sidecar.is_file():
         shutil.copyfile(sidecar, anat / f"{sub}_T1w.json")
     data = np.clip(np.round(epi.image.get_fdata()), 0, 32767).astype(np.int16)
