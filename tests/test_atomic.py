@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.atomic import atomic_dir, write_json
 from mri2mri.runtime.core.errors import InputError
 
 
@@ -58,3 +58,19 @@ def test_tensorrt_build_times_are_written_with_write_json(tmp_path: Path) -> Non
     record_build(tmp_path, "reference|b1-8", 60.0)
     assert _history(tmp_path) == {"small|b1-8": 12.3, "reference|b1-8": 60.0}
     assert (tmp_path / BUILD_TIMES).read_text().startswith('{\n  "reference|b1-8": 60.0,')
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path: Path) -> None:
+    out = tmp_path / "cohort"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "new.txt").write_text("half")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    with atomic_dir(out) as tmp:
+        assert tmp != out and not any(tmp.iterdir())
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mri2mri.runtime.core.errors import InputError
-from mri2mri.runtime.core.parallel import process_pool, start_method
+from mri2mri.runtime.core.parallel import map_jobs, process_pool, start_method
 
 #: Held by the test process while a worker runs: a forked worker would inherit it held.
 LOCK = threading.Lock()
@@ -46,3 +46,17 @@ def test_an_input_error_in_a_worker_arrives_whole() -> None:
     assert str(caught.value) == "/data/sub-01_T1w.nii.gz: cannot be read"
     assert caught.value.path == Path("/data/sub-01_T1w.nii.gz")
     assert caught.value.problem == "cannot be read"
+
+
+def _square_and_pid(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_map_jobs_keeps_task_order_and_reports_progress(jobs: int) -> None:
+    seen: list[tuple[int, int]] = []
+    results = map_jobs(_square_and_pid, [3, 1, 2], jobs, lambda d, t: seen.append((d, t)))
+    assert [r for r, _ in results] == [9, 1, 4]
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    in_caller = all(pid == os.getpid() for _, pid in results)
+    assert in_caller == (jobs == 1)

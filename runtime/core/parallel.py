@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def start_method() -> str:
@@ -32,3 +36,24 @@ def process_pool(jobs: int, initializer: Callable[..., object] | None = None,
     return ProcessPoolExecutor(max_workers=jobs,
                                mp_context=multiprocessing.get_context(start_method()),
                                initializer=initializer, initargs=initargs)
+
+
+def map_jobs(function: Callable[[T], R], tasks: Sequence[T], jobs: int = 1,
+             progress: Callable[[int, int], None] | None = None) -> list[R]:
+    """`function` over `tasks` in order, in `jobs` worker processes (1: in this process).
+
+    `progress(done, total)` is called after each task, in task order.
+    """
+    results: list[R] = []
+    if jobs > 1 and len(tasks) > 1:
+        with process_pool(min(jobs, len(tasks))) as pool:
+            for result in pool.map(function, tasks):
+                results.append(result)
+                if progress:
+                    progress(len(results), len(tasks))
+        return results
+    for task in tasks:
+        results.append(function(task))
+        if progress:
+            progress(len(results), len(tasks))
+    return results

@@ -38,7 +38,6 @@ on one grid, the DWI on its own, and their affines place them correctly.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -48,9 +47,9 @@ import numpy as np
 from scipy import ndimage
 
 from mri2mri.runtime.bids.names import dataset_description, generated_by, write_dataset_files
-from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.atomic import atomic_dir, write_json
 from mri2mri.runtime.core.errors import InputError, require_module
-from mri2mri.runtime.core.parallel import process_pool
+from mri2mri.runtime.core.parallel import map_jobs
 
 from .epi import (
     MNI_HOTSPOTS,
@@ -538,25 +537,9 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
     cfg = DemoConfig(subjects=subjects, seed=seed, resolution=float(resolution),
                      shift=None if shift is None or shift.empty else shift,
                      head=HeadLayers() if head else None, epi=EpiProtocol() if epi else None)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_dir(out) as tmp:
         tasks = [(cfg, i, str(tmp)) for i in range(subjects)]
-        params: dict[str, dict] = {}
-        if jobs > 1:
-            with process_pool(jobs) as pool:
-                results = pool.map(_subject_job, tasks)
-                for done, (sub, p) in enumerate(results, 1):
-                    params[sub] = p
-                    if progress:
-                        progress(done, subjects)
-        else:
-            for done, task in enumerate(tasks, 1):
-                sub, p = _subject_job(task)
-                params[sub] = p
-                if progress:
-                    progress(done, subjects)
+        params = dict(map_jobs(_subject_job, tasks, jobs, progress))
         readme = (README + (README_HEAD if head else "") + (README_EPI if epi else ""))
         write_dataset_files(tmp, _dataset_description(cfg, params), readme=readme,
                             ignore=[PREVIEW_FILE] if preview else [])
@@ -566,9 +549,4 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
             from .preview import write_preview
 
             write_preview(tmp, subject_label(0), tmp / PREVIEW_FILE)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

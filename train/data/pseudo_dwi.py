@@ -30,9 +30,9 @@ from mri2mri.runtime.bids.names import (
     split_name,
     write_dataset_files,
 )
-from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.atomic import atomic_dir, write_json
 from mri2mri.runtime.core.errors import InputError
-from mri2mri.runtime.core.parallel import process_pool
+from mri2mri.runtime.core.parallel import map_jobs
 
 from .epi import EpiProtocol, pseudo_b0
 
@@ -115,25 +115,10 @@ def make_pseudo_dwi(source: str | Path, out_dir: str | Path, seed: int = 0,
     if out.resolve() == source.resolve():
         raise InputError(out, "is the source dataset")
     pairs = _pairs(source)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_dir(out) as tmp:
         tasks = [(sub, str(t1), str(t2), str(tmp), seed, i, protocol, b0_volumes)
                  for i, (sub, t1, t2) in enumerate(pairs)]
-        params: dict[str, dict] = {}
-        if jobs > 1:
-            with process_pool(min(jobs, len(tasks))) as pool:
-                for done, (sub, p) in enumerate(pool.map(_subject, tasks), 1):
-                    params[sub] = p
-                    if progress:
-                        progress(done, len(tasks))
-        else:
-            for done, task in enumerate(tasks, 1):
-                sub, p = _subject(task)
-                params[sub] = p
-                if progress:
-                    progress(done, len(tasks))
+        params = dict(map_jobs(_subject, tasks, jobs, progress))
         description = dataset_description(
             "mri2mri pseudo-DWI cohort", "raw",
             [generated_by("mri2mri", "mri2mri-data pseudo-dwi: real T1w, b=0 simulated from "
@@ -145,11 +130,6 @@ def make_pseudo_dwi(source: str | Path, out_dir: str | Path, seed: int = 0,
         write_dataset_files(tmp, description, readme=README)
         (tmp / "participants.tsv").write_text(
             "participant_id\n" + "".join(f"{s}\n" for s in sorted(params)))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
