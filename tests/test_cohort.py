@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mri2mri.runtime.core.errors import InputError
-from mri2mri.train.cohort import Cohort, check_splits, make_splits, split_sizes
+from mri2mri.train.cohort import Cohort, check_splits, make_splits, split_rule, split_sizes
 
 
 def _touch_image(path: Path, shape=(4, 4, 4)) -> None:
@@ -76,7 +76,7 @@ def test_empty_directory_is_an_error(tmp_path):
         Cohort.discover(tmp_path / "nope")
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 12, 40, 417])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 12, 40, 417])
 def test_splits_are_disjoint_complete_and_deterministic(n):
     ids = [f"sub-{i:03d}" for i in range(n)]
     a = make_splits(ids, seed=7)
@@ -86,7 +86,16 @@ def test_splits_are_disjoint_complete_and_deterministic(n):
     n_train, n_val, n_test = split_sizes(n)
     assert (len(a["train"]), len(a["validation"]), len(a["test"])) == (n_train, n_val, n_test)
     if n >= 3:
-        assert n_val >= 1 and n_test >= 1 and n_train >= 1
+        assert n_val >= 1 and n_train >= 1
+    if n >= 5:
+        assert n_test >= 1
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_small_cohorts_train_on_all_but_the_validation_subject(n: int) -> None:
+    assert split_sizes(n) == (n - 1, 1, 0)
+    assert "all but one train" in split_rule(n)
+    assert split_sizes(5)[2] == 1 and "proportional" in split_rule(5)
 
 
 def test_different_seeds_give_different_splits():

@@ -141,3 +141,15 @@ def test_templates_escape_values_but_not_markup(tmp_path: Path) -> None:
     assert text.startswith("<!DOCTYPE html>\n<html lang=\"en\">") and text.endswith("</html>\n")
     assert "<title>a &lt;title&gt;</title>" in text and "<h1>a &lt;title&gt;</h1>" in text
     assert "<script>" not in text and "<h2>sub-01_&lt;script&gt;</h2>" in text
+
+
+def test_model_card_says_whether_the_network_beats_the_lut() -> None:
+    from mri2mri.runtime.qc.synthesis import _network_vs_lut
+
+    worse = _network_vs_lut({"model": {"psnr": 18.0, "ssim": 0.80},
+                             "lut_baseline": {"psnr": 19.5, "ssim": 0.85}})
+    assert worse[0][1].startswith("PSNR -1.50 dB, SSIM -0.050") and "prefer it" in worse[0][1]
+    better = _network_vs_lut({"model": {"psnr": 22.0, "ssim": 0.90},
+                              "lut_baseline": {"psnr": 19.5, "ssim": 0.85}})
+    assert "+2.50 dB" in better[0][1] and "network beats" in better[0][1]
+    assert _network_vs_lut({"model": {"psnr": 22.0}}) == []

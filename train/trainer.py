@@ -467,6 +467,8 @@ class RunData:
     lut_subset: dict[str, float]
     #: A few validation input slices stored with each checkpoint for export's parity check.
     parity: np.ndarray
+    #: How the split was chosen, in words (`Cohort.split_rule`), for the model card.
+    split_rule: str = ""
 
 
 def _split(config: TrainConfig, cohort: Cohort, resume_state: dict[str, Any] | None
@@ -542,7 +544,8 @@ def prepare_data(config: TrainConfig, out: Path, device: torch.device, ctx: dist
                    val_entries=val_entries, val_subjects=[cohort.subject(i) for i in val_ids],
                    norm=norm, summary=summary, lut=lut, subset=subset,
                    lut_subset=subset.evaluate_lut(lut, device) if ctx.is_main else {},
-                   parity=_parity_slices(val_entries[0], config.context))
+                   parity=_parity_slices(val_entries[0], config.context),
+                   split_rule=cohort.split_rule())
 
 
 # ---- the run ------------------------------------------------------------------------------
@@ -712,6 +715,7 @@ class _Run:
             training={"data": self.data.summary["dataset"], "seed": config.seed,
                       "epochs": epoch + 1, "epochs_planned": config.epochs,
                       "subjects": {k: len(v) for k, v in self.data.split.items()},
+                      "split_rule": self.data.split_rule,
                       "loss": f"{config.perceptual_weight} * VGG16 conv1_1 perceptual + "
                               f"{config.l1_weight} * L1",
                       "global_batch": config.batch_size, "processes": self.ctx.world,

@@ -50,6 +50,7 @@ def model_card(meta: ModelMetadata) -> Html:
         ("subjects (train/validation/test)",
          "/".join(str(training.get("subjects", {}).get(k, "?"))
                   for k in ("train", "validation", "test"))),
+        ("split", training.get("split_rule", "not recorded")),
         ("epochs", training.get("epochs", "?")), ("loss", training.get("loss", "?")),
         ("package version (export)", meta.package_version),
     ]
@@ -65,8 +66,22 @@ def model_card(meta: ModelMetadata) -> Html:
             rows.append((f"validation ({name})", ", ".join(
                 f"{k.upper()} {v:.4g}" for k, v in metrics.items()
                 if isinstance(v, int | float))))
+    rows += _network_vs_lut(validation)
     rows += [("licence (model)", "Apache-2.0 (mri2mri)"), ("weights note", meta.weights_license)]
     return render(MODEL_CARD, table=table(rows))
+
+
+def _network_vs_lut(validation: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """One row saying whether the network beat the look-up table on its validation subjects."""
+    model, lut = validation.get("model"), validation.get("lut_baseline")
+    if not isinstance(model, Mapping) or not isinstance(lut, Mapping) \
+            or not {"psnr", "ssim"} <= model.keys() & lut.keys():
+        return []
+    gain = model["psnr"] - lut["psnr"]
+    verdict = "the network beats the look-up table" if gain > 0 and model["ssim"] > lut["ssim"] \
+        else "the look-up table is as good or better: prefer it, or more training data"
+    return [("network - look-up table (validation)",
+             f"PSNR {gain:+.2f} dB, SSIM {model['ssim'] - lut['ssim']:+.3f}: {verdict}")]
 
 
 def _range(values: Sequence[float] | None) -> str:
