@@ -116,6 +116,40 @@ def _registration_lines(summary: dict) -> list[str]:
     return lines
 
 
+@app.command("registration-table")
+def registration_table(
+    runs: Annotated[list[str], typer.Argument(help="NAME=DIR: a registration benchmark's "
+                                                    "output folder (its summary.json).")],
+    out: Annotated[Path | None, typer.Option(help="Also write the table to this file.")]
+    = None,
+) -> None:
+    """Several registration benchmark runs side by side, from their summary.json files."""
+    import json
+
+    from mri2mri.runtime.core.atomic import atomic_path
+    from mri2mri.runtime.core.errors import InputError
+
+    from .registration.report import side_by_side
+
+    summaries: dict[str, dict] = {}
+    for item in runs:
+        name, sep, folder = item.partition("=")
+        path = Path(folder) / "summary.json"
+        if not sep or not name:
+            raise InputError(item, "expected NAME=DIR")
+        if not path.is_file():
+            raise InputError(path, "not found: is DIR a registration benchmark's output?")
+        try:
+            summaries[name] = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON ({exc})") from None
+    table = side_by_side(summaries)
+    if out is not None:
+        with atomic_path(out, overwrite=True) as tmp:
+            tmp.write_text(table)
+    typer.echo(table)
+
+
 @app.command("ood-threshold")
 def ood_threshold(
     data: Annotated[Path, typer.Option(help="BIDS-like cohort with T1w, T2w and PDw (its "

@@ -161,6 +161,54 @@ def markdown_report(summary: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: side_by_side's error columns, per protocol: metric -> (heading, decimals).
+SIDE_BY_SIDE_COLUMNS = {"translation_mae_mm": ("transl. (mm)", 3),
+                        "rotation_mae_rad": ("rot. (rad)", 4),
+                        "boundary_error_mm": ("boundary (mm)", 3)}
+
+
+def _p(value: float) -> str:
+    return "n/a" if value != value else f"{value:.2g}"
+
+
+def side_by_side(summaries: dict[str, dict]) -> str:
+    """One markdown table of several benchmark runs (name -> its summary.json), then their tests.
+
+    Why: the documentation compares cohorts and options; writing the table from the
+    summaries themselves keeps every figure traceable to a run.
+    """
+    head = " | ".join(f"{p.replace('_', ' ')} {h}" for p in PROTOCOLS
+                      for h, _ in SIDE_BY_SIDE_COLUMNS.values())
+    lines = [f"| run | method | n | {head} |",
+             "|---|---|---|" + "---|" * (len(PROTOCOLS) * len(SIDE_BY_SIDE_COLUMNS))]
+    for name, summary in summaries.items():
+        results = summary["results"]
+        for method in sorted({m for p in PROTOCOLS for m in results.get(p, {})}):
+            cells, n = [], ""
+            for protocol in PROTOCOLS:
+                stats = results.get(protocol, {}).get(method, {})
+                for metric, (_, decimals) in SIDE_BY_SIDE_COLUMNS.items():
+                    cells.append(f"{stats[metric]['mean']:.{decimals}f}" if metric in stats
+                                 else "")
+                    n = n or (str(stats[metric]["n"]) if metric in stats else "")
+            lines.append(f"| {name} | {method} | {n} | {' | '.join(cells)} |")
+    lines += ["", "| run | protocol | B vs A | translation: ratio [95 % CI], Wilcoxon p, "
+              "Mann-Whitney p | boundary error: ratio, Wilcoxon p |", "|---|---|---|---|---|"]
+    for name, summary in summaries.items():
+        for protocol, comparisons in summary["tests"].items():
+            for pair, entry in comparisons.items():
+                t, b = entry.get("translation_mae_mm"), entry.get("boundary_error_mm")
+                if not t:
+                    continue
+                boundary = f"{b['ratio_of_means']:.2f}, {_p(b['wilcoxon_p'])}" if b else ""
+                lines.append(
+                    f"| {name} | {protocol.replace('_', ' ')} | {pair} | "
+                    f"{t['ratio_of_means']:.2f} [{t['ratio_ci_low']:.2f}, "
+                    f"{t['ratio_ci_high']:.2f}], {_p(t['wilcoxon_p'])}, "
+                    f"{_p(t['mann_whitney_p'])} | {boundary} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_markdown(summary: dict[str, object], path: Path) -> None:
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(markdown_report(summary))

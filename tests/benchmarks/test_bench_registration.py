@@ -234,6 +234,19 @@ def test_dask_then_resume_from_cache_then_pool(two_subjects: Path, tmp_path: Pat
     mean = summary["results"][KNOWN_TRUTH][DIRECT]["boundary_error_mm"]["mean"]
     assert "boundary error (mm)" in report and f"| {mean:.3f} |" in report
     assert (out / "registration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Runs side by side, from their summary files.
+    table_file = tmp_path / "table.md"
+    assert _cli(["registration-table", f"seed 3={out}", f"again={out}", "--out",
+                 str(table_file)]) == 0
+    table_md = table_file.read_text()
+    truth = summary["results"][KNOWN_TRUTH][DIRECT]
+    for name in ("seed 3", "again"):
+        assert (f"| {name} | {DIRECT} | 2 | {truth['translation_mae_mm']['mean']:.3f} | "
+                f"{truth['rotation_mae_rad']['mean']:.4f} | "
+                f"{truth['boundary_error_mm']['mean']:.3f} |") in table_md
+    capsys.readouterr()
+    assert _cli(["registration-table", f"x={tmp_path}"]) == 1
+    assert "summary.json: not found" in capsys.readouterr().err
     monkeypatch.undo()
 
     # Another seed is another experiment: nothing is reused; the process pool runs both.
