@@ -174,19 +174,58 @@ def ood_threshold(
 
 @app.command()
 def generalisation(
-    run: Annotated[list[Path], typer.Option("--run", help="Run directory with best.pt "
-                                            "(repeatable); name it RECIPE-sSEED to group "
-                                            "seeds.")],
-    cohort: Annotated[list[str], typer.Option("--cohort", help="NAME=DIR: a cohort to score "
-                                              "every subject of (repeatable).")],
-    out: Annotated[Path, typer.Option(help="Output directory (scores.csv, summary.json, "
-                                           "table.md, curves.png).")],
+    out: Annotated[Path, typer.Option(help="Output directory (--run: scores.csv, summary.json, "
+                                           "table.md, curves.png; --leave-one-out: folds/, "
+                                           "results.csv, summary.json, table.md).")],
+    run: Annotated[list[Path] | None, typer.Option("--run", help="Run directory with best.pt "
+                                                   "(repeatable); name it RECIPE-sSEED to "
+                                                   "group seeds.")] = None,
+    cohort: Annotated[list[str] | None, typer.Option("--cohort", help="NAME=DIR: a cohort to "
+                                                     "score every subject of (repeatable)."
+                                                     )] = None,
     reference: Annotated[str | None, typer.Option(help="Recipe the others are compared with, "
                                                        "paired by seed.")] = None,
     metric: Annotated[str, typer.Option(help="psnr, ssim or mae for table.md.")] = "psnr",
     threads: Annotated[int, typer.Option(help="PyTorch CPU threads (0: default).")] = 0,
+    leave_one_out: Annotated[Path | None, typer.Option(
+        "--leave-one-out", help="BIDS cohort of real subjects: train on all but one, score "
+                                "the one left out, for each (instead of --run/--cohort).")]
+    = None,
+    source: Annotated[str, typer.Option(help="--leave-one-out: source contrast.")] = "T1w",
+    target: Annotated[str, typer.Option(help="--leave-one-out: target contrast.")] = "T2w",
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="--leave-one-out: KEY=VALUE, a TrainConfig field the recipe changes "
+                      "from its default (repeatable).")] = None,
+    zero_shot: Annotated[Path | None, typer.Option(
+        help="--leave-one-out: a run directory (best.pt) trained elsewhere, scored on every "
+             "subject.")] = None,
+    seed: Annotated[int, typer.Option(help="--leave-one-out: training seed.")] = 0,
+    report_only: Annotated[bool, typer.Option(
+        "--report-only", help="--leave-one-out: render table.md and results.csv again from "
+                              "OUT/summary.json.")] = False,
 ) -> None:
-    """Cross-scanner evaluation: each run's best.pt and its LUT baseline on each cohort."""
+    """Cross-scanner evaluation: each run's best.pt and its LUT baseline on each cohort; or,
+    with --leave-one-out, a network trained on the other subjects against their LUT."""
+    from mri2mri.runtime.core.errors import InputError
+
+    if leave_one_out is not None and (run or cohort):
+        raise InputError(None, "--leave-one-out trains its own runs: give it without --run "
+                               "and --cohort")
+    if leave_one_out is None and (overrides or zero_shot is not None or report_only):
+        raise InputError(None, "--set, --zero-shot and --report-only go with --leave-one-out")
+    if leave_one_out is not None:
+        _leave_one_out(leave_one_out, out, source, target, overrides or [], zero_shot, seed,
+                       threads, report_only)
+    elif not run or not cohort:
+        raise InputError(None, "give --run and --cohort (score runs on cohorts), or "
+                               "--leave-one-out DIR")
+    else:
+        _cross_scanner(run, cohort, out, reference, metric, threads)
+
+
+def _cross_scanner(run: list[Path], cohort: list[str], out: Path, reference: str | None,
+                   metric: str, threads: int) -> None:
+    """`generalisation --run ... --cohort ...`: score runs on cohorts."""
     from mri2mri.runtime.core.atomic import atomic_path
     from mri2mri.runtime.core.errors import InputError
 
@@ -212,6 +251,25 @@ def generalisation(
     plot_curves(run, out / "curves.png")
     typer.echo(table)
     typer.echo(f"wrote {out}/scores.csv, summary.json, table.md, curves.png")
+
+
+def _leave_one_out(data: Path, out: Path, source: str, target: str, overrides: list[str],
+                   zero_shot: Path | None, seed: int, threads: int, report_only: bool) -> None:
+    """`generalisation --leave-one-out DIR`: train on all subjects but one, for each."""
+    from .generalisation.loo import leave_one_out, rerender
+    from .generalisation.overrides import parse_overrides
+
+    if report_only:
+        typer.echo(rerender(out))
+        typer.echo(f"wrote {out}/results.csv, table.md")
+        return
+    summary = leave_one_out(data, out, source=source, target=target,
+                            overrides=parse_overrides(overrides), zero_shot=zero_shot,
+                            seed=seed, threads=threads,
+                            progress=lambda what: _err.print(what, markup=False))
+    typer.echo((out / "table.md").read_text())
+    typer.echo(f"wrote {out}/results.csv, summary.json, table.md; folds in {out}/folds "
+               f"({summary['wall_seconds']:.0f} s)")
 
 
 @app.command("training-memory", context_settings={"allow_interspersed_args": False})

@@ -5,6 +5,9 @@ preprocessing, target resampled onto the source grid), the model sees
 `stack_context` stacks as at inference, and the prediction is restored with the
 subject's own target scale, exactly as validation during training does, so a
 cohort's numbers are comparable with the run's validation curve.
+`ScoredRun`, `predict_subject` and `score_regions` are that scoring, shared with
+the leave-one-out benchmark (`loo.py`), which adds regions (the brain without its
+lesion) and names the methods of a zero-shot run.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from mri2mri.runtime.core.atomic import atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.preprocess import restore_volume
 from mri2mri.runtime.imaging.slicing import stack_context
+from mri2mri.runtime.metadata import ModelMetadata
 from mri2mri.train.baseline import IntensityLUT
 from mri2mri.train.checkpoint import load_checkpoint
-from mri2mri.train.cohort import Cohort
+from mri2mri.train.cohort import Cohort, Subject
 from mri2mri.train.inference import model_from_checkpoint, predict_slices
 from mri2mri.train.metrics import volume_metrics
-from mri2mri.train.prepare import load_subject
+from mri2mri.train.model import UNet
+from mri2mri.train.prepare import SubjectData, load_subject
 
+#: The two methods every run is scored with: its network and its LUT baseline.
 METHODS = ("model", "lut")
 
 
@@ -43,17 +49,57 @@ class CohortScore:
     ssim: float
 
 
+@dataclass
+class ScoredRun:
+    """A checkpoint opened for scoring: its network, metadata and stored LUT baseline.
+
+    The LUT is the one the trainer fitted on the run's own training subjects (saved
+    in the checkpoint), so a run is always compared with the baseline it had.
+    """
+
+    name: str
+    model: UNet
+    meta: ModelMetadata
+    lut: IntensityLUT
+
+    @classmethod
+    def open(cls, checkpoint: str | Path, name: str | None = None) -> ScoredRun:
+        checkpoint = Path(checkpoint)
+        state = load_checkpoint(checkpoint)
+        model, meta = model_from_checkpoint(state)
+        return cls(name or checkpoint.parent.name, model, meta,
+                   IntensityLUT.from_dict(state["baseline"]))
+
+
+def predict_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = METHODS
+                    ) -> tuple[SubjectData, dict[str, np.ndarray]]:
+    """The subject through the training data path, and the network's and the LUT's
+    predictions (keys `names`) restored with the subject's own target scale."""
+    meta = run.meta
+    data = load_subject(subject, meta.sources, meta.target, meta.geometry, meta.normalisation)
+    inputs = stack_context(data.prepared.slices, meta.context)
+    predictions = {names[0]: predict_slices(run.model, inputs),
+                   names[1]: run.lut.predict(data.prepared.slices)}
+    return data, {method: restore_volume(pred, data.prepared, data.target_scale)
+                  for method, pred in predictions.items()}
+
+
+def score_regions(volumes: dict[str, np.ndarray], target: np.ndarray,
+                  regions: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
+    """method -> region -> `volume_metrics` of each volume against `target` in each region."""
+    return {method: {region: volume_metrics(volume, target, mask)
+                     for region, mask in regions.items()}
+            for method, volume in volumes.items()}
+
+
 def evaluate_checkpoint(checkpoint: str | Path, cohorts: dict[str, str | Path], *,
                         run_name: str | None = None, threads: int = 0,
                         progress: Callable[[str], None] | None = None) -> list[CohortScore]:
     """Model and LUT metrics for every subject (with the model's contrasts) of every cohort."""
     import torch
 
-    checkpoint = Path(checkpoint)
-    state = load_checkpoint(checkpoint)
-    model, meta = model_from_checkpoint(state)
-    lut = IntensityLUT.from_dict(state["baseline"])
-    name = run_name or checkpoint.parent.name
+    run = ScoredRun.open(checkpoint, run_name)
+    meta = run.meta
     if threads:
         torch.set_num_threads(threads)
     rows = []
@@ -63,16 +109,11 @@ def evaluate_checkpoint(checkpoint: str | Path, cohorts: dict[str, str | Path], 
             raise InputError(root, f"no subject has {', '.join(meta.sources)} and {meta.target}")
         for subject in subjects:
             if progress:
-                progress(f"{name} {cohort_name} {subject.id}")
-            data = load_subject(subject, meta.sources, meta.target, meta.geometry,
-                                meta.normalisation)
-            inputs = stack_context(data.prepared.slices, meta.context)
-            predictions = {"model": predict_slices(model, inputs),
-                           "lut": lut.predict(data.prepared.slices)}
-            for method, pred in predictions.items():
-                volume = restore_volume(pred, data.prepared, data.target_scale)
-                scores = volume_metrics(volume, data.target_volume, data.mask_volume)
-                rows.append(CohortScore(name, cohort_name, subject.id, method, **scores))
+                progress(f"{run.name} {cohort_name} {subject.id}")
+            data, volumes = predict_subject(run, subject)
+            scores = score_regions(volumes, data.target_volume, {"brain": data.mask_volume})
+            rows += [CohortScore(run.name, cohort_name, subject.id, method, **regions["brain"])
+                     for method, regions in scores.items()]
     return rows
 
 

@@ -3,6 +3,10 @@
 A run directory named ``<recipe>-s<seed>`` belongs to `recipe`; a recipe's number
 for a cohort is the mean over its seeds of the cohort mean, with the standard
 deviation over seeds. Differences to a reference recipe are paired by seed.
+
+The leave-one-out benchmark (`loo.py`) has its own table, `loo_table`, rendered
+from its summary.json alone (so a summary can be rendered again), and results.csv
+from the same summary (`write_results_csv`).
 """
 
 from __future__ import annotations
@@ -114,3 +118,96 @@ def plot_curves(runs: list[Path], out: Path) -> None:
     with atomic_path(out, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+# ---- leave one subject out (loo.py) -------------------------------------------------------
+
+#: results.csv's columns, one row per held-out subject, method and region.
+LOO_COLUMNS = ("subject", "method", "region", "psnr", "ssim", "mae", "lesion_ml",
+               "train_seconds", "score_seconds")
+
+
+def loo_rows(summary: dict) -> list[dict]:
+    """results.csv's rows from a leave-one-out summary (zero-shot rows have no training time)."""
+    rows = []
+    for sid, entry in summary["subjects"].items():
+        for method, regions in entry["scores"].items():
+            zero = method.startswith("zero_shot")
+            for region, scores in regions.items():
+                rows.append({
+                    "subject": sid, "method": method, "region": region,
+                    **{k: scores[k] for k in ("psnr", "ssim", "mae")},
+                    "lesion_ml": entry["lesion_ml"],
+                    "train_seconds": "" if zero else entry["train_seconds"],
+                    "score_seconds": entry["zero_shot_score_seconds"] if zero
+                    else entry["score_seconds"]})
+    return rows
+
+
+def write_results_csv(summary: dict, path: Path) -> None:
+    """OUT/results.csv of a leave-one-out summary, atomically."""
+    from mri2mri.runtime.core.atomic import atomic_path
+
+    with atomic_path(path, overwrite=True) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(LOO_COLUMNS))
+        writer.writeheader()
+        writer.writerows(loo_rows(summary))
+
+
+def _psnr_gap(scores: dict, method: str, reference: str, region: str) -> float | None:
+    """PSNR of `method` minus `reference` in `region`, None where either lacks it."""
+    ours, ref = scores.get(method, {}).get(region), scores.get(reference, {}).get(region)
+    return None if ours is None or ref is None else ours["psnr"] - ref["psnr"]
+
+
+def _cell(scores: dict | None) -> str:
+    return "" if scores is None else f"{scores['psnr']:.2f} / {scores['ssim']:.3f}"
+
+
+def _gap(value: float | None) -> str:
+    return "" if value is None else f"{value:+.2f}"
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def loo_table(summary: dict) -> str:
+    """The leave-one-out table of docs/training.md: one row per held-out subject, the mean,
+    and the zero-shot run (against the same folds' LUTs) when there is one."""
+    subjects, means = summary["subjects"], summary["mean"]
+    lines = ["| held-out subject | network PSNR (dB) / SSIM | LUT PSNR (dB) / SSIM | "
+             "Δ PSNR network − LUT (dB) | Δ PSNR without lesion (dB) | lesion (ml) | "
+             "training (min) |", "|---|---|---|---|---|---|---|"]
+
+    def row(label: str, net: dict | None, lut: dict | None, gaps: list, lesion: str,
+            minutes: str) -> None:
+        lines.append(f"| {label} | {_cell(net)} | {_cell(lut)} | {_gap(gaps[0])} | "
+                     f"{_gap(gaps[1])} | {lesion} | {minutes} |")
+
+    def gaps(method: str) -> list:
+        return [_mean([_psnr_gap(s["scores"], method, "lut", region) for s in subjects.values()])
+                for region in ("brain", "brain_without_lesion")]
+
+    for sid, entry in subjects.items():
+        scores = entry["scores"]
+        row(sid, scores["model"]["brain"], scores["lut"]["brain"],
+            [_psnr_gap(scores, "model", "lut", r) for r in ("brain", "brain_without_lesion")],
+            f"{entry['lesion_ml']:.1f}", f"{entry['train_seconds'] / 60:.1f}")
+    lesion = _mean([s["lesion_ml"] for s in subjects.values()])
+    row(f"mean ({len(subjects)})", means["model"]["brain"], means["lut"]["brain"],
+        gaps("model"), f"{lesion:.1f}",
+        f"{_mean([s['train_seconds'] for s in subjects.values()]) / 60:.1f}")
+    notes = []
+    if "zero_shot" in means:
+        name = Path(summary.get("zero_shot_run") or "zero-shot").name
+        row(f"zero-shot ({name})", means["zero_shot"]["brain"], means["lut"]["brain"],
+            gaps("zero_shot"), f"{lesion:.1f}", "—")
+        notes.append(f"Zero-shot row: `{name}`, trained elsewhere, against the folds' LUTs; "
+                     f"its own LUT scores {_cell(means['zero_shot_lut']['brain'])} "
+                     "(PSNR dB / SSIM).")
+    notes.append("Brain: the T1w foreground; without lesion: less the T2w-bright lesion "
+                 "(`mri2mri.benchmarks.generalisation.lesion`). Δ: mean of per-subject "
+                 "differences.")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
