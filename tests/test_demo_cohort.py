@@ -188,10 +188,12 @@ def test_head_fat_and_skull_dark_on_the_epi_b0(head_cohort: Path):
     params = desc["SimulationParameters"]
     assert params["head"]["skull_mm"] > 0 and params["epi"]["snr"] > 0
     assert 0 < desc["SubjectParameters"][sub.id]["epi"]["peak_displacement_mm"] < 15
+    assert desc["Name"] == "mri2mri simulated demo cohort (head, EPI b=0)"
 
 
 def test_default_cohort_has_no_head_or_epi(demo_cohort: Path):
     params = json.loads((demo_cohort / "dataset_description.json").read_text())
+    assert params["Name"] == "mri2mri simulated demo cohort"
     assert "head" not in params["SimulationParameters"]
     assert "epi" not in params["SimulationParameters"]
     meta = json.loads((demo_cohort / "sub-001" / "dwi" / "sub-001_dwi.json").read_text())

@@ -481,6 +481,17 @@ axis with pile-up, IXI-like k-space coverage, a Nyquist ghost and Rician noise.
 """
 
 
+def cohort_name(cfg: DemoConfig) -> str:
+    """The dataset's Name: it says whether the cohort has a head and an EPI b=0.
+
+    Models record their training data's Name (`ModelMetadata.training["data"]`), and
+    `mri2mri-register --via` warns by it (`runtime.registration.recipes`): the benchmark
+    found models trained without a head or EPI worse than direct registration there.
+    """
+    extras = [what for what, on in (("head", cfg.head), ("EPI b=0", cfg.epi)) if on is not None]
+    return "mri2mri simulated demo cohort" + (f" ({', '.join(extras)})" if extras else "")
+
+
 def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
     simulation = asdict(cfg)
     for key in ("shift", "head", "epi"):  # defaults: the same description as before them
@@ -493,7 +504,7 @@ def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
         limits = ("no vessels (no MRA), no face, eyes, neck or skull base, isotropic diffusion, "
                   "no motion")
     return dataset_description(
-        "mri2mri simulated demo cohort", "raw",
+        cohort_name(cfg), "raw",
         [generated_by("mri2mri", "mri2mri-data demo: simulated phantom, not real data")],
         License="CC BY 4.0 (simulation); anatomy from the MNI ICBM152 2009c template",
         ReferencesAndLinks=[
