@@ -38,17 +38,23 @@ def brain_points(img: nib.spatialimages.SpatialImage, max_points: int = 50000) -
 
 
 def surface_points(img: nib.spatialimages.SpatialImage, mask: np.ndarray | None = None,
-                   max_points: int = 20000) -> np.ndarray:
-    """World coordinates of (at most `max_points`, evenly strided) voxels on the mask's surface.
+                   max_points: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+    """World coordinates and outward unit normals of (at most `max_points`, evenly strided)
+    voxels on the mask's surface.
 
     The surface is the mask less its erosion; the mask defaults to the image's
-    foreground (the brain, in a cohort without skull such as the demo's).
+    foreground (the brain, in a cohort without skull such as the demo's). Normals: the
+    gradient of the mask smoothed by a 1-voxel Gaussian, carried to world space.
     """
     if mask is None:
         mask = foreground_mask(np.asarray(img.dataobj, dtype=np.float32))
     idx = np.argwhere(mask & ~ndimage.binary_erosion(mask))
-    step = max(1, len(idx) // max_points)
-    return nib.affines.apply_affine(img.affine, idx[::step])
+    idx = idx[::max(1, len(idx) // max_points)]
+    smooth = ndimage.gaussian_filter(mask.astype(np.float32), 1.0)
+    gradient = np.stack([g[tuple(idx.T)] for g in np.gradient(smooth)], axis=1)
+    normals = -gradient @ np.linalg.inv(img.affine[:3, :3])  # covectors: inverse transpose
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return nib.affines.apply_affine(img.affine, idx), normals / np.maximum(length, 1e-12)
 
 
 def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, motion: np.ndarray,
@@ -62,7 +68,7 @@ def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, motion: np.n
     """
     moved = apply_motion(static, motion)
     centre = foreground_centre(moved)
-    points, surface = brain_points(moved), surface_points(moving)
+    points, (surface, normals) = brain_points(moved), surface_points(moving)
     truth = np.linalg.inv(motion)
     rows: list[dict[str, object]] = []
     for name, method in methods:
@@ -77,6 +83,6 @@ def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, motion: np.n
             row: dict[str, object] = {"method": name, "protocol": protocol,
                                       "seconds": seconds, "cpu_seconds": cpu_seconds,
                                       "seconds_unmoved": seconds_unmoved}
-            row.update(errors(found, reference, centre, points, surface).as_dict())
+            row.update(errors(found, reference, centre, points, surface, normals).as_dict())
             rows.append(row)
     return rows

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mri2mri.benchmarks.registration.metrics import Errors
+from mri2mri.benchmarks.registration.metrics import METRICS_VERSION, Errors
 from mri2mri.benchmarks.registration.motion import (
     DEFAULT_MAX_ROTATION_DEG,
     DEFAULT_MAX_TRANSLATION_MM,
@@ -79,15 +79,17 @@ class BenchmarkConfig:
         return TRANSFORM_FOR_SETTINGS.get(self.settings, "rigid")
 
     def fingerprint(self) -> str:
-        """Hash of the configuration, the model file's bytes and the metrics' names.
+        """Hash of the configuration, the model file's bytes and the metrics' names and version.
 
-        A retrained model, another preset's content or a new metric (whose column cached
-        rows would lack) starts afresh.
+        A retrained model, another preset's content, a new metric (whose column cached
+        rows would lack) or a metric defined anew starts afresh.
         """
         data = asdict(self)
         if data["device"] == "cpu":  # the default: fingerprints of earlier runs stay valid
             del data["device"]
         data["metrics"] = sorted(Errors.__dataclass_fields__)
+        if METRICS_VERSION > 1:  # version 1 was not recorded: its fingerprints stay as they were
+            data["metrics_version"] = METRICS_VERSION
         data["dipy_settings"] = get_settings(self.settings).describe()  # the preset's content
         if self.model is not None:
             data["model_sha256"] = hashlib.sha256(Path(self.model).read_bytes()).hexdigest()

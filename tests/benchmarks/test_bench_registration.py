@@ -49,7 +49,7 @@ CENTRE = np.array([5.0, -10.0, 20.0])
 def test_metrics_of_a_pure_translation() -> None:
     est = rigid_matrix((0, 0, 0), (3.0, -4.0, 0.0))
     points = np.random.default_rng(0).normal(size=(100, 3)) * 50
-    e = errors(est, np.eye(4), CENTRE, points, points)
+    e = errors(est, np.eye(4), CENTRE, points, points, np.tile([1.0, 0.0, 0.0], (len(points), 1)))
     assert e.translation_mae_mm == pytest.approx((3 + 4 + 0) / 3)
     assert e.rotation_mae_rad == pytest.approx(0.0, abs=1e-12)
     assert e.mean_displacement_mm == pytest.approx(5.0)
@@ -60,7 +60,7 @@ def test_metrics_of_a_pure_rotation_about_the_centre() -> None:
     theta = 0.03
     est = rigid_matrix((theta, 0, 0), (0, 0, 0), CENTRE)
     on_axis = CENTRE + np.array([[10.0, 0, 0], [-30.0, 0, 0]])  # the x axis through the centre
-    e = errors(est, np.eye(4), CENTRE, on_axis, on_axis)
+    e = errors(est, np.eye(4), CENTRE, on_axis, on_axis, np.tile([0.0, 1.0, 0.0], (2, 1)))
     assert e.translation_mae_mm == pytest.approx(0.0, abs=1e-12)
     assert e.rotation_mae_rad == pytest.approx(theta / 3)
     assert e.mean_displacement_mm == pytest.approx(0.0, abs=1e-12)
@@ -76,20 +76,22 @@ def _sphere(radius: float, n: int, seed: int = 0) -> np.ndarray:
 def test_boundary_errors_of_known_transforms() -> None:
     """Zero for the truth; a translation's length; a rotation slides a sphere along itself."""
     surface = _sphere(50.0, 20000)
+    normals = (surface - CENTRE) / 50.0
     truth = rigid_matrix((0.02, -0.01, 0.03), (1.0, 2.0, -1.0), CENTRE)
     assert boundary_error(truth, truth, surface) == pytest.approx(0.0, abs=1e-9)
-    assert surface_distance(truth, truth, surface) == pytest.approx(0.0, abs=1e-9)
-    # Off by a translation of (3, -4, 0) mm after the truth: every point lands 5 mm away.
+    assert surface_distance(truth, truth, surface, normals) == pytest.approx(0.0, abs=1e-9)
+    # Off by a translation of (3, -4, 0) mm after the truth: every point lands 5 mm away,
+    # across the sphere by 5 |cos| of the angle to the normal: 2.5 mm on average.
     off = rigid_matrix((0, 0, 0), (3.0, -4.0, 0.0)) @ truth
     assert boundary_error(off, truth, surface) == pytest.approx(5.0)
-    assert 0.5 < surface_distance(off, truth, surface) <= 5.0
+    assert surface_distance(off, truth, surface, normals) == pytest.approx(2.5, rel=0.02)
     # Off by a rotation of 0.1 rad about the sphere's centre: points move by the chord
     # 2 R sin(theta / 2) sin(polar angle), mean pi/4 of it over the sphere, but the
-    # sphere lands on itself, so the surfaces as shapes agree (up to the sampling).
+    # sphere lands on itself: across it, only R (1 - cos) of the chord's curvature.
     spin = rigid_matrix((0.1, 0, 0), (0, 0, 0), CENTRE)
     chord = 2 * 50.0 * np.sin(0.05)
     assert boundary_error(spin, np.eye(4), surface) == pytest.approx(chord * np.pi / 4, rel=0.02)
-    assert surface_distance(spin, np.eye(4), surface) < 1.0
+    assert surface_distance(spin, np.eye(4), surface, normals) < 50.0 * (1 - np.cos(0.1))
 
 
 def test_surface_points_lie_on_the_masks_outline() -> None:
@@ -98,8 +100,12 @@ def test_surface_points_lie_on_the_masks_outline() -> None:
     mask = np.zeros((12, 12, 12), bool)
     mask[2:8, 3:9, 4:10] = True  # a 6 x 6 x 6 voxel cube
     img = nib.Nifti1Image(mask.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
-    points = surface_points(img, mask)
+    points, normals = surface_points(img, mask)
     assert len(points) == 6 ** 3 - 4 ** 3  # the cube less its interior
+    assert np.linalg.norm(normals, axis=1) == pytest.approx(1.0)
+    face_centre = np.all(points / 2.0 == [2, 5, 6], axis=1) | np.all(points / 2.0 == [2, 6, 7],
+                                                                     axis=1)
+    assert normals[face_centre] == pytest.approx(np.tile([-1.0, 0, 0], (2, 1)), abs=0.1)
     ijk = points / 2.0
     on_face = ((ijk[:, 0] == 2) | (ijk[:, 0] == 7) | (ijk[:, 1] == 3) | (ijk[:, 1] == 8)
                | (ijk[:, 2] == 4) | (ijk[:, 2] == 9))
