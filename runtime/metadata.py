@@ -91,6 +91,11 @@ class ModelMetadata:
         "'unlike the training data' check compares each input with it. Empty for models "
         "exported before it existed (the check is then reported as not done).",
         default_factory=dict)
+    ood: dict[str, Any] = described(
+        "Model-based out-of-distribution references: under 'disagreement', the validation "
+        "subjects' figures of mri2mri.runtime.synthesis.disagreement and the threshold "
+        "mri2mri-run flags above. Empty for models trained before it existed (the check is "
+        "then reported as not judged).", default_factory=dict)
     package_version: str = described("The mri2mri version that wrote the model.",
                                      default="0+unknown")
     weights_license: str = described("Licence note on weights used in training.",

@@ -69,7 +69,8 @@ def test_saved_output_round_trips(models: dict[str, Path], tmp_path: Path) -> No
     timings = Synthesizer(models["t1"]).synthesize_file([src], tmp_path / "out.nii.gz")
     assert isinstance(timings, Timings) and timings.total > 0 and timings.inference > 0
     assert set(timings.as_dict()) == {"load", "preprocess", "engine", "inference", "postprocess",
-                                      "write", "total"}
+                                      "write", "ood_check", "total"}
+    assert timings.ood_check == 0.0  # no check after inference was asked for
     back = nib.load(tmp_path / "out.nii.gz")
     np.testing.assert_allclose(back.affine, oblique_affine(), atol=1e-5)
     np.testing.assert_allclose(back.get_fdata(), expected(data), rtol=1e-5, atol=1e-3)

@@ -11,8 +11,8 @@ A run in named steps (`_run`, in this order: the RNG draws depend on it):
 optimizer, schedule, loss scaler, loss) -> `Training.restore` when resuming ->
 `Training.distribute` (DDP, torch.compile) -> the loader -> per epoch `_Run.train_epoch`
 (`train_step` per batch), `validate`, `record_epoch` (best epoch, checkpoints,
-metrics.csv) -> `score_best_on_volumes` -> `RunResult`. Every option lives in
-`TrainConfig`; the step that needs one reads it there.
+metrics.csv) -> `score_best_on_volumes` -> `record_disagreement` -> `RunResult`. Every
+option lives in `TrainConfig`; the step that needs one reads it there.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from mri2mri.runtime.core.progress import progress_bar
 from mri2mri.runtime.engine.devices import TORCH_DEVICES, check_device
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
+from mri2mri.runtime.synthesis.disagreement import KEY as DISAGREEMENT
+from mri2mri.runtime.synthesis.disagreement import reference
 from mri2mri.runtime.synthesis.ood import combine_summaries
 from mri2mri.train.cohort import Cohort, Subject
 
@@ -46,12 +48,19 @@ from . import distributed
 from .augment import AugmentSpec, build_transform
 from .baseline import IntensityLUT, LUTStats
 from .cache import CachedSubject, CacheSpec, SliceCache
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from .dataset import CachedSlices, EpochSampler, context_stacks
 from .inference import predict_slices
 from .model import Preset, build_model, get_preset
 from .perceptual import PerceptualLoss
-from .validation import METRICS, SUBSET_SLICES, SubsetValidation, full_validation, mean_metrics
+from .validation import (
+    METRICS,
+    SUBSET_SLICES,
+    SubsetValidation,
+    full_validation,
+    mean_metrics,
+    validation_disagreement,
+)
 
 PARITY_SLICES = 4
 #: What `best.pt` is chosen by (higher is better), on the per-epoch validation slice subset.
@@ -660,6 +669,7 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
     run.announce()
     stopped_early = run.train_epochs(on_epoch_end)
     run.score_best_on_volumes()
+    run.record_disagreement()
     return run.result(stopped_early)
 
 
@@ -900,6 +910,39 @@ class _Run:
                 save_checkpoint(state, path)
             self.write_history()
         ctx.barrier()
+
+    def record_disagreement(self) -> None:
+        """The best weights' disagreement figure on each validation subject, written (rank 0)
+        into best.pt's metadata, and last.pt's when they are the same weights: the
+        reference of `mri2mri-run`'s check (`mri2mri.runtime.synthesis.disagreement`)."""
+        if self.ctx.is_main:
+            self._write_disagreement()
+        self.ctx.barrier()
+
+    def _write_disagreement(self) -> None:
+        out, net = self.out, self.training.net
+        best_state = load_checkpoint(out / "best.pt")
+        last_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(best_state["model_state"])
+        figures = validation_disagreement(
+            lambda s: predict_slices(net, s, self.eval_batch, self.device),
+            self.data.val_entries, self.config.context)
+        net.load_state_dict(last_weights)
+        if not figures:  # no validation foreground: nothing to compare inputs with
+            return
+        record = reference(figures)
+        last_state = load_checkpoint(out / "last.pt")
+        states = [(out / "best.pt", best_state)]
+        if last_state["epoch"] == best_state["epoch"]:
+            states.append((out / "last.pt", last_state))
+        for path, state in states:
+            meta = checkpoint_metadata(state, path)
+            meta.ood = {**meta.ood, DISAGREEMENT: record}
+            state["metadata"] = meta.to_json()
+            save_checkpoint(state, path)
+        self.console.print(f"disagreement under small input changes (validation subjects): "
+                           f"{', '.join(f'{f:.4f}' for f in figures)}; threshold "
+                           f"{record['threshold']:.4g}")
 
     def result(self, stopped_early: bool) -> RunResult:
         """Print the outcome (rank 0) and return it."""

@@ -4,6 +4,9 @@
   foreground slices, read from the slice cache and scored on the training device
   (2D metrics, in each subject's target intensity scale, inside the foreground).
   Cheap enough for every epoch; it selects ``best.pt``.
+- `validation_disagreement`: the disagreement figure of each validation subject
+  (`mri2mri.runtime.synthesis.disagreement`, the same functions the runtime calls), read
+  from the slice cache: the reference the model records for `mri2mri-run`'s check.
 - `full_validation`: every validation subject synthesized whole through the
   runtime's restore path and scored with the 3D metrics of `mri2mri.train.metrics`
   (CPU), one subject in memory at a time, shared out over the ranks of a
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 from mri2mri.runtime.imaging.preprocess import restore_volume
 from mri2mri.runtime.imaging.slicing import SliceGeometry, stack_context
 from mri2mri.runtime.metadata import Normalisation
+from mri2mri.runtime.synthesis.disagreement import Predict, chosen_slices, measure
 from mri2mri.train.cohort import Subject
 
 from .baseline import IntensityLUT
@@ -157,3 +161,21 @@ def full_validation(predict: Callable[[np.ndarray], np.ndarray], subjects: Seque
                                data.target_scale), data.target_volume, data.mask_volume)
         rows.append((model, baseline))
     return rows
+
+
+def validation_disagreement(predict: Predict, subjects: Sequence[CachedSubject], context: int
+                            ) -> list[float]:
+    """The disagreement figure of each subject, as `mri2mri-run` measures it on an input.
+
+    The cache holds exactly what the runtime prepares (every slice of the sources, and
+    the first source's foreground as padded slices), so the same slices are chosen and
+    perturbed. Subjects without foreground are left out.
+    """
+    figures = []
+    for subject in subjects:
+        mask = np.asarray(subject.array("mask")).astype(bool)
+        zs = chosen_slices(mask)
+        figure = measure(predict, context_stacks(subject.array("sources"), zs, context), mask[zs])
+        if figure is not None:
+            figures.append(figure.value)
+    return figures

@@ -20,6 +20,8 @@ from mri2mri.runtime.bids.names import bval_path, sidecar_path
 from mri2mri.runtime.imaging.nifti import load_volume
 
 from ..metadata import ModelMetadata
+from ..synthesis.disagreement import KEY as DISAGREEMENT
+from ..synthesis.ood_checks import warnings_of
 from .figures import three_views
 from .page import Html, figure, join, render, table, write_page
 
@@ -34,6 +36,8 @@ FAILED_UNIT = Template('<h2>$label</h2><p class="fail">failed: $error</p>')
 UNIT = Template("<h2>$label</h2>$verdict$figures$distances$details")
 DISTANCES = Template("<p>Foreground intensity distance to the training data: $got "
                      "(threshold $threshold; training subjects: up to $usual)</p>")
+FIGURE = Template("<p>Model disagreement under small input changes: $figure (threshold "
+                  "$threshold; validation subjects: up to $usual; $parts)</p>")
 INDEX = Template("<table><tr><th>participant</th><th>outputs</th><th>failed</th>"
                  "<th>unlike the training data</th></tr>$rows</table>")
 INDEX_ROW = Template('<tr><td><a href="${participant}.html">$participant</a></td>'
@@ -60,6 +64,10 @@ def model_card(meta: ModelMetadata) -> Html:
                  ("training subjects summarised", summary.get("subjects"))]
     else:
         rows.append(("training-data summary", "none recorded: inputs are not compared"))
+    reference = meta.ood.get(DISAGREEMENT)
+    rows.append(("disagreement reference", "none recorded: figures are not judged"
+                 if not reference else f"validation subjects up to "
+                 f"{max(reference['validation']):.4f}, threshold {reference['threshold']:.4g}"))
     validation = training.get("validation", {})
     for name, metrics in validation.items():
         if isinstance(metrics, Mapping):
@@ -89,11 +97,16 @@ def _range(values: Sequence[float] | None) -> str:
 
 
 def ood_block(ood: Mapping[str, Any]) -> Html:
-    """The verdict, in words and figures (a warning box when flagged)."""
+    """The verdicts of both checks, in words (a warning box for each that flagged)."""
     if not ood:
         return NO_VERDICT
-    return render(VERDICT, css="warn" if ood.get("flagged") else "ok",
-                  message=ood.get("message", ""))
+    blocks = [render(VERDICT, css="warn" if ood.get("flagged") else "ok",
+                     message=ood.get("message", ""))]
+    disagreement = ood.get(DISAGREEMENT)
+    if disagreement:
+        blocks.append(render(VERDICT, css="warn" if disagreement.get("flagged") else "ok",
+                             message=disagreement.get("message", "")))
+    return join(blocks)
 
 
 def _sidecar(output: Path) -> dict[str, Any]:
@@ -114,7 +127,8 @@ def unit_section(result: UnitResult, meta: ModelMetadata) -> Html:
     figures.append(figure(three_views(nib.load(result.output)),
                           f"synthesized {meta.target}: {result.output.name}"))
     return render(UNIT, label=result.label, verdict=ood_block(info.get("OutOfDistribution", {})),
-                  figures=join(figures), distances=_distances(meta, info),
+                  figures=join(figures), distances=join([_distances(meta, info),
+                                                         _disagreement(info)]),
                   details=_details(result, info))
 
 
@@ -130,6 +144,19 @@ def _distances(meta: ModelMetadata, info: Mapping[str, Any]) -> Html:
                                   for c, v in summary.items()))
 
 
+def _disagreement(info: Mapping[str, Any]) -> Html:
+    """The model's disagreement figure, beside its validation subjects' largest."""
+    found = info.get("OutOfDistribution", {}).get(DISAGREEMENT) or {}
+    if found.get("figure") is None:
+        return Html("")
+    usual = found.get("validation_max")
+    return render(FIGURE, figure=f"{found['figure']:.4f}",
+                  threshold="none" if found.get("threshold") is None
+                  else f"{found['threshold']:.4g}",
+                  usual="not recorded" if usual is None else f"{usual:.4f}",
+                  parts=", ".join(f"{k} {v:.4f}" for k, v in found["perturbations"].items()))
+
+
 def _details(result: UnitResult, info: Mapping[str, Any]) -> Html:
     """Provider, model file, whether written now, and the time of each stage."""
     model = info.get("Model", {})
@@ -143,7 +170,7 @@ def _details(result: UnitResult, info: Mapping[str, Any]) -> Html:
 
 
 def _flagged(sidecar: Mapping[str, Any]) -> bool:
-    return bool(sidecar.get("Mri2mri", {}).get("OutOfDistribution", {}).get("flagged"))
+    return bool(warnings_of(sidecar.get("Mri2mri", {}).get("OutOfDistribution", {})))
 
 
 def index_table(out_dir: Path, this_run: Mapping[str, Sequence[UnitResult]]) -> Html:

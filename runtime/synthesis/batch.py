@@ -35,8 +35,7 @@ from mri2mri.runtime.core.atomic import write_json
 from mri2mri.runtime.core.errors import InputError, exception_summary
 from mri2mri.runtime.core.parallel import process_pool
 from mri2mri.runtime.engine.session import physical_cores
-from mri2mri.runtime.imaging.preprocess import PreparedSources
-from mri2mri.runtime.synthesis.ood import assess, summarize_prepared
+from mri2mri.runtime.synthesis.ood_checks import OodChecks, warnings_of
 from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
 #: Where a synthesized contrast goes: (BIDS datatype folder, filename suffix).
@@ -72,6 +71,10 @@ class RunOptions:
     resample_to_first: bool = False
     overwrite: bool = False
     verbose: bool = False
+    # Out-of-distribution checks: the model's disagreement figure (extra network passes),
+    # and its threshold when not the model's own (None: the model's).
+    ood_check: bool = True
+    ood_threshold: float | None = None
     # One subject (--input ... --output FILE): inputs as given, CONTRAST=PATH or PATH.
     inputs: tuple[str, ...] = ()
     output: Path | None = None
@@ -142,8 +145,9 @@ class CohortSummary:
             self.done.append(result.label)
         else:
             self.failed[result.label] = result.error
-        if result.ood.get("flagged"):
-            self.flagged[result.label] = result.ood.get("message", "")
+        warnings = warnings_of(result.ood)
+        if warnings:
+            self.flagged[result.label] = "; ".join(warnings)
 
 
 def derivative_path(out_dir: Path, unit: Unit | str, target: str) -> Path:
@@ -199,19 +203,14 @@ def run_unit(synth: Synthesizer, unit: Unit, options: RunOptions) -> UnitResult:
             result.error = (f"{output}: exists, made by another model (sha256 "
                             f"{made_by[:12] or 'unknown'}...); pass --overwrite to replace it")
         return result
-    verdicts: list[dict[str, Any]] = []
-
-    def inspect(prepared: PreparedSources) -> None:
-        subject = summarize_prepared(prepared, synth.sources)
-        verdicts.append(assess(subject, synth.meta.training_summary).as_dict())
-
+    checks = ood_checks(synth, options)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(output)
         timings = synth.synthesize_file(dict(unit.inputs), output, bvals=unit.bvals,
                                         resample_to_first=options.resample_to_first,
-                                        overwrite=True, inspect=inspect)
-        result.ood, result.timings = verdicts[0], timings.as_dict()
+                                        overwrite=True, **checks.hooks)
+        result.ood, result.timings = checks.as_dict(), timings.as_dict()
         result.provider, result.execution = synth.provider_name, synth.execution_info()
         write_json(sidecar_path(output), sidecar(synth, unit, options, result))
     except Exception as exc:  # noqa: BLE001 - one bad unit must not stop the cohort
@@ -222,6 +221,11 @@ def run_unit(synth: Synthesizer, unit: Unit, options: RunOptions) -> UnitResult:
             output.unlink(missing_ok=True)
         _remove_empty(output.parent, stop=out_dir)
     return result
+
+
+def ood_checks(synth: Synthesizer, options: RunOptions) -> OodChecks:
+    """The out-of-distribution checks of one synthesis, as the options say."""
+    return OodChecks(synth.meta, disagreement=options.ood_check, threshold=options.ood_threshold)
 
 
 def sidecar(synth: Synthesizer, unit: Unit, options: RunOptions, result: UnitResult
@@ -375,6 +379,8 @@ def _report_params(options: RunOptions, seconds: float) -> dict[str, Any]:
     return {"model": options.model.name, "device": options.device, "nprocs": options.nprocs,
             "omp_nthreads": options.threads or "auto", "batch_size": options.batch_size,
             "scheduler": options.scheduler or "none", "overwrite": options.overwrite,
+            "ood_check": options.ood_check,
+            "ood_threshold": options.ood_threshold or "the model's",
             "command": options.command, "wall_seconds": round(seconds, 2)}
 
 

@@ -22,9 +22,7 @@ from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.core.progress import progress_bar
 from mri2mri.runtime.engine.devices import check_device
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
-from mri2mri.runtime.imaging.preprocess import PreparedSources
-from mri2mri.runtime.synthesis.batch import CohortSummary, RunOptions, run_dataset
-from mri2mri.runtime.synthesis.ood import assess, summarize_prepared
+from mri2mri.runtime.synthesis.batch import CohortSummary, RunOptions, ood_checks, run_dataset
 from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -74,12 +72,7 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], options: R
     output = options.output
     if output is None:
         raise InputError(None, "--input and --output are both needed")
-    verdicts = []
-
-    def inspect(prepared: PreparedSources) -> None:
-        verdicts.append(assess(summarize_prepared(prepared, synth.sources),
-                               synth.meta.training_summary))
-
+    checks = ood_checks(synth, options)
     with progress_bar(console=_err) as bar:
         task = bar.add_task(f"{synth.task} ({synth.provider_name})", total=None)
 
@@ -89,13 +82,16 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], options: R
         timings = synth.synthesize_file(inputs, output, bvals=options.bval,
                                         resample_to_first=options.resample_to_first,
                                         overwrite=options.overwrite, progress=show,
-                                        inspect=inspect)
+                                        **checks.hooks)
     first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs[0]
-    if verdicts and verdicts[0].flagged:
-        _err.print(f"warning: {first}: {verdicts[0].message}", markup=False, highlight=False,
+    for message in checks.warnings():
+        _err.print(f"warning: {first}: {message}", markup=False, highlight=False,
                    soft_wrap=True)
     typer.echo(f"wrote {output} ({synth.task}, {timings.total:.1f} s)")
     if options.verbose:
+        record = checks.as_dict()
+        typer.echo(f"input: {record.get('message', 'not checked')}; "
+                   f"{record['disagreement']['message']}")
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in timings.as_dict().items())
         typer.echo(f"timings: {stages}")
 
@@ -154,6 +150,14 @@ def run(
         "--resample-to-first", help="Resample the other inputs onto the first's grid.")] = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace existing outputs (batch mode: redo finished ones).")] = False,
+    ood_check: Annotated[bool, typer.Option(
+        "--ood-check/--no-ood-check",
+        help="Measure whether the model disagrees with itself under small input changes (3 "
+             "extra network passes over at most 16 slices). The input-histogram comparison "
+             "is always made.")] = True,
+    ood_threshold: Annotated[float | None, typer.Option(
+        "--ood-threshold", help="Flag a disagreement figure above this instead of the "
+                                "model's recorded threshold.", show_default=False)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v",
                                           help="Print the provider (and why faster ones "
                                                "did not start) and timings.")] = False,
@@ -163,6 +167,8 @@ def run(
     if model is None:
         raise InputError(None, "--model is needed")
     device = check_device(device)
+    if ood_threshold is not None and not ood_threshold > 0:
+        raise InputError(None, f"--ood-threshold must be above 0 (got {ood_threshold})")
     bids, out_dir = _dataset_dirs(bids_dir, output_dir, analysis_level, bids, out_dir)
     synthesize(RunOptions(
         model=model, device=device, threads=threads, batch_size=batch_size,
@@ -170,7 +176,7 @@ def run(
         verbose=verbose, inputs=tuple(inputs or ()), output=output, bval=bval, bids_dir=bids,
         out_dir=out_dir, participants=tuple(participant_label or ()),
         sessions=tuple(session_label or ()), nprocs=nprocs, scheduler=scheduler,
-        report=report))
+        report=report, ood_check=ood_check, ood_threshold=ood_threshold))
 
 
 def _dataset_dirs(bids_dir: Path | None, output_dir: Path | None, analysis_level: str | None,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import onnxruntime as ort
 
 from mri2mri.runtime.core.atomic import check_output_path
@@ -55,6 +56,24 @@ TENSORRT_DEVICE = "tensorrt"
 
 
 @dataclass
+class NetworkPass:
+    """A subject's pass through the network: what a check after inference may look at."""
+
+    prepared: PreparedSources
+    #: Every slice's network input (N, C, H, W), context stacked.
+    stacks: np.ndarray
+    #: Every slice's network output (N, 1, H, W).
+    prediction: np.ndarray
+    #: The network itself, batched, on the provider the synthesis uses.
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+#: Called after inference, before the output is restored; its time is `Timings.ood_check`
+#: (the model-based out-of-distribution figure, `mri2mri.runtime.synthesis.disagreement`).
+Examine = Callable[[NetworkPass], None]
+
+
+@dataclass
 class Timings:
     """Wall-clock seconds per stage of one synthesis (what the benchmarks report)."""
 
@@ -65,6 +84,8 @@ class Timings:
     inference: float = 0.0
     postprocess: float = 0.0
     write: float = 0.0
+    #: The out-of-distribution checks after inference (extra network passes), if any.
+    ood_check: float = 0.0
 
     @property
     def total(self) -> float:
@@ -300,17 +321,17 @@ class Synthesizer:
     # -- synthesis ----------------------------------------------------------------------
 
     def synthesize(self, inputs: Inputs, resample_to_first: bool = False,
-                   progress: Progress | None = None, inspect: Inspect | None = None
-                   ) -> nib.Nifti1Image:
+                   progress: Progress | None = None, inspect: Inspect | None = None,
+                   examine: Examine | None = None) -> nib.Nifti1Image:
         """Synthesize the target contrast on the first source's grid and header."""
         images = self.order_inputs(inputs)
         return self._synthesize(images, list(self.meta.sources), resample_to_first, progress,
-                                inspect=inspect)
+                                inspect=inspect, examine=examine)
 
     def _synthesize(self, images: Sequence[nib.Nifti1Image], names: Sequence[str],
                     resample_to_first: bool, progress: Progress | None,
-                    timings: Timings | None = None, inspect: Inspect | None = None
-                    ) -> nib.Nifti1Image:
+                    timings: Timings | None = None, inspect: Inspect | None = None,
+                    examine: Examine | None = None) -> nib.Nifti1Image:
         timings = timings if timings is not None else Timings()
         start = time.perf_counter()
         prepared = prepare_sources(images, self.meta.geometry, self.meta.normalisation, names,
@@ -324,6 +345,10 @@ class Synthesizer:
         ready = time.perf_counter()
         pred = runner.run(stacks, progress)
         end = time.perf_counter()
+        if examine is not None:
+            examine(NetworkPass(prepared, stacks, pred, runner.run))
+            timings.ood_check += time.perf_counter() - end
+            end = time.perf_counter()
         out = restore_image(pred, prepared, self.meta.normalisation.target_scale,
                             self.description)
         timings.preprocess += mid - start
@@ -342,7 +367,8 @@ class Synthesizer:
     def synthesize_file(self, inputs: FileInputs, output: str | Path, *,
                         bvals: str | Path | None = None, resample_to_first: bool = False,
                         overwrite: bool = False, progress: Progress | None = None,
-                        inspect: Inspect | None = None) -> Timings:
+                        inspect: Inspect | None = None, examine: Examine | None = None
+                        ) -> Timings:
         """Load, synthesize and atomically write one subject; return the time per stage.
 
         `bvals` belongs to the ``b0`` input (or to the only input of a
@@ -363,7 +389,7 @@ class Synthesizer:
                   for i, p in enumerate(paths)]
         timings.load = time.perf_counter() - start
         out = self._synthesize(images, [str(p) for p in paths], resample_to_first, progress,
-                               timings, inspect)
+                               timings, inspect, examine)
         start = time.perf_counter()
         save_volume(out, output, overwrite=overwrite)
         timings.write = time.perf_counter() - start

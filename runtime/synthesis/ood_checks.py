@@ -1,0 +1,75 @@
+"""The out-of-distribution checks of one synthesis, hooked into the synthesizer.
+
+Two checks, recorded side by side (sidecar ``OutOfDistribution``, QC report, warnings):
+
+- the input's foreground histogram against the training summary
+  (`mri2mri.runtime.synthesis.ood`): before inference, nearly free;
+- the model's disagreement with itself under small input changes
+  (`mri2mri.runtime.synthesis.disagreement`): after inference, on the network's own
+  output, three extra passes over at most 16 slices; switched off with
+  ``--no-ood-check``.
+
+`mri2mri-run` (one subject and BIDS datasets) makes one `OodChecks` per synthesis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mri2mri.runtime.imaging.preprocess import PreparedSources
+from mri2mri.runtime.metadata import ModelMetadata
+from mri2mri.runtime.synthesis.disagreement import KEY, Verdict, judge, measure_prepared
+from mri2mri.runtime.synthesis.ood import Assessment, assess, summarize_prepared
+
+if TYPE_CHECKING:  # hints only: the QC report reads `warnings_of` without onnxruntime
+    from mri2mri.runtime.synthesis.synthesizer import NetworkPass
+
+SWITCHED_OFF = "switched off (--no-ood-check)"
+
+
+@dataclass
+class OodChecks:
+    """One synthesis's checks: pass `inspect` and `examine` to the synthesizer, then read
+    `as_dict` (what the sidecar records) and `warnings`."""
+
+    meta: ModelMetadata
+    #: Measure the model's disagreement (extra network passes).
+    disagreement: bool = True
+    #: Overrides the model's recorded disagreement threshold (``--ood-threshold``).
+    threshold: float | None = None
+    histogram: Assessment | None = None
+    verdict: Verdict | None = None
+
+    def inspect(self, prepared: PreparedSources) -> None:
+        self.histogram = assess(summarize_prepared(prepared, self.meta.sources),
+                                self.meta.training_summary)
+
+    def examine(self, done: NetworkPass) -> None:
+        figure = measure_prepared(done.predict, done.prepared, done.stacks, done.prediction)
+        self.verdict = judge(figure, self.meta.ood, self.threshold)
+
+    @property
+    def hooks(self) -> dict[str, Any]:
+        """The synthesizer's keyword arguments (``synthesize_file(..., **checks.hooks)``)."""
+        return {"inspect": self.inspect, "examine": self.examine if self.disagreement else None}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The histogram verdict's fields, and the disagreement verdict under its own key."""
+        record = self.histogram.as_dict() if self.histogram is not None else {}
+        verdict = self.verdict or Verdict(skipped=SWITCHED_OFF if not self.disagreement
+                                          else "not measured")
+        return {**record, KEY: verdict.as_dict()}
+
+    def warnings(self) -> list[str]:
+        return warnings_of(self.as_dict())
+
+
+def warnings_of(ood: Mapping[str, Any]) -> list[str]:
+    """The messages of the checks that flagged an input, from its recorded verdicts."""
+    found = [ood.get("message", "")] if ood.get("flagged") else []
+    disagreement = ood.get(KEY) or {}
+    if disagreement.get("flagged"):
+        found.append(disagreement.get("message", ""))
+    return found
