@@ -84,3 +84,15 @@ def test_cli_prints_the_warning_on_stderr(demo_cohort: Path, tmp_path: Path, mon
     assert exit_code(app, [*args, "--via", str(robust), "--out-affine",
                            str(tmp_path / "b.txt")]) == 0
     assert "trained without" not in capsys.readouterr().err
+
+
+def test_the_benchmarks_findings_warn_about_every_measured_b0_model() -> None:
+    """Every b=0 -> T1w recipe the benchmark measured was worse than direct registration."""
+    clean = {"data": "mri2mri simulated demo cohort", "augment": {"randomize": 0.7}}
+    head = {"data": "mri2mri simulated demo cohort (head, EPI b=0)"}
+    assert "skull-free demo cohort" in via_recipe_warning(_meta(clean))
+    assert "simulated head with EPI" in via_recipe_warning(_meta(head))
+    assert "no b=0 -> T1w model" in via_recipe_warning(_meta({"data": "my-dwi-study"}))
+    other = ModelMetadata(sources=["T1w"], target="T2w", pad_multiple=8, context=0,
+                          normalisation=Normalisation(target_scale=1000.0), training=clean)
+    assert via_recipe_warning(other) is None

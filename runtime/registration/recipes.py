@@ -60,9 +60,28 @@ class RecipeRule:
                    for path, op, value in self.conditions)
 
 
-#: The benchmark's findings: recipes with which `via` did worse than direct registration.
-#: Empty until the benchmark's results are in (the lead fills it; see the module docstring).
-VIA_RECIPE_RULES: tuple[RecipeRule, ...] = ()
+_B0_TO_T1W = (("target", "==", "T1w"), ("sources", "==", ["b0"]))
+_SEE = "see docs/registration.md, 'Where registration is hard'"
+
+#: The benchmark's findings (docs/registration.md, "Where registration is hard"): recipes
+#: and training data with which `via` did worse than direct registration. Known-truth
+#: translation errors, via vs direct, DIPY `fast`, motion seed 0.
+VIA_RECIPE_RULES: tuple[RecipeRule, ...] = (
+    RecipeRule(_B0_TO_T1W + (("training.data", "==", "mri2mri simulated demo cohort"),),
+               "trained on the skull-free demo cohort: registering through it was worse than "
+               "direct registration on that cohort (0.107 vs 0.078 mm) and on real anatomy "
+               f"with an EPI b=0 (0.77 vs 0.53 mm); compare with direct registration ({_SEE})"),
+    RecipeRule(_B0_TO_T1W + (("training.data", "==",
+                              "mri2mri simulated demo cohort (head, EPI b=0)"),),
+               "trained on the simulated head with EPI b=0: registering through it was worse "
+               "than direct registration on that cohort (0.12-0.13 vs 0.07 mm) and on real "
+               "anatomy (0.8-1.2 vs 0.53 mm; one subject 45 degrees off with the automatic "
+               f"mask); compare with direct registration ({_SEE})"),
+    RecipeRule(_B0_TO_T1W,
+               "no b=0 -> T1w model measured so far made registration better than direct "
+               "registration (simulated and real anatomy, default and augmented recipes); "
+               f"compare with direct registration and check the QC report ({_SEE})"),
+)
 
 
 def lookup(fields: Mapping[str, Any], path: str) -> Any:
