@@ -116,6 +116,19 @@ def _registration_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _named_dirs(items: list[str], form: str) -> dict[str, Path]:
+    """NAME=DIR options as {name: existing directory}; a one-line error for anything else."""
+    from mri2mri.runtime.core.errors import InputError
+
+    named: dict[str, Path] = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not Path(folder).is_dir():
+            raise InputError(item, f"expected {form} with an existing directory")
+        named[name] = Path(folder)
+    return named
+
+
 @app.command("registration-table")
 def registration_table(
     runs: Annotated[list[str], typer.Argument(help="NAME=DIR: a registration benchmark's "
@@ -132,11 +145,8 @@ def registration_table(
     from .registration.report import side_by_side
 
     summaries: dict[str, dict] = {}
-    for item in runs:
-        name, sep, folder = item.partition("=")
-        path = Path(folder) / "summary.json"
-        if not sep or not name:
-            raise InputError(item, "expected NAME=DIR")
+    for name, folder in _named_dirs(runs, "NAME=DIR").items():
+        path = folder / "summary.json"
         if not path.is_file():
             raise InputError(path, "not found: is DIR a registration benchmark's output?")
         try:
@@ -232,12 +242,8 @@ def _cross_scanner(run: list[Path], cohort: list[str], out: Path, reference: str
     from .generalisation import evaluate_runs
     from .generalisation.report import markdown_table, plot_curves
 
-    cohorts: dict[str, str] = {}
-    for item in cohort:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not Path(path).is_dir():
-            raise InputError(item, "expected --cohort NAME=DIR with an existing directory")
-        cohorts[name] = path
+    cohorts = {name: str(path) for name, path
+               in _named_dirs(cohort, "--cohort NAME=DIR").items()}
     for r in run:
         if not (r / "best.pt").is_file():
             raise InputError(r, "no best.pt in this run directory")
