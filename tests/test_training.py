@@ -174,3 +174,50 @@ def test_synthesis_output_is_a_nifti(tmp_path_factory, tmp_path):
     img = synthesize_with_checkpoint(result.best_checkpoint, [sub.load("T1w")])
     nib.save(img, tmp_path / "x.nii.gz")
     assert nib.load(tmp_path / "x.nii.gz").shape == img.shape
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_checks_them(tmp_path_factory, tmp_path):
+    import torch
+
+    from mri2mri.runtime.qc.synthesis import model_card
+    from mri2mri.train.trainer import build_training, pretrained_state
+
+    pretrained = tiny_run(tmp_path_factory).best_checkpoint
+    data = str(tiny_cohort_dir(tmp_path_factory))
+    base = dict(data=data, sources=["T1w"], target="T2w", init_weights=str(pretrained), **TINY)
+    config = TrainConfig(out=str(tmp_path / "tuned"), **base)
+    # Before any step the network holds the pretrained weights, not the seed's.
+    stored = load_checkpoint(pretrained)["model_state"]
+    net = build_training(config, torch.device("cpu"), pretrained_state(config)).net
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in stored.items())
+    fresh = build_training(config, torch.device("cpu")).net
+    assert not all(torch.equal(fresh.state_dict()[k], v) for k, v in stored.items())
+    # A fine-tuned run records where it started, resumes exactly, and says so on its card.
+    reference = train(config)
+    meta = checkpoint_metadata(load_checkpoint(reference.best_checkpoint))
+    assert meta.training["init_weights"] == str(pretrained)
+    assert str(pretrained) in str(model_card(meta))
+    assert_resume_matches(reference, dict(base, out=str(tmp_path / "interrupted")))
+    # Weights of another task or another network are refused before any data work.
+    with pytest.raises(InputError, match=r"T1w->T2w model; this run trains T1w->PDw"):
+        train(TrainConfig(**dict(base, target="PDw", out=str(tmp_path / "pd"))))
+    with pytest.raises(InputError, match="network differs.*--context"):
+        train(TrainConfig(**dict(base, context=1, out=str(tmp_path / "ctx"))))
+    assert not (tmp_path / "pd").exists() and not (tmp_path / "ctx").exists()
+
+
+def test_cli_fine_tunes_from_a_checkpoint(tmp_path_factory, tmp_path):
+    pretrained = tiny_run(tmp_path_factory).best_checkpoint
+    out = tmp_path / "tuned"
+    result = CliRunner().invoke(cli_train.app, [
+        "--data", str(tiny_cohort_dir(tmp_path_factory)), "--source", "T1w", "--target", "T2w",
+        "--out", str(out), "--epochs", "1", "--slices-per-epoch", "8", "--batch-size", "4",
+        "--threads", "1", "--init-weights", str(pretrained)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["init_weights"] == str(pretrained)
+    missing = CliRunner().invoke(cli_train.app, [
+        "--data", str(tiny_cohort_dir(tmp_path_factory)), "--source", "T1w", "--target", "T2w",
+        "--out", str(tmp_path / "x"), "--init-weights", str(tmp_path / "nope.pt")])
+    assert missing.exit_code != 0 and isinstance(missing.exception, InputError)
+    assert str(missing.exception).endswith("nope.pt: checkpoint not found")
+    assert not (tmp_path / "x").exists()

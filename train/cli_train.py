@@ -87,6 +87,9 @@ def main_command(
     patience: Annotated[int | None, typer.Option(
         help="Early stopping: stop after N epochs without a better validation PSNR "
              "(0: off).")] = None,
+    init_weights: Annotated[Path | None, typer.Option(
+        help="Start from this checkpoint's network weights (fine-tuning a pretrained model "
+             "of the same task, preset and --context).")] = None,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
     device = check_device(device, TORCH_DEVICES)
@@ -97,7 +100,8 @@ def main_command(
         stored, {"epochs": epochs, "batch_size": batch_size, "slices_per_epoch": slices_per_epoch,
                  "l1_weight": l1_weight, "lr": lr, "context": context,
                  "cache": str(cache) if cache is not None else None, "val_slices": val_slices,
-                 "augment": augment, "patience": patience},
+                 "augment": augment, "patience": patience,
+                 "init_weights": str(init_weights) if init_weights is not None else None},
         data=str(data), sources=source, target=target, out=str(out), preset=preset, seed=seed,
         workers=_workers(workers), device=device, threads=threads,
         full_eval_every=full_eval_every, precision=precision, compile=compile,

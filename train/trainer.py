@@ -112,6 +112,9 @@ class TrainConfig:
     augment: str = "none"
     #: Stop after this many epochs without a better validation PSNR (0: never).
     patience: int = 0
+    #: A checkpoint whose network weights start the run (fine-tuning a pretrained model,
+    #: e.g. one trained on the simulated cohort); None: random initialisation.
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         self.sources = [canonical_contrast(s) for s in self.sources]
@@ -417,12 +420,17 @@ class Training:
         self.model = model
 
 
-def build_training(config: TrainConfig, device: torch.device) -> Training:
-    """The network initialised from ``torch.manual_seed(config.seed)``, its optimizer,
-    learning-rate schedule, loss scaler (fp16 only) and loss, on `device`."""
+def build_training(config: TrainConfig, device: torch.device,
+                   initial: dict[str, torch.Tensor] | None = None) -> Training:
+    """The network initialised from ``torch.manual_seed(config.seed)`` (then from `initial`
+    weights, if given: the seed's draws stay the same), its optimizer, learning-rate
+    schedule, loss scaler (fp16 only) and loss, on `device`."""
     amp_dtype = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
-    net = build_model(config.model_preset().unet).to(device)
+    net = build_model(config.model_preset().unet)
+    if initial is not None:
+        net.load_state_dict(initial)
+    net = net.to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(net, config)
@@ -430,6 +438,30 @@ def build_training(config: TrainConfig, device: torch.device) -> Training:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     return Training(net=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                     loss_fn=build_loss(config, device), device=device, amp_dtype=amp_dtype)
+
+
+def pretrained_state(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The network weights of `config.init_weights`, checked to fit this run's network.
+
+    Same task (contrasts), same architecture and input channels: anything else would
+    start from weights that mean something else, so it is an `InputError` naming the file.
+    """
+    path = Path(config.init_weights)
+    state = load_checkpoint(path)
+    meta = checkpoint_metadata(state, path)
+    task, wanted = f"{'+'.join(meta.sources)}->{meta.target}", \
+        f"{'+'.join(config.sources)}->{config.target}"
+    if task != wanted:
+        raise InputError(path, f"--init-weights: the checkpoint is a {task} model; this run "
+                               f"trains {wanted}")
+    ours = config.model_preset().unet.to_dict()
+    if state["model_config"] != ours:
+        differ = sorted(k for k in set(ours) | set(state["model_config"])
+                        if ours.get(k) != state["model_config"].get(k))
+        raise InputError(path, "--init-weights: the checkpoint's network differs from this "
+                               f"run's ({', '.join(differ)}): use the same --preset and "
+                               "--context")
+    return state["model_state"]
 
 
 def build_loader(dataset: CachedSlices, sampler: EpochSampler, workers: int,
@@ -627,6 +659,10 @@ def train(config: TrainConfig, *, resume: bool = False, console: Console | None 
     console = console or Console(stderr=True, quiet=not ctx.is_main)
     out = Path(config.out)
     resume_state = _resume_state(config, out, resume)
+    # Checked before anything is written: a wrong file fails at once. A resumed run
+    # continues from its own weights and no longer needs the file.
+    initial = pretrained_state(config) \
+        if config.init_weights is not None and resume_state is None else None
     out.mkdir(parents=True, exist_ok=True)
 
     device = resolve_device(config.device, ctx.local_rank)
@@ -643,7 +679,8 @@ def train(config: TrainConfig, *, resume: bool = False, console: Console | None 
     else:
         torch.backends.cudnn.benchmark = True  # fixed slice sizes: pick the fastest kernels
     try:
-        return _run(config, out, device, ctx, resume_state, console, on_epoch_end, started)
+        return _run(config, out, device, ctx, resume_state, initial, console, on_epoch_end,
+                    started)
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic)
@@ -652,11 +689,12 @@ def train(config: TrainConfig, *, resume: bool = False, console: Console | None 
 
 
 def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.Dist,
-         resume_state: dict[str, Any] | None, console: Console,
+         resume_state: dict[str, Any] | None, initial: dict[str, torch.Tensor] | None,
+         console: Console,
          on_epoch_end: EpochCallback | None, started: float) -> RunResult:
     """The steps of a run, in order (the RNG draws depend on it)."""
     data = prepare_data(config, out, device, ctx, console, resume_state)
-    training = build_training(config, device)
+    training = build_training(config, device, initial)
     progress = RunProgress()
     if resume_state is not None:
         training.restore(resume_state, ctx)
@@ -732,6 +770,7 @@ class _Run:
                       "validation": validation,
                       "augment": AugmentSpec.parse(config.augment).to_dict(),
                       "context": config.context, "patience": config.patience,
+                      "init_weights": config.init_weights,
                       "best_epoch": self.progress.best.epoch},
             package_version=__version__)
 

@@ -55,6 +55,7 @@ def model_card(meta: ModelMetadata) -> Html:
          "/".join(str(training.get("subjects", {}).get(k, "?"))
                   for k in ("train", "validation", "test"))),
         ("split", training.get("split_rule", "not recorded")),
+        ("initial weights", training.get("init_weights") or "random"),
         ("epochs", training.get("epochs", "?")), ("loss", training.get("loss", "?")),
         ("package version (export)", meta.package_version),
     ]
