@@ -75,17 +75,18 @@ def test_every_stage_gets_the_masks_and_sampling_honours_them(pair, monkeypatch)
     only points inside it (DIPY itself would drop masks there); the motion is recovered."""
     t1, b0, motion, centre = pair
     sampled: list[int] = []
+    regions: list[int] = []
     setup = align.SampledMutualInformation.setup
 
     def spy(self, transform, static, moving, **kwargs):  # noqa: ANN001, ANN202
         setup(self, transform, static, moving, **kwargs)
-        if self.samples is not None:
+        if self.samples is not None:  # the refinement, which drives the metric itself
+            regions.append(int(kwargs["static_mask"].sum()))
             assert align._inside(kwargs["static_mask"], self.static_world2grid,
                                  self.samples).all()
             sampled.append(self.ns)
 
     monkeypatch.setattr(align.SampledMutualInformation, "setup", spy)
-    regions: list[int] = []
     optimize = align.AffineRegistration.optimize
 
     def spy_optimize(self, *args, **kwargs):  # noqa: ANN001, ANN202

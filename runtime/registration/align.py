@@ -31,6 +31,7 @@ from dipy.align.transforms import (
     RigidTransform3D,
     TranslationTransform3D,
 )
+from dipy.core.optimize import Optimizer
 from scipy import ndimage
 
 from mri2mri.runtime.core.errors import InputError
@@ -65,7 +66,11 @@ class RegistrationSettings:
     mask is given: the far background's samples cost time and say nothing about
     alignment. `working_ftol` (None = scipy's default, about 2e-9) is L-BFGS-B's
     relative-improvement tolerance in the working-grid stages: they only have to
-    bring the refinement close, so they stop early. Masks are honoured everywhere,
+    bring the refinement close, so they stop early. `refine_moving_at_static_resolution`
+    has the refinement read a moving image finer than the static one at the static's
+    finest voxel size (anti-aliased; the working grid is made from it too): a 1 mm T1w
+    against a 1.75 x 1.75 x 2.35 mm b=0 then costs a fifth of the voxels to prepare,
+    and the static samples see no detail that the coarser grid lacks. Masks are honoured everywhere,
     sampled stages included (`SampledMutualInformation`).
     """
 
@@ -85,6 +90,7 @@ class RegistrationSettings:
     refine_sampling_proportion: float | None = None
     refine_region_mm: float | None = None
     working_ftol: float | None = None
+    refine_moving_at_static_resolution: bool = False
 
     def describe(self) -> dict[str, object]:
         """Plain dict for reports (summary.json, --help text)."""
@@ -111,6 +117,7 @@ SETTINGS: dict[str, RegistrationSettings] = {
         refine_sampling_proportion=0.125,
         refine_region_mm=6.0,
         working_ftol=1e-5,
+        refine_moving_at_static_resolution=True,
     ),
 }
 
@@ -334,12 +341,25 @@ def _options(preset: RegistrationSettings, working: bool) -> dict[str, float]:
 
 def _refine(preset: RegistrationSettings, static: Grid, moving: Grid,
             start: np.ndarray) -> np.ndarray:
-    """The last rigid pass on the native (cropped) grids, sampled (see the settings)."""
+    """The last rigid pass on the native (cropped) grids, sampled (see the settings).
+
+    Driven directly (metric + L-BFGS-B, as DIPY's single-level `optimize` does) rather than
+    through `AffineRegistration`: its scale spaces would rescale and recast the whole
+    moving crop (twice, for one level without smoothing) and resample the static image
+    onto itself, which on a 1 mm T1w cost as much as the pass's metric evaluations.
+    Mutual information does not depend on the intensity scale, so the rescaling changes
+    nothing but rounding.
+    """
     metric = SampledMutualInformation(nbins=preset.nbins,
                                       sampling_proportion=preset.refine_sampling_proportion)
-    fine = AffineRegistration(metric=metric, level_iters=[preset.refine_iters], sigmas=[0.0],
-                              factors=[1], verbosity=0)
-    return _optimize(fine, static, moving, RigidTransform3D(), start, _options(preset, False))
+    rigid = RigidTransform3D()
+    metric.setup(rigid, static.data, moving.data, static_grid2world=static.affine,
+                 moving_grid2world=moving.affine, starting_affine=start,
+                 static_mask=_int32(_static_region(static, moving, start)))
+    options = {**_options(preset, False), "maxfun": preset.refine_iters}  # DIPY's cap
+    found = Optimizer(metric.distance_and_gradient, rigid.get_identity_parameters(),
+                      method="L-BFGS-B", jac=True, options=options)
+    return rigid.param_to_matrix(found.xopt) @ start
 
 
 #: Margin (mm) around the moving region the refinement can reach from its start: the
@@ -398,11 +418,13 @@ def register_images(moving: nib.spatialimages.SpatialImage,
     clock = _Clock(progress)  # the overlap check counts: it is part of a registration's cost
     with clock.stage("prepare"):
         native_s, native_m = Grid.of(static, static_mask), Grid.of(moving, moving_mask)
-        static_fg = foreground_mask(native_s.data.astype(np.float32))
+        static_fg = foreground_mask(native_s.data)
+        if preset.refine_moving_at_static_resolution and preset.refine_iters > 0:
+            native_m = native_m.coarsened(float(native_s.zooms.min()))
         work_m = native_m.coarsened(preset.working_voxel_mm)
         # The moving foreground's box from the working grid: the same box for the overlap
         # check at a fraction of the cost on a 1 mm image.
-        boxes_overlap(world_box(foreground_mask(work_m.data.astype(np.float32)), work_m.affine),
+        boxes_overlap(world_box(foreground_mask(work_m.data), work_m.affine),
                       world_box(static_fg, static.affine))
         box = None if preset.crop_margin_mm is None else world_box(static_fg, static.affine)
         margin = preset.crop_margin_mm or 0.0

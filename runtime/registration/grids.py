@@ -17,7 +17,11 @@ from scipy import ndimage
 
 @dataclass(frozen=True)
 class Grid:
-    """Voxels (float64), their voxel -> world affine (RAS+ mm) and an optional boolean mask."""
+    """Voxels, their voxel -> world affine (RAS+ mm) and an optional boolean mask.
+
+    Voxels are float32: DIPY's metric works on its own float64 copies, and on a 1 mm
+    volume every float64 pass before that (anti-aliasing, crops) moves twice the memory.
+    """
 
     data: np.ndarray
     affine: np.ndarray
@@ -25,7 +29,7 @@ class Grid:
 
     @classmethod
     def of(cls, img: nib.spatialimages.SpatialImage, mask: np.ndarray | None = None) -> Grid:
-        return cls(np.asarray(img.dataobj, dtype=np.float64), img.affine.astype(np.float64),
+        return cls(np.asarray(img.dataobj, dtype=np.float32), img.affine.astype(np.float64),
                    mask)
 
     @property
