@@ -194,3 +194,31 @@ def test_via_masks_the_synthesized_image_automatically(pair, tmp_path) -> None:
     with pytest.raises(InputError, match="--via-mask: choose from auto, none"):
         register_files(tmp_path / "sub-1_T1w.nii.gz", tmp_path / "sub-1_b0.nii.gz",
                        out_affine=tmp_path / "x.txt", via_mask="brain", **common)
+
+
+def test_a_moving_image_finer_than_the_static_is_refined_at_the_statics_voxel(pair,
+                                                                             monkeypatch) -> None:
+    """A T1w at half its voxel size: the refinement reads it at the b=0's finest voxel
+    (what the b=0's samples can see), and the motion is recovered as from the original."""
+    from nibabel.processing import resample_to_output
+
+    t1, b0, motion, centre = pair
+    fine = resample_to_output(t1, voxel_sizes=np.asarray(t1.header.get_zooms()[:3]) / 2,
+                              order=1)
+    refined_zooms: list[np.ndarray] = []
+    setup = align.SampledMutualInformation.setup
+
+    def spy(self, transform, static, moving, **kwargs):  # noqa: ANN001, ANN202
+        if self.sampling_proportion is not None:
+            refined_zooms.append(nib.affines.voxel_sizes(kwargs["moving_grid2world"]))
+        return setup(self, transform, static, moving, **kwargs)
+
+    monkeypatch.setattr(align.SampledMutualInformation, "setup", spy)
+    reg = register_images(fine, b0)
+    static_voxel = min(b0.header.get_zooms()[:3])
+    assert len(refined_zooms) == 1
+    np.testing.assert_allclose(refined_zooms[0], static_voxel, rtol=1e-6)
+    assert _recovered(reg.affine, motion, centre)
+    coarse = register_images(t1, b0)  # the original grid, not finer: read as it is
+    translation, angles = parameter_errors(reg.affine, coarse.affine, centre)
+    assert np.abs(translation).max() < 0.25 and np.abs(angles).max() < 0.005
