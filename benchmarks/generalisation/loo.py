@@ -45,6 +45,7 @@ from mri2mri.train.trainer import TrainConfig, available_cpus, train
 
 from .evaluate import ScoredRun, predict_subject, score_regions
 from .lesion import bright_lesion_mask, volume_ml
+from .ood import disagreement_verdict
 from .overrides import parse_overrides
 from .report import loo_table, write_results_csv
 
@@ -154,6 +155,12 @@ def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Sub
     done = _read_result(fold / RESULT, key)
     if done is not None:
         say(f"{held_out.id}: done before (fingerprint {key}), reused")
+        if "disagreement" not in done:  # a fold scored before the figure was reported
+            _set_threads(threads)
+            test_subject = Cohort.discover(fold / "test").subject(held_out.id)
+            done["disagreement"] = score_subject(
+                ScoredRun.open(fold / "run" / "best.pt"), test_subject)[2]
+            write_json(fold / RESULT, done)
         return done
     write_bids_folder(fold / "train", data, others, f"without {held_out.id}")
     write_bids_folder(fold / "test", data, [held_out], f"only {held_out.id}")
@@ -165,10 +172,12 @@ def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Sub
     tick = time.perf_counter()
     _set_threads(threads)
     test_subject = Cohort.discover(fold / "test").subject(held_out.id)
-    scores, lesion = score_subject(ScoredRun.open(result.best_checkpoint), test_subject)
+    scores, lesion, verdict = score_subject(ScoredRun.open(result.best_checkpoint),
+                                            test_subject)
     record = {"fingerprint": key, "subject": held_out.id, "train_subjects": [s.id for s in others],
               "best_epoch": result.best_epoch, "train_seconds": train_seconds,
-              "score_seconds": time.perf_counter() - tick, "lesion_ml": lesion, "scores": scores}
+              "score_seconds": time.perf_counter() - tick, "lesion_ml": lesion, "scores": scores,
+              "disagreement": verdict}
     write_json(fold / RESULT, record)
     say(f"{held_out.id}: network PSNR {scores['model']['brain']['psnr']:.2f} dB, LUT "
         f"{scores['lut']['brain']['psnr']:.2f} dB ({train_seconds:.0f} s training)")
@@ -224,8 +233,9 @@ def _participants(data: Path, ids: list[str]) -> str:
 
 
 def score_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = ("model", "lut")
-                  ) -> tuple[dict[str, dict[str, dict[str, float]]], float]:
-    """method -> region -> metrics for one subject, and its lesion's volume (ml)."""
+                  ) -> tuple[dict[str, dict[str, dict[str, float]]], float, dict[str, Any]]:
+    """method -> region -> metrics for one subject, its lesion's volume (ml), and the
+    network's disagreement verdict on it (`ood.disagreement_verdict`)."""
     data, volumes = predict_subject(run, subject, names)
     t1 = data.prepared.view.restore(data.prepared.view.data)
     voxel_mm = data.prepared.reference.header.get_zooms()[:3]
@@ -235,7 +245,7 @@ def score_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = ("m
     if (brain & ~lesion).any():
         regions["brain_without_lesion"] = brain & ~lesion
     scores = score_regions(volumes, data.target_volume, regions)
-    return scores, volume_ml(lesion, voxel_mm)
+    return scores, volume_ml(lesion, voxel_mm), disagreement_verdict(run, data)
 
 
 def score_zero_shot(run: ScoredRun, out: Path, subjects: list[Subject], threads: int,
@@ -246,9 +256,10 @@ def score_zero_shot(run: ScoredRun, out: Path, subjects: list[Subject], threads:
     for subject in subjects:
         say(f"zero-shot: {subject.id}")
         tick = time.perf_counter()
-        scores, lesion = score_subject(run, subject, ("zero_shot", "zero_shot_lut"))
+        scores, lesion, verdict = score_subject(run, subject, ("zero_shot", "zero_shot_lut"))
         per_subject[subject.id] = {"scores": scores, "lesion_ml": lesion,
-                                   "score_seconds": time.perf_counter() - tick}
+                                   "score_seconds": time.perf_counter() - tick,
+                                   "disagreement": verdict}
     return per_subject
 
 
@@ -263,10 +274,11 @@ def summarise(data: str | Path, recipe: TrainConfig, folds: dict[str, dict[str, 
             scores.update(zero[sid]["scores"])
         subjects[sid] = {key: fold[key] for key in ("train_subjects", "best_epoch",
                                                     "train_seconds", "score_seconds",
-                                                    "lesion_ml", "fingerprint")}
+                                                    "lesion_ml", "fingerprint", "disagreement")}
         subjects[sid]["scores"] = scores
         if zero is not None:
             subjects[sid]["zero_shot_score_seconds"] = zero[sid]["score_seconds"]
+            subjects[sid]["zero_shot_disagreement"] = zero[sid]["disagreement"]
     recipe_dict = {**asdict(recipe), "data": "folds/<subject>/train", "out": "folds/<subject>/run"}
     return {"data": str(data), "dataset": dataset_name(data), "source": recipe.sources[0],
             "target": recipe.target, "seed": recipe.seed, "recipe": recipe_dict,

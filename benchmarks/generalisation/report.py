@@ -124,7 +124,10 @@ def plot_curves(runs: list[Path], out: Path) -> None:
 
 #: results.csv's columns, one row per held-out subject, method and region.
 LOO_COLUMNS = ("subject", "method", "region", "psnr", "ssim", "mae", "lesion_ml",
-               "train_seconds", "score_seconds")
+               "train_seconds", "score_seconds", "disagreement", "disagreement_threshold",
+               "warned")
+#: Where each network's disagreement verdict sits in a summary's subject entry.
+_VERDICT_KEYS = {"model": "disagreement", "zero_shot": "zero_shot_disagreement"}
 
 
 def loo_rows(summary: dict) -> list[dict]:
@@ -133,6 +136,7 @@ def loo_rows(summary: dict) -> list[dict]:
     for sid, entry in summary["subjects"].items():
         for method, regions in entry["scores"].items():
             zero = method.startswith("zero_shot")
+            verdict = entry.get(_VERDICT_KEYS.get(method, ""), None) or {}
             for region, scores in regions.items():
                 rows.append({
                     "subject": sid, "method": method, "region": region,
@@ -140,7 +144,11 @@ def loo_rows(summary: dict) -> list[dict]:
                     "lesion_ml": entry["lesion_ml"],
                     "train_seconds": "" if zero else entry["train_seconds"],
                     "score_seconds": entry["zero_shot_score_seconds"] if zero
-                    else entry["score_seconds"]})
+                    else entry["score_seconds"],
+                    "disagreement": _blank(verdict.get("figure")),
+                    "disagreement_threshold": _blank(verdict.get("threshold")),
+                    "warned": _blank(verdict.get("flagged") if verdict.get("threshold")
+                                     is not None else None)})
     return rows
 
 
@@ -152,6 +160,10 @@ def write_results_csv(summary: dict, path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(LOO_COLUMNS))
         writer.writeheader()
         writer.writerows(loo_rows(summary))
+
+
+def _blank(value: object) -> object:
+    return "" if value is None else value
 
 
 def _psnr_gap(scores: dict, method: str, reference: str, region: str) -> float | None:
@@ -210,4 +222,39 @@ def loo_table(summary: dict) -> str:
     notes.append("Brain: the T1w foreground; without lesion: less the T2w-bright lesion "
                  "(`mri2mri.benchmarks.generalisation.lesion`). Δ: mean of per-subject "
                  "differences.")
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + _ood_table(summary)
+
+
+def _verdict_cells(verdict: dict | None) -> list[str]:
+    if not verdict or verdict.get("figure") is None:
+        return ["not measured", ""]
+    if verdict.get("threshold") is None:
+        return [f"{verdict['figure']:.4f} / none recorded", "—"]
+    return [f"{verdict['figure']:.4f} / {verdict['threshold']:.4f}",
+            "**yes**" if verdict["flagged"] else "no"]
+
+
+def _ood_table(summary: dict) -> str:
+    """Each held-out subject's disagreement figure (and the zero-shot model's) beside its
+    PSNR against the folds' LUT: does the warning fire where the network loses?"""
+    subjects = summary["subjects"]
+    if not any("disagreement" in e for e in subjects.values()):
+        return ""
+    zero = any("zero_shot_disagreement" in e for e in subjects.values())
+    head = ["held-out subject", "Δ PSNR network − LUT (dB)", "disagreement / threshold",
+            "warns"]
+    if zero:
+        head += ["Δ PSNR zero-shot − LUT (dB)", "zero-shot disagreement / threshold",
+                 "zero-shot warns"]
+    lines = ["", "Out-of-distribution check (`mri2mri-run`'s disagreement figure on the "
+             "held-out subject, against the threshold each model recorded from its own "
+             "validation subjects):", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for sid, entry in subjects.items():
+        cells = [sid, _gap(_psnr_gap(entry["scores"], "model", "lut", "brain")),
+                 *_verdict_cells(entry.get("disagreement"))]
+        if zero:
+            cells += [_gap(_psnr_gap(entry["scores"], "zero_shot", "lut", "brain")),
+                      *_verdict_cells(entry.get("zero_shot_disagreement"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

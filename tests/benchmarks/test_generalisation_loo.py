@@ -83,6 +83,21 @@ def test_results_summary_and_table_agree(finished):
                 f"{lut['psnr']:.2f} / {lut['ssim']:.3f} | {model['psnr'] - lut['psnr']:+.2f} |"
                 ) in table
     assert f"| mean ({len(subjects)}) |" in table and "zero-shot" not in table
+    # The out-of-distribution check on each held-out subject, beside its loss to the LUT.
+    assert "Out-of-distribution check" in table
+    for row in rows:
+        verdict = subjects[row["subject"]]["disagreement"]
+        if row["method"] == "lut":
+            assert row["disagreement"] == row["warned"] == ""
+            continue
+        assert verdict["figure"] > 0
+        assert float(row["disagreement"]) == pytest.approx(verdict["figure"])
+        assert float(row["disagreement_threshold"]) == pytest.approx(verdict["threshold"])
+        assert row["warned"] == str(verdict["figure"] > verdict["threshold"])
+    for sid, entry in subjects.items():
+        verdict = entry["disagreement"]
+        assert f"| {sid} | {_psnr_gap(entry)} | {verdict['figure']:.4f} / " \
+               f"{verdict['threshold']:.4f} |" in table
 
 
 def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_path, monkeypatch):
@@ -94,6 +109,12 @@ def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_pa
         raise AssertionError(f"trained again: {config.data}")
 
     monkeypatch.setattr(loo, "train", no_training)
+    # A fold finished before the disagreement was reported gets it without training again.
+    result_file = out / "folds" / "sub-02" / "result.json"
+    stored = json.loads(result_file.read_text())
+    expected = stored.pop("disagreement")
+    result_file.unlink()  # a copy, not the finished run's file
+    result_file.write_text(json.dumps(stored))
     zero_run = out / "folds" / "sub-01" / "run"
     summary = loo.leave_one_out(data, out, overrides=TINY_SET, zero_shot=zero_run, threads=1)
     sub01 = summary["subjects"]["sub-01"]["scores"]
@@ -105,6 +126,11 @@ def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_pa
     assert {r["method"] for r in rows} == {"model", "lut", "zero_shot", "zero_shot_lut"}
     assert all(r["train_seconds"] == "" for r in rows if r["method"].startswith("zero_shot"))
     assert "| zero-shot (run) |" in (out / "table.md").read_text()
+    assert summary["subjects"]["sub-02"]["disagreement"] == pytest.approx(expected)
+    assert json.loads(result_file.read_text())["disagreement"] == pytest.approx(expected)
+    assert summary["subjects"]["sub-01"]["zero_shot_disagreement"] == pytest.approx(
+        summary["subjects"]["sub-01"]["disagreement"])
+    assert "zero-shot disagreement" in (out / "table.md").read_text()
     # Another recipe is another fingerprint: its folds are trained, not reused.
     with pytest.raises(AssertionError, match="trained again"):
         loo.leave_one_out(data, out, overrides=[*TINY_SET[1:], "epochs=2"], threads=1)
@@ -194,3 +220,8 @@ def test_needs_three_subjects_and_one_mode(tmp_path, capsys):
         loo.leave_one_out(data, tmp_path / "out")
     assert exit_code(app, ["generalisation", "--out", str(tmp_path / "out")]) == 1
     assert "--leave-one-out DIR" in capsys.readouterr().err
+
+
+def _psnr_gap(entry: dict) -> str:
+    scores = entry["scores"]
+    return f"{scores['model']['brain']['psnr'] - scores['lut']['brain']['psnr']:+.2f}"
