@@ -157,9 +157,8 @@ def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Sub
         say(f"{held_out.id}: done before (fingerprint {key}), reused")
         if "disagreement" not in done:  # a fold scored before the figure was reported
             _set_threads(threads)
-            test_subject = Cohort.discover(fold / "test").subject(held_out.id)
-            done["disagreement"] = score_subject(
-                ScoredRun.open(fold / "run" / "best.pt"), test_subject)[2]
+            done["disagreement"] = score_subject(ScoredRun.open(fold / "run" / "best.pt"),
+                                                 _test_subject(fold, held_out))[2]
             write_json(fold / RESULT, done)
         return done
     write_bids_folder(fold / "train", data, others, f"without {held_out.id}")
@@ -171,9 +170,8 @@ def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Sub
     train_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     _set_threads(threads)
-    test_subject = Cohort.discover(fold / "test").subject(held_out.id)
     scores, lesion, verdict = score_subject(ScoredRun.open(result.best_checkpoint),
-                                            test_subject)
+                                            _test_subject(fold, held_out))
     record = {"fingerprint": key, "subject": held_out.id, "train_subjects": [s.id for s in others],
               "best_epoch": result.best_epoch, "train_seconds": train_seconds,
               "score_seconds": time.perf_counter() - tick, "lesion_ml": lesion, "scores": scores,
@@ -182,6 +180,11 @@ def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Sub
     say(f"{held_out.id}: network PSNR {scores['model']['brain']['psnr']:.2f} dB, LUT "
         f"{scores['lut']['brain']['psnr']:.2f} dB ({train_seconds:.0f} s training)")
     return record
+
+
+def _test_subject(fold: Path, held_out: Subject) -> Subject:
+    """The held-out subject as the fold's own test folder presents it."""
+    return Cohort.discover(fold / "test").subject(held_out.id)
 
 
 def _read_result(path: Path, key: str) -> dict[str, Any] | None:
