@@ -449,11 +449,10 @@ def pretrained_state(config: TrainConfig) -> dict[str, torch.Tensor]:
     path = Path(config.init_weights)
     state = load_checkpoint(path)
     meta = checkpoint_metadata(state, path)
-    task, wanted = f"{'+'.join(meta.sources)}->{meta.target}", \
-        f"{'+'.join(config.sources)}->{config.target}"
-    if task != wanted:
-        raise InputError(path, f"--init-weights: the checkpoint is a {task} model; this run "
-                               f"trains {wanted}")
+    wanted = "+".join(config.sources) + "->" + config.target
+    if meta.task != wanted:
+        raise InputError(path, f"--init-weights: the checkpoint is a {meta.task} model; this "
+                               f"run trains {wanted}")
     ours = config.model_preset().unet.to_dict()
     if state["model_config"] != ours:
         differ = sorted(k for k in set(ours) | set(state["model_config"])
