@@ -67,7 +67,10 @@ def make_cohort(root: Path, subjects: int = 5, seed: int = 0) -> Path:
 
 
 #: Tiny-run settings shared by the training and export tests: a few seconds each.
-TINY = {"epochs": 2, "slices_per_epoch": 8, "batch_size": 4, "threads": 1}
+#: Without the simulated prior (its own tests, tests/test_train_prior.py, train with it):
+#: the tiny phantom trains in seconds, the prior's simulation would take longer.
+TINY = {"epochs": 2, "slices_per_epoch": 8, "batch_size": 4, "threads": 1,
+        "simulated_subjects": 0}
 _CACHE: dict[str, object] = {}
 
 

@@ -90,6 +90,12 @@ def main_command(
     init_weights: Annotated[Path | None, typer.Option(
         help="Start from this checkpoint's network weights (fine-tuning a pretrained model "
              "of the same task, preset and --context).")] = None,
+    simulated_subjects: Annotated[int | None, typer.Option(
+        help="Simulated subjects trained on beside the cohort's own, at its voxel size "
+             "(the simulated prior; 0: none). Default 6.")] = None,
+    simulated_augment: Annotated[str | None, typer.Option(
+        help="Augmentation of the simulated subjects, as --augment. Default "
+             "'strong,randomize=0.7'.")] = None,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
     device = check_device(device, TORCH_DEVICES)
@@ -101,7 +107,9 @@ def main_command(
                  "l1_weight": l1_weight, "lr": lr, "context": context,
                  "cache": str(cache) if cache is not None else None, "val_slices": val_slices,
                  "augment": augment, "patience": patience,
-                 "init_weights": str(init_weights) if init_weights is not None else None},
+                 "init_weights": str(init_weights) if init_weights is not None else None,
+                 "simulated_subjects": simulated_subjects,
+                 "simulated_augment": simulated_augment},
         data=str(data), sources=source, target=target, out=str(out), preset=preset, seed=seed,
         workers=_workers(workers), device=device, threads=threads,
         full_eval_every=full_eval_every, precision=precision, compile=compile,

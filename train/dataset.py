@@ -49,20 +49,26 @@ class CachedSlices(torch.utils.data.Dataset):
     ``rng = np.random.default_rng([seed, epoch, position])``: the same item of the
     same epoch always gets the same draw, whichever worker loads it, so resumed
     runs stay exact. It runs in the DataLoader workers; it must return arrays of
-    the same shapes. Afterwards the source is reshaped to (S * (2K+1), H, W),
+    the same shapes. `subject_transforms` gives each subject its own transform
+    (None: none), e.g. the simulated prior's contrast randomisation. Afterwards the source is reshaped to (S * (2K+1), H, W),
     source-major like `mri2mri.runtime.imaging.slicing.stack_context`. With
     ``transform=None`` nothing is called and nothing is drawn.
     """
 
     def __init__(self, subjects: Sequence[CachedSubject], context: int = 0,
-                 transform: Transform | None = None, seed: int = 0) -> None:
+                 transform: Transform | None = None, seed: int = 0,
+                 subject_transforms: Sequence[Transform | None] | None = None) -> None:
         if not subjects:
             raise ValueError("no training subjects")
         if context < 0:
             raise ValueError(f"context must be >= 0 (got {context})")
+        if subject_transforms is not None and len(subject_transforms) != len(subjects):
+            raise ValueError("subject_transforms needs one entry per subject")
         self.subjects = list(subjects)
         self.context = context
-        self.transform = transform
+        #: Each subject's transform: `transform` for all, unless `subject_transforms` says.
+        self.transforms = list(subject_transforms) if subject_transforms is not None \
+            else [transform] * len(self.subjects)
         self.seed = seed
         self.height = max(s.height for s in self.subjects)
         self.width = max(s.width for s in self.subjects)
@@ -93,9 +99,10 @@ class CachedSlices(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, position, index = key
         source, target = self.read(index)
-        if self.transform is not None:
+        transform = self.transforms[int(self._subject[index])]
+        if transform is not None:
             rng = np.random.default_rng([self.seed, epoch, position])
-            source, target = self.transform(source, target, rng)
+            source, target = transform(source, target, rng)
         s, k, h, w = source.shape
         return (torch.from_numpy(np.ascontiguousarray(source, np.float32).reshape(s * k, h, w)),
                 torch.from_numpy(np.ascontiguousarray(target, np.float32)))

@@ -45,6 +45,7 @@ from mri2mri.runtime.synthesis.ood import combine_summaries
 from mri2mri.train.cohort import Cohort, Subject
 
 from . import distributed
+from . import prior as simulated
 from .augment import AugmentSpec, build_transform
 from .baseline import IntensityLUT, LUTStats
 from .cache import CachedSubject, CacheSpec, SliceCache
@@ -115,6 +116,11 @@ class TrainConfig:
     #: A checkpoint whose network weights start the run (fine-tuning a pretrained model,
     #: e.g. one trained on the simulated cohort); None: random initialisation.
     init_weights: str | None = None
+    #: Simulated subjects (`mri2mri.train.prior`) trained on beside the cohort's own, at its
+    #: voxel size; 0: none. Contrasts the simulator does not image (angio) train without.
+    simulated_subjects: int = 6
+    #: The augmentation of the simulated subjects (`augment` acts on the cohort's own).
+    simulated_augment: str = "strong,randomize=0.7"
 
     def __post_init__(self) -> None:
         self.sources = [canonical_contrast(s) for s in self.sources]
@@ -126,7 +132,7 @@ class TrainConfig:
         for name in ("epochs", "slices_per_epoch", "batch_size", "val_slices", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("context", "full_eval_every", "threads", "patience"):
+        for name in ("context", "full_eval_every", "threads", "patience", "simulated_subjects"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be at least 0")
         if self.l1_weight < 0 or self.perceptual_weight < 0 or \
@@ -143,6 +149,7 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError("the learning rate must be positive")
         self.augment = AugmentSpec.parse(self.augment).to_string()
+        self.simulated_augment = AugmentSpec.parse(self.simulated_augment).to_string()
 
     #: Fields that may differ when resuming (they do not change the weights on CPU).
     RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data", "cache",
@@ -475,11 +482,15 @@ def build_loader(dataset: CachedSlices, sampler: EpochSampler, workers: int,
         generator=torch.Generator().manual_seed(seed))
 
 
-def _training_loader(config: TrainConfig, entries: list[CachedSubject], device: torch.device,
+def _training_loader(config: TrainConfig, data: RunData, device: torch.device,
                      ctx: distributed.Dist) -> torch.utils.data.DataLoader:
-    """This process's share of each epoch's slices, augmented as the config says."""
-    dataset = CachedSlices(entries, context=config.context,
-                           transform=build_transform(config.augment), seed=config.seed)
+    """This process's share of each epoch's slices (the cohort's and the simulated prior's),
+    augmented as the config says."""
+    own, sim = build_transform(config.augment), build_transform(config.simulated_augment)
+    dataset = CachedSlices(data.train_entries + data.prior_entries, context=config.context,
+                           seed=config.seed,
+                           subject_transforms=[own] * len(data.train_entries)
+                           + [sim] * len(data.prior_entries))
     sampler = EpochSampler(len(dataset), config.slices_per_epoch, config.seed,
                            config.batch_size, ctx.rank, ctx.world)
     workers = resolve_workers(config.workers, device, max(1, available_cpus() // ctx.world))
@@ -509,6 +520,10 @@ class RunData:
     parity: np.ndarray
     #: How the split was chosen, in words (`Cohort.split_rule`), for the model card.
     split_rule: str = ""
+    #: The simulated prior's cached subjects (trained on, never validated on).
+    prior_entries: list[CachedSubject] = field(default_factory=list)
+    #: What the prior was ({} without one): subjects, resolution_mm, augment, folder.
+    prior: dict[str, Any] = field(default_factory=dict)
 
 
 def _split(config: TrainConfig, cohort: Cohort, resume_state: dict[str, Any] | None
@@ -569,9 +584,12 @@ def prepare_data(config: TrainConfig, out: Path, device: torch.device, ctx: dist
     cache = SliceCache(config.cache or out / "cache", CacheSpec.of(
         config.sources, config.target, config.model_preset().geometry, norm))
     train_ids, val_ids = split["train"], split["validation"]
-    entries = _prepare_cache(cache, [cohort.subject(i) for i in train_ids + val_ids],
-                             ctx, console)
-    train_entries, val_entries = entries[:len(train_ids)], entries[len(train_ids):]
+    sim_subjects, sim_info = _simulated_prior(config, [cohort.subject(i) for i in train_ids],
+                                              Path(cache.root).parent, ctx, console)
+    entries = _prepare_cache(cache, [cohort.subject(i) for i in train_ids + val_ids]
+                             + sim_subjects, ctx, console)
+    n_own = len(train_ids) + len(val_ids)
+    train_entries, val_entries = entries[:len(train_ids)], entries[len(train_ids):n_own]
     norm.target_scale = float(np.median([e.target_scale for e in train_entries]))
     summary = combine_summaries([e.summary for e in train_entries],
                                 name=dataset_name(config.data))
@@ -585,7 +603,31 @@ def prepare_data(config: TrainConfig, out: Path, device: torch.device, ctx: dist
                    norm=norm, summary=summary, lut=lut, subset=subset,
                    lut_subset=subset.evaluate_lut(lut, device) if ctx.is_main else {},
                    parity=_parity_slices(val_entries[0], config.context),
-                   split_rule=cohort.split_rule())
+                   split_rule=cohort.split_rule(), prior_entries=entries[n_own:], prior=sim_info)
+
+
+def _simulated_prior(config: TrainConfig, train_subjects: list[Subject], root: Path,
+                     ctx: distributed.Dist, console: Console
+                     ) -> tuple[list[Subject], dict[str, Any]]:
+    """The simulated prior's subjects for this run (`mri2mri.train.prior`), and what they are."""
+    contrasts = [*config.sources, config.target]
+    if config.simulated_subjects == 0:
+        return [], {}
+    if not simulated.supports(contrasts):
+        console.print(f"[yellow]simulated prior[/]: the simulator does not image "
+                      f"{', '.join(sorted(set(contrasts) - simulated.SIMULATED_CONTRASTS))}; "
+                      "training on the cohort alone")
+        return [], {}
+    resolution = simulated.prior_resolution(train_subjects, config.sources[0])
+    folder = root / "simulated"
+    if ctx.enabled and not ctx.is_main:
+        ctx.barrier()  # rank 0 generates; the others read what it wrote
+    subjects = simulated.prior_subjects(config.simulated_subjects, config.seed, resolution,
+                                    folder, console)
+    if ctx.enabled and ctx.is_main:
+        ctx.barrier()
+    return subjects, {"subjects": len(subjects), "resolution_mm": resolution,
+                      "augment": config.simulated_augment, "folder": str(folder)}
 
 
 # ---- the run ------------------------------------------------------------------------------
@@ -702,7 +744,7 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
         torch.manual_seed(config.seed + ctx.rank)  # dropout masks differ between ranks
     training.distribute(ctx, config.compile)
     run = _Run(config, out, ctx, console, data, training,
-               _training_loader(config, data.train_entries, device, ctx), progress, started)
+               _training_loader(config, data, device, ctx), progress, started)
     run.announce()
     stopped_early = run.train_epochs(on_epoch_end)
     run.score_best_on_volumes()
@@ -743,7 +785,7 @@ class _Run:
         self.console.print(
             f"[bold]{'+'.join(config.sources)} -> {config.target}[/]: "
             f"{len(self.loader.dataset)} training slices from {len(data.train_entries)} "
-            f"subjects, {len(data.val_entries)} validation subjects ({len(data.subset)} slices "
+            f"subjects{f' + {len(data.prior_entries)} simulated' if data.prior_entries else ''}, {len(data.val_entries)} validation subjects ({len(data.subset)} slices "
             f"each epoch), preset {config.preset}, context {config.context}, {self.device} x "
             f"{ctx.world}, {precision}, {workers} loader worker(s)")
         if ctx.is_main:
@@ -770,6 +812,8 @@ class _Run:
                       "augment": AugmentSpec.parse(config.augment).to_dict(),
                       "context": config.context, "patience": config.patience,
                       "init_weights": config.init_weights,
+                      "simulated_prior": {k: v for k, v in self.data.prior.items()
+                                          if k != "folder"} or None,
                       "best_epoch": self.progress.best.epoch},
             package_version=__version__)
 

@@ -44,6 +44,14 @@ INDEX_ROW = Template('<tr><td><a href="${participant}.html">$participant</a></td
                      "<td>$outputs</td><td>$failed</td><td>$flagged</td></tr>")
 
 
+def _prior(prior: Mapping[str, Any] | None) -> str:
+    """The simulated subjects trained on beside the cohort's own, in words."""
+    if not prior:
+        return "none"
+    return (f"{prior.get('subjects', '?')} simulated subjects at "
+            f"{prior.get('resolution_mm', '?')} mm, augmented {prior.get('augment', '?')}")
+
+
 def model_card(meta: ModelMetadata) -> Html:
     """Task, training data (name and summary), validation metrics, licences."""
     training = meta.training
@@ -56,6 +64,7 @@ def model_card(meta: ModelMetadata) -> Html:
                   for k in ("train", "validation", "test"))),
         ("split", training.get("split_rule", "not recorded")),
         ("initial weights", training.get("init_weights") or "random"),
+        ("simulated prior", _prior(training.get("simulated_prior"))),
         ("epochs", training.get("epochs", "?")), ("loss", training.get("loss", "?")),
         ("package version (export)", meta.package_version),
     ]
