@@ -50,9 +50,10 @@ class CachedSlices(torch.utils.data.Dataset):
     same epoch always gets the same draw, whichever worker loads it, so resumed
     runs stay exact. It runs in the DataLoader workers; it must return arrays of
     the same shapes. `subject_transforms` gives each subject its own transform
-    (None: none), e.g. the simulated prior's contrast randomisation. Afterwards the source is reshaped to (S * (2K+1), H, W),
-    source-major like `mri2mri.runtime.imaging.slicing.stack_context`. With
-    ``transform=None`` nothing is called and nothing is drawn.
+    (None: none), e.g. the simulated prior's contrast randomisation. Afterwards the
+    source is reshaped to (S * (2K+1), H, W), source-major like
+    `mri2mri.runtime.imaging.slicing.stack_context`. With ``transform=None`` nothing
+    is called and nothing is drawn.
     """
 
     def __init__(self, subjects: Sequence[CachedSubject], context: int = 0,

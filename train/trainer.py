@@ -776,6 +776,7 @@ class _Run:
         config, ctx, data = self.config, self.ctx, self.data
         precision = str(self.training.amp_dtype or torch.float32).replace("torch.", "")
         workers = self.loader.num_workers
+        simulated = f" + {len(data.prior_entries)} simulated" if data.prior_entries else ""
         run_config = {**asdict(config), "resolved_device": str(self.device),
                       "world_size": ctx.world, "workers_resolved": workers,
                       "precision_resolved": precision, "split": data.split,
@@ -785,7 +786,8 @@ class _Run:
         self.console.print(
             f"[bold]{'+'.join(config.sources)} -> {config.target}[/]: "
             f"{len(self.loader.dataset)} training slices from {len(data.train_entries)} "
-            f"subjects{f' + {len(data.prior_entries)} simulated' if data.prior_entries else ''}, {len(data.val_entries)} validation subjects ({len(data.subset)} slices "
+            f"subjects{simulated}, {len(data.val_entries)} validation subjects "
+            f"({len(data.subset)} slices "
             f"each epoch), preset {config.preset}, context {config.context}, {self.device} x "
             f"{ctx.world}, {precision}, {workers} loader worker(s)")
         if ctx.is_main:
