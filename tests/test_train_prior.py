@@ -92,8 +92,8 @@ def test_training_adds_the_simulated_subjects_to_training_only(tmp_path_factory,
     a, b = state["model_state"], plain["model_state"]
     assert any(not np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
     folder = Path(_RUNS["cache"]) / "simulated"
-    generated = list(folder.glob("simulated-3mm-1-seed*/sub-001/anat/*_T1w.nii.gz"))
-    assert len(generated) == 1
+    made = sorted(p.name for p in folder.glob("simulated-3mm-1-seed*/sub-001/*/*.nii.gz"))
+    assert made == ["sub-001_T1w.nii.gz", "sub-001_T2w.nii.gz"]  # only what the task needs
 
 
 def test_the_prior_cohort_is_made_once_and_reused(tmp_path_factory, capsys):

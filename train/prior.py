@@ -11,8 +11,9 @@ subjects alone define the normalisation, the LUT baseline, the validation and th
 "unlike the training data" summary. With a large cohort the few simulated subjects
 are a small share of the slices, so the prior fades where real data suffice.
 
-The simulated cohort is written once per (voxel size, subjects, seed) under the
-run's slice-cache folder and reused by later runs and resumes (it is deterministic).
+The simulated cohort (only the images the task needs) is written once per (voxel size,
+subjects, seed, images) under the run's slice-cache folder and reused by later runs and
+resumes (it is deterministic).
 """
 
 from __future__ import annotations
@@ -49,18 +50,23 @@ def supports(contrasts: Sequence[str]) -> bool:
 
 
 def prior_subjects(count: int, seed: int, resolution: float, root: Path,
-                   console: Console) -> list[Subject]:
-    """`count` simulated subjects at `resolution` mm, generated under `root` if missing."""
+                   console: Console, contrasts: Sequence[str] = ("T1w", "T2w", "PDw", "b0"),
+                   jobs: int = 1) -> list[Subject]:
+    """`count` simulated subjects at `resolution` mm with (at least) `contrasts`, generated
+    under `root` if missing: only the images the task needs, `jobs` at a time."""
     from mri2mri.train.data.demo_cohort import generate_cohort
 
-    folder = root / f"simulated-{resolution:g}mm-{count}-seed{PRIOR_SEED + seed}"
+    images = sorted({"dwi" if c == "b0" else c for c in contrasts})
+    folder = root / (f"simulated-{resolution:g}mm-{count}-seed{PRIOR_SEED + seed}-"
+                     + "-".join(images))
     if not (folder / "dataset_description.json").is_file():
         console.print(f"simulated prior: generating {count} subjects at {resolution:g} mm "
                       f"in {folder}")
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             generate_cohort(folder, subjects=count, seed=PRIOR_SEED + seed,
-                            resolution=resolution, jobs=min(4, count), overwrite=True)
+                            resolution=resolution, jobs=max(1, min(jobs, count)),
+                            overwrite=True, contrasts=images)
         except InputError as exc:
             raise InputError(folder, f"could not simulate the prior's subjects: {exc}") \
                 from None

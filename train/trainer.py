@@ -623,7 +623,8 @@ def _simulated_prior(config: TrainConfig, train_subjects: list[Subject], root: P
     if ctx.enabled and not ctx.is_main:
         ctx.barrier()  # rank 0 generates; the others read what it wrote
     subjects = simulated.prior_subjects(config.simulated_subjects, config.seed, resolution,
-                                    folder, console)
+                                        folder, console, contrasts,
+                                        jobs=max(1, available_cpus() // ctx.world))
     if ctx.enabled and ctx.is_main:
         ctx.barrier()
     return subjects, {"subjects": len(subjects), "resolution_mm": resolution,

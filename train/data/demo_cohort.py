@@ -38,7 +38,7 @@ on one grid, the DWI on its own, and their affines place them correctly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -110,6 +110,13 @@ class DemoConfig:
     head: HeadLayers | None = None
     #: The EPI read-out of the DWI (see `mri2mri.train.data.epi`); None: the plain model.
     epi: EpiProtocol | None = None
+    #: Only these images (of T1w, T2w, PDw, dwi); None: all. Fewer is faster (the
+    #: simulated prior of `mri2mri.train.prior` makes only what its task needs); the
+    #: images made draw other random numbers than in a full cohort.
+    contrasts: tuple[str, ...] | None = None
+
+    def makes(self, image: str) -> bool:
+        return self.contrasts is None or image in self.contrasts
 
     def scanner(self) -> AcquisitionShift:
         return self.shift if self.shift is not None else AcquisitionShift()
@@ -283,6 +290,8 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     wm_voxels = frac["wm"] > 0.9
     scanner = cfg.scanner()
     for contrast in ANAT_CONTRASTS:
+        if not cfg.makes(contrast):
+            continue
         values = _tissue_signals(contrast, tissues, scanner)
         clean = sum(frac[t] * values[t] for t in template.tissues)
         clean = _blur(clean.reshape(shape), affine,
@@ -293,6 +302,8 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
         peak = max(_tissue_signals(contrast, LITERATURE_1P5T, scanner).values())
         images[contrast] = _to_int16_image(noisy / peak, affine, 1000.0)
 
+    if not cfg.makes("dwi"):
+        return images, {"tissues": {k: asdict(v) for k, v in tissues.items()}, **anatomy.params}
     if cfg.epi is not None:
         images["dwi"], epi_params = _epi_dwi(template, cfg, index, anatomy, tissues, rng)
         return images, {"tissues": {k: asdict(v) for k, v in tissues.items()},
@@ -424,10 +435,14 @@ def _write_subject(root: Path, sub: str, images: dict[str, nib.Nifti1Image],
                    cfg: DemoConfig) -> None:
     anat, dwi = root / sub / "anat", root / sub / "dwi"
     anat.mkdir(parents=True)
-    dwi.mkdir(parents=True)
     for contrast in ANAT_CONTRASTS:
+        if contrast not in images:
+            continue
         nib.save(images[contrast], str(anat / f"{sub}_{contrast}.nii.gz"))
         write_json(anat / f"{sub}_{contrast}.json", _sidecar(contrast, cfg), sort_keys=True)
+    if "dwi" not in images:
+        return
+    dwi.mkdir(parents=True)
     nib.save(images["dwi"], str(dwi / f"{sub}_dwi.nii.gz"))
     write_json(dwi / f"{sub}_dwi.json", _sidecar("dwi", cfg), sort_keys=True)
     (dwi / f"{sub}_dwi.bval").write_text(" ".join(f"{b:g}" for b in cfg.bvalues) + "\n")
@@ -494,7 +509,7 @@ def cohort_name(cfg: DemoConfig) -> str:
 
 def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
     simulation = asdict(cfg)
-    for key in ("shift", "head", "epi"):  # defaults: the same description as before them
+    for key in ("shift", "head", "epi", "contrasts"):  # defaults: the same as before them
         if getattr(cfg, key) is None:
             del simulation[key]
     if cfg.epi is not None:
@@ -522,13 +537,14 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
                     overwrite: bool = False,
                     progress: Callable[[int, int], None] | None = None,
                     shift: AcquisitionShift | None = None, head: bool = False,
-                    epi: bool = False) -> Path:
+                    epi: bool = False, contrasts: Sequence[str] | None = None) -> Path:
     """Write a simulated BIDS cohort to `out_dir`; deterministic for a seed.
 
     `shift` images the same subjects (same seed: same anatomy and noise draws) with
     another simulated scanner's acquisition (see `mri2mri.train.data.shift`).
     `head` adds skull and scalp around the brain (`mri2mri.train.data.head`), `epi`
-    reads the DWI out with the EPI model of `mri2mri.train.data.epi`.
+    reads the DWI out with the EPI model of `mri2mri.train.data.epi`; `contrasts`
+    (of T1w, T2w, PDw, dwi) makes only those images.
 
     The dataset is built in a temporary sibling folder and renamed into place,
     so an interrupted run leaves nothing behind.
@@ -547,7 +563,8 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
         require_module("matplotlib", "data", "the cohort preview")
     cfg = DemoConfig(subjects=subjects, seed=seed, resolution=float(resolution),
                      shift=None if shift is None or shift.empty else shift,
-                     head=HeadLayers() if head else None, epi=EpiProtocol() if epi else None)
+                     head=HeadLayers() if head else None, epi=EpiProtocol() if epi else None,
+                     contrasts=None if contrasts is None else tuple(contrasts))
     with atomic_dir(out) as tmp:
         tasks = [(cfg, i, str(tmp)) for i in range(subjects)]
         params = dict(map_jobs(_subject_job, tasks, jobs, progress))
