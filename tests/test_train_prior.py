@@ -168,3 +168,23 @@ def test_each_training_subject_gets_its_own_transform():
     assert float(data[(0, 1, 1)][0].mean()) == -2.0
     with pytest.raises(ValueError, match="one entry per subject"):
         CachedSlices([Entry(1.0)], subject_transforms=[None, negate])
+
+
+def test_mri2mri_run_of_a_prior_trained_model_matches_pytorch(tmp_path_factory, tmp_path):
+    from cli_helpers import exit_code
+
+    from mri2mri.export.onnx_export import export_checkpoint
+    from mri2mri.runtime.synthesis.cli_run import app as run_cli
+    from mri2mri.train.inference import synthesize_with_checkpoint
+
+    run = _prior_run(tmp_path_factory)
+    report = export_checkpoint(run.best_checkpoint, tmp_path / "prior.onnx")
+    assert report.max_abs_diff <= 1e-4
+    subject = Cohort.discover(tiny_cohort_dir(tmp_path_factory)).subjects[-1]
+    out = tmp_path / "synth.nii.gz"
+    assert exit_code(run_cli, ["--model", str(report.path), "--input",
+                               f"T1w={subject.path('T1w')}", "--output", str(out),
+                               "--device", "cpu"]) == 0
+    reference = synthesize_with_checkpoint(run.best_checkpoint, [subject.load("T1w")])
+    diff = np.abs(np.asarray(nib.load(str(out)).dataobj) - np.asarray(reference.dataobj)).max()
+    assert diff <= 1e-4 * report.metadata.normalisation.target_scale
