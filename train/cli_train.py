@@ -90,12 +90,11 @@ def main_command(
     init_weights: Annotated[Path | None, typer.Option(
         help="Start from this checkpoint's network weights (fine-tuning a pretrained model "
              "of the same task, preset and --context).")] = None,
-    simulated_subjects: Annotated[int | None, typer.Option(
-        help="Simulated subjects trained on beside the cohort's own, at its voxel size "
-             "(the simulated prior; 0: none). Default 6.")] = None,
-    simulated_augment: Annotated[str | None, typer.Option(
-        help="Augmentation of the simulated subjects, as --augment. Default "
-             "'strong,randomize=0.7'.")] = None,
+    simulated_subjects: Annotated[int | None, typer.Option(help=(
+        "Simulated prior: subjects simulated at the cohort's voxel size and trained on "
+        "beside its own (0: none). Default 6."))] = None,
+    simulated_augment: Annotated[str | None, typer.Option(help=(
+        "Their augmentation, as --augment. Default 'strong,randomize=0.7'."))] = None,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
     device = check_device(device, TORCH_DEVICES)
