@@ -2,7 +2,8 @@
 
 Why: trained on a few real scanners, the network learns their intensities and loses to
 a look-up table on a scanner it never saw (docs/training.md, "Leave-one-out on real
-scans"); a network trained on the simulated cohort with contrast randomisation did not.
+scans"); networks trained on the simulated cohort with contrast randomisation did better
+there.
 So each run also trains on `TrainConfig.simulated_subjects` subjects of the demo
 simulator (MNI152 anatomy, deformed per subject), imaged at the cohort's own voxel
 size and augmented with `TrainConfig.simulated_augment` (contrast randomisation: no
@@ -72,5 +73,7 @@ def prior_subjects(count: int, seed: int, resolution: float, root: Path,
                 from None
     cohort = Cohort.discover(folder)
     # Distinct ids: a user's cohort may itself be a simulated one with the same labels.
-    return [Subject(id=f"prior{resolution:g}mm-{s.id}", files=dict(s.files), bvals=s.bvals)
+    # The seed too: runs of other seeds may share a slice cache, whose entries go by id.
+    return [Subject(id=f"prior{resolution:g}mm-s{seed}-{s.id}", files=dict(s.files),
+                    bvals=s.bvals)
             for s in cohort.subjects]
