@@ -522,7 +522,7 @@ class RunData:
     split_rule: str = ""
     #: The simulated prior's cached subjects (trained on, never validated on).
     prior_entries: list[CachedSubject] = field(default_factory=list)
-    #: What the prior was ({} without one): subjects, resolution_mm, augment, folder.
+    #: What the prior was ({} without one): subjects, resolution_mm, augment.
     prior: dict[str, Any] = field(default_factory=dict)
 
 
@@ -628,7 +628,7 @@ def _simulated_prior(config: TrainConfig, train_subjects: list[Subject], root: P
     if ctx.enabled and ctx.is_main:
         ctx.barrier()
     return subjects, {"subjects": len(subjects), "resolution_mm": resolution,
-                      "augment": config.simulated_augment, "folder": str(folder)}
+                      "augment": config.simulated_augment}
 
 
 # ---- the run ------------------------------------------------------------------------------
@@ -815,8 +815,7 @@ class _Run:
                       "augment": AugmentSpec.parse(config.augment).to_dict(),
                       "context": config.context, "patience": config.patience,
                       "init_weights": config.init_weights,
-                      "simulated_prior": {k: v for k, v in self.data.prior.items()
-                                          if k != "folder"} or None,
+                      "simulated_prior": self.data.prior or None,
                       "best_epoch": self.progress.best.epoch},
             package_version=__version__)
 

@@ -302,12 +302,12 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
         peak = max(_tissue_signals(contrast, LITERATURE_1P5T, scanner).values())
         images[contrast] = _to_int16_image(noisy / peak, affine, 1000.0)
 
+    params = {"tissues": {k: asdict(v) for k, v in tissues.items()}, **anatomy.params}
     if not cfg.makes("dwi"):
-        return images, {"tissues": {k: asdict(v) for k, v in tissues.items()}, **anatomy.params}
+        return images, params
     if cfg.epi is not None:
-        images["dwi"], epi_params = _epi_dwi(template, cfg, index, anatomy, tissues, rng)
-        return images, {"tissues": {k: asdict(v) for k, v in tissues.items()},
-                        **anatomy.params, "epi": epi_params}
+        images["dwi"], params["epi"] = _epi_dwi(template, cfg, index, anatomy, tissues, rng)
+        return images, params
 
     dshape, daffine = _dwi_grid(template, cfg.resolution, rng, cfg)
     dpoints = grid_points(dshape, daffine)
@@ -338,8 +338,7 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     peak = max(_tissue_signals("dwi", LITERATURE_1P5T, scanner).values())
     images["dwi"] = _to_int16_image(np.stack(volumes, axis=3) / peak, daffine, 1000.0)
 
-    params = {"tissues": {k: asdict(v) for k, v in tissues.items()}, **anatomy.params,
-              "epi_peak_displacement_mm": round(float(peak_mm), 3)}
+    params["epi_peak_displacement_mm"] = round(float(peak_mm), 3)
     return images, params
 
 
