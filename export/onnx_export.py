@@ -1,7 +1,10 @@
 """Checkpoint -> self-describing ONNX model, verified against PyTorch before it is kept.
 
 The graph takes ``sources`` (N, C, H, W) float32 in the normalised [-1, 1] range
-and returns ``target`` (N, 1, H, W); batch, height and width are dynamic (H and W
+and returns ``target`` (N, 1, H, W) and, second, ``features`` (N, C', H/2^L, W/2^L):
+the innermost encoder block's activations, which the runtime's feature check
+(`mri2mri.runtime.synthesis.features`) reads for a few slices; a consumer that asks for
+``target`` only gets it as before. Batch, height and width are dynamic (H and W
 must follow the metadata's padding rule). Batch-norm runs with its running
 statistics and is folded into the convolutions. The `ModelMetadata` JSON (the
 schema the runtime reads) goes into ``metadata_props``, completed with the run's
@@ -25,8 +28,10 @@ from mri2mri.runtime.core.atomic import atomic_path, check_output_path
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.engine.devices import CHECK_DEVICES, check_device
 from mri2mri.runtime.metadata import ModelMetadata
+from mri2mri.runtime.synthesis.features import OUTPUT_NAME as FEATURES_NAME
 from mri2mri.train.checkpoint import load_checkpoint
 from mri2mri.train.inference import model_from_checkpoint
+from mri2mri.train.model import UNet
 
 from .fp16 import convert_to_fp16
 
@@ -51,6 +56,8 @@ class ExportReport:
     parity_slices: int
     metadata: ModelMetadata
     check_on: str = "cpu"
+    #: Max |ONNX - PyTorch| of the feature output, relative to max(1, its largest value).
+    feature_diff: float = 0.0
 
 
 def export_metadata(state: dict[str, Any], checkpoint: Path, opset: int, fp16: bool
@@ -70,25 +77,41 @@ def export_metadata(state: dict[str, Any], checkpoint: Path, opset: int, fp16: b
     return meta
 
 
-def _to_onnx(model: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+class _WithFeatures(torch.nn.Module):
+    """The U-Net with its bottleneck as a second output (`UNet.forward_with_features`)."""
+
+    def __init__(self, net: UNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.forward_with_features(x)
+
+
+def _to_onnx(model: UNet, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     import io
     import warnings
 
     buffer = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
+    small = {0: "batch", 2: "feature_height", 3: "feature_width"}
     # The TorchScript exporter (dynamo=False) needs no onnxscript and handles this plain
     # convolutional graph exactly; its deprecation notice is not actionable for users.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (example,), buffer, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset,
-                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+        wrapped = _WithFeatures(model).eval()  # export restores the mode it was given
+        torch.onnx.export(wrapped, (example,), buffer, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME, FEATURES_NAME], opset_version=opset,
+                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes,
+                                        FEATURES_NAME: small},
                           do_constant_folding=True, dynamo=False)
     return onnx.load_from_string(buffer.getvalue())
 
 
-def run_as_runtime(path: Path, slices: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """`slices` through the model as `mri2mri-run` runs it on `device` (cpu or cuda).
+def run_as_runtime(path: Path, slices: np.ndarray, device: str = "cpu"
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """`slices` through the model as `mri2mri-run` runs it on `device` (cpu or cuda): the
+    image output and the feature maps of every slice (None for a one-output model).
 
     The runtime's own provider set-up (`open_session`: CUDA with TF32 off) and
     slice runner, so parity is checked on the provider that will run the model.
@@ -98,7 +121,16 @@ def run_as_runtime(path: Path, slices: np.ndarray, device: str = "cpu") -> np.nd
 
     session, provider = open_session(path.read_bytes(), session_options(), device, path,
                                      option="--check-on")
-    return SliceRunner(session, provider, batch_size=len(slices)).run(slices)
+    runner = SliceRunner(session, provider, batch_size=len(slices))
+    return runner.run_collecting(slices, range(len(slices)))
+
+
+def _max_diff(got: np.ndarray | None, expected: np.ndarray, scale: bool = False) -> float:
+    """Max |got - expected| (relative to max(1, max |expected|) when `scale`)."""
+    if got is None:
+        return float("inf")
+    diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
+    return diff / max(1.0, float(np.max(np.abs(expected)))) if scale else diff
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OPSET,
@@ -121,7 +153,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
     slices = state["parity_slices"].float().numpy()
     meta = export_metadata(state, checkpoint, opset, fp16)
     with torch.no_grad():
-        expected = model(torch.from_numpy(slices)).numpy()
+        expected, expected_maps = (t.numpy() for t in
+                                   model.forward_with_features(torch.from_numpy(slices)))
         proto = _to_onnx(copy.deepcopy(model), torch.from_numpy(slices[:1]), opset)
     if fp16:
         proto = convert_to_fp16(proto)
@@ -133,10 +166,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
     tolerance = TOLERANCE_FP16 if fp16 else TOLERANCE_FP32
     with atomic_path(out, overwrite=overwrite) as tmp:
         onnx.save(proto, str(tmp))
-        got = run_as_runtime(tmp, slices, check_on)
-        diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
-        if not diff <= tolerance:
-            raise InputError(out, f"ONNX output on {check_on} differs from PyTorch by "
-                                  f"{diff:.3g} (tolerance {tolerance:g}); the file was not "
-                                  "written")
-    return ExportReport(out, opset, fp16, diff, tolerance, len(slices), meta, check_on)
+        got, maps = run_as_runtime(tmp, slices, check_on)
+        diff = _max_diff(got, expected)
+        # The features are unbounded activations: compared relative to their size.
+        feature_diff = _max_diff(maps, expected_maps, scale=True)
+        for what, found in (("output", diff), ("feature output (relative)", feature_diff)):
+            if not found <= tolerance:
+                raise InputError(out, f"ONNX {what} on {check_on} differs from PyTorch by "
+                                      f"{found:.3g} (tolerance {tolerance:g}); the file was "
+                                      "not written")
+    return ExportReport(out, opset, fp16, diff, tolerance, len(slices), meta, check_on,
+                        feature_diff)

@@ -38,7 +38,11 @@ from mri2mri.runtime import __version__
 from mri2mri.runtime.core.errors import InputError, InputWarning
 from mri2mri.runtime.core.schema import described, json_schema, mismatches
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
-from mri2mri.runtime.imaging.normalize import DEFAULT_MASK_FRACTION, DEFAULT_PERCENTILE
+from mri2mri.runtime.imaging.normalize import (
+    DEFAULT_MASK_FRACTION,
+    DEFAULT_PERCENTILE,
+    MEDIAN_MULTIPLE,
+)
 from mri2mri.runtime.imaging.slicing import SliceGeometry
 
 METADATA_KEY = "mri2mri"
@@ -51,18 +55,55 @@ VGG16_WEIGHTS_LICENSE = (
 DERIVED = {"task": "Sources and target, e.g. T1w+T2w->PDw (derived from them; not read)."}
 
 
+#: Normalisation methods: the anchor statistic of the foreground (`percentile`).
+NORMALISATION_METHODS = ("foreground-percentile", "foreground-median")
+
+
 @dataclass
 class Normalisation:
-    """How intensities were normalised (see `mri2mri.runtime.imaging.normalize`)."""
+    """How intensities were normalised (see `mri2mri.runtime.imaging.normalize`).
 
-    method: str = described("Normalisation method.", default="foreground-percentile")
-    percentile: float = described("Percentile of the foreground intensities mapped to 1.",
-                                  default=DEFAULT_PERCENTILE)
+    The defaults are the percentile anchor (training's default, and that of every model
+    written before the median anchor existed, whose metadata has no `multiple`);
+    `median_anchored` is ``mri2mri-train --normalisation median``.
+    """
+
+    method: str = described(f"Normalisation method: {' or '.join(NORMALISATION_METHODS)}.",
+                            default="foreground-percentile")
+    percentile: float = described("Percentile of the foreground intensities that, times "
+                                  "'multiple', is mapped to 1.", default=DEFAULT_PERCENTILE)
     mask_fraction: float = described("Foreground: voxels above this fraction of the robust "
                                      "maximum.", default=DEFAULT_MASK_FRACTION)
     target_scale: float = described(
         "Target-contrast intensity that the network's +1 stands for (median over training "
         "subjects): the synthesized image is put back on this scale.", default=1.0)
+    multiple: float = described("The intensity mapped to 1 is this multiple of the "
+                                "percentile.", default=1.0)
+
+    def __post_init__(self) -> None:
+        if self.method not in NORMALISATION_METHODS:
+            raise ValueError(f"unknown normalisation method {self.method!r} (known: "
+                             f"{', '.join(NORMALISATION_METHODS)})")
+        if self.method == "foreground-median" and self.percentile != 50:
+            raise ValueError("foreground-median normalisation anchors at percentile 50 "
+                             f"(got {self.percentile})")
+        if not 0 < self.percentile <= 100 or not self.multiple > 0:
+            raise ValueError("normalisation percentile must be in (0, 100] and multiple > 0 "
+                             f"(got {self.percentile}, {self.multiple})")
+
+    @classmethod
+    def median_anchored(cls) -> Normalisation:
+        """`MEDIAN_MULTIPLE` x the foreground median maps to 1 (`--normalisation median`)."""
+        return cls(method="foreground-median", percentile=50.0, multiple=MEDIAN_MULTIPLE)
+
+    @classmethod
+    def named(cls, name: str) -> Normalisation:
+        """`percentile` (the 99.5th percentile: the default) or `median`."""
+        if name == "median":
+            return cls.median_anchored()
+        if name == "percentile":
+            return cls()
+        raise ValueError(f"normalisation must be median or percentile (got {name!r})")
 
 
 @dataclass
@@ -94,8 +135,10 @@ class ModelMetadata:
     ood: dict[str, Any] = described(
         "Model-based out-of-distribution references: under 'disagreement', the validation "
         "subjects' figures of mri2mri.runtime.synthesis.disagreement and the threshold "
-        "mri2mri-run flags above. Empty for models trained before it existed (the check is "
-        "then reported as not judged).", default_factory=dict)
+        "mri2mri-run flags above; under 'features', the bottleneck-feature statistics of the "
+        "training and validation subjects (mri2mri.runtime.synthesis.features), their "
+        "leave-one-out figures and threshold. A check missing here (models trained before "
+        "it existed) is reported as not judged.", default_factory=dict)
     package_version: str = described("The mri2mri version that wrote the model.",
                                      default="0+unknown")
     weights_license: str = described("Licence note on weights used in training.",

@@ -246,4 +246,4 @@ def test_training_records_the_reference_that_the_runtime_reproduces(tmp_path_fac
                                   stack_context(prepared.slices, meta.context))
         assert stored > 0 and figure.value == pytest.approx(stored, rel=1e-4, abs=1e-6)
     exported = export_metadata(state, result.best_checkpoint, 17, fp16=False)
-    assert exported.ood == {"disagreement": record}
+    assert exported.ood["disagreement"] == record

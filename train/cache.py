@@ -65,16 +65,18 @@ class CacheSpec:
     method: str
     percentile: float
     mask_fraction: float
+    multiple: float = 1.0
 
     @classmethod
     def of(cls, sources: Sequence[str], target: str, geometry: SliceGeometry,
            norm: Normalisation) -> CacheSpec:
         return cls(tuple(sources), target, geometry, norm.method, norm.percentile,
-                   norm.mask_fraction)
+                   norm.mask_fraction, norm.multiple)
 
     @property
     def normalisation(self) -> Normalisation:
-        return Normalisation(self.method, self.percentile, self.mask_fraction)
+        return Normalisation(method=self.method, percentile=self.percentile,
+                             mask_fraction=self.mask_fraction, multiple=self.multiple)
 
     def describe(self) -> dict[str, Any]:
         return {"format": CACHE_FORMAT, "package_version": __version__, **asdict(self)}

@@ -36,6 +36,23 @@ def _workers(text: str) -> int | str:
                          ) from None
 
 
+#: The longer option helps.
+HELP = {
+    "augment": "Augmentation: none, light or strong, then name=value overrides, e.g. "
+               "'strong,rotate=10,noise=0' or 'light,randomize=0.8' (contrast "
+               "randomisation); options flip, rotate, scale, translate, gamma, contrast, "
+               "bias, noise, lowres, randomize (see docs/training.md).",
+    "simulated_subjects": "Simulated prior: subjects simulated at the cohort's voxel size "
+                          "and trained on beside its own (0: none). Default 6.",
+    "normalisation": "Intensity anchor: percentile (default: the foreground's 99.5th "
+                     "percentile at 1) or median (4.5 x the foreground median at 1, so "
+                     "tissue lands alike on every scanner).",
+    "lut_residual": "The network corrects the look-up-table baseline: it sees the LUT's "
+                    "estimate as an extra input and adds its output to it (starting from "
+                    "the LUT's answer). Default off.",
+}
+
+
 @app.command()
 def main_command(
     data: Annotated[Path, typer.Option("--data", help="BIDS cohort directory.")],
@@ -79,22 +96,20 @@ def main_command(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network "
                                                             "(CUDA).")] = False,
     log_every: Annotated[int, typer.Option(help="Steps between running-loss updates.")] = 25,
-    augment: Annotated[str | None, typer.Option(
-        help="Augmentation: none, light or strong, then name=value overrides, e.g. "
-             "'strong,rotate=10,noise=0' or 'light,randomize=0.8' (contrast randomisation); "
-             "options flip, rotate, scale, translate, gamma, contrast, bias, noise, lowres, "
-             "randomize (see docs/training.md).")] = None,
+    augment: Annotated[str | None, typer.Option(help=HELP["augment"])] = None,
     patience: Annotated[int | None, typer.Option(
         help="Early stopping: stop after N epochs without a better validation PSNR "
              "(0: off).")] = None,
     init_weights: Annotated[Path | None, typer.Option(
         help="Start from this checkpoint's network weights (fine-tuning a pretrained model "
              "of the same task, preset and --context).")] = None,
-    simulated_subjects: Annotated[int | None, typer.Option(help=(
-        "Simulated prior: subjects simulated at the cohort's voxel size and trained on "
-        "beside its own (0: none). Default 6."))] = None,
+    simulated_subjects: Annotated[int | None, typer.Option(
+        help=HELP["simulated_subjects"])] = None,
     simulated_augment: Annotated[str | None, typer.Option(help=(
         "Their augmentation, as --augment. Default 'strong,randomize=0.7'."))] = None,
+    normalisation: Annotated[str | None, typer.Option(help=HELP["normalisation"])] = None,
+    lut_residual: Annotated[bool | None, typer.Option(
+        "--lut-residual/--no-lut-residual", help=HELP["lut_residual"])] = None,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
     device = check_device(device, TORCH_DEVICES)
@@ -108,7 +123,8 @@ def main_command(
                  "augment": augment, "patience": patience,
                  "init_weights": str(init_weights) if init_weights is not None else None,
                  "simulated_subjects": simulated_subjects,
-                 "simulated_augment": simulated_augment},
+                 "simulated_augment": simulated_augment, "normalisation": normalisation,
+                 "lut_residual": lut_residual},
         data=str(data), sources=source, target=target, out=str(out), preset=preset, seed=seed,
         workers=_workers(workers), device=device, threads=threads,
         full_eval_every=full_eval_every, precision=precision, compile=compile,
@@ -123,10 +139,11 @@ def _train_config(stored: dict[str, Any], optional: dict[str, Any], **given: Any
                   ) -> TrainConfig:
     """The run's `TrainConfig`: `given` options as they are; `optional` ones left out (None)
     take the resumed run's values (`stored`), else the Python API's defaults."""
-    from .trainer import TrainConfig
+    from .trainer import TrainConfig, stored_value
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
-    picked = {name: value if value is not None else stored.get(name, defaults[name])
+    picked = {name: value if value is not None
+              else stored_value(stored, name) if stored else defaults[name]
               for name, value in optional.items()}
     try:
         return TrainConfig(**given, **picked)

@@ -7,6 +7,12 @@ normalised target range). Batch-norm runs with its running statistics in eval
 mode, so ONNX export folds it into the preceding convolution. ``reference`` is
 the architecture of Isola et al.'s ``unet_256``; ``small`` is the same code with
 fewer levels and filters, fast enough to train on a laptop CPU.
+
+With ``lut_sources`` the network is a correction of the look-up-table baseline
+(`LUTResidual`): the LUT's estimate is computed inside the network from the centre
+slice's sources, given to the U-Net as an extra input channel and added to its
+output, whose last convolution starts at zero. Training starts from the LUT's answer,
+and the exported ONNX model carries the table, so the runtime needs nothing new.
 """
 
 from __future__ import annotations
@@ -36,12 +42,20 @@ class UNetConfig:
     #: pix2pix has no full-resolution skip (its first skip is at half resolution); this
     #: gives a voxel-exact path and makes short CPU trainings converge much faster.
     input_skip: bool = False
+    #: LUT residual: the output is the LUT estimate from these many sources' centre slices
+    #: (the first `lut_sources` source-major channel groups) plus the U-Net's; 0: off.
+    lut_sources: int = 0
 
     def __post_init__(self) -> None:
         if self.levels < 2:
             raise ValueError("a U-Net needs at least 2 levels")
         if self.in_channels < 1 or self.out_channels < 1 or self.base_filters < 1:
             raise ValueError("channel counts must be positive")
+        if self.lut_sources < 0 or (self.lut_sources and (
+                self.in_channels % self.lut_sources
+                or (self.in_channels // self.lut_sources) % 2 == 0)):
+            raise ValueError(f"lut_sources {self.lut_sources} does not divide "
+                             f"{self.in_channels} input channels into 2K+1 context slices")
 
     @property
     def multiple(self) -> int:
@@ -80,12 +94,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: str, in_channels: int = 1) -> Preset:
-    """The named preset with the given number of input channels (one per source)."""
+def get_preset(name: str, in_channels: int = 1, lut_sources: int = 0) -> Preset:
+    """The named preset with the given number of input channels (one per source and context
+    slice), as a LUT residual of `lut_sources` sources when that is not 0."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS[name]
-    return replace(preset, unet=replace(preset.unet, in_channels=in_channels))
+    return replace(preset, unet=replace(preset.unet, in_channels=in_channels,
+                                        lut_sources=lut_sources))
 
 
 def _filters(config: UNetConfig, level: int) -> int:
@@ -136,13 +152,19 @@ class _Head(nn.Module):
 
 
 class UNet(nn.Module):
-    """(N, C_in, H, W) in [-1, 1] -> (N, C_out, H, W) in [-1, 1]; H, W multiples of 2^levels."""
+    """(N, C_in, H, W) in [-1, 1] -> (N, C_out, H, W) in [-1, 1]; H, W multiples of 2^levels.
+
+    With ``config.lut_sources`` the encoder also sees the LUT channel and the output is
+    the LUT's estimate plus the network's (`LUTResidual`)."""
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         self.config = config
         n = config.levels
-        chans = [config.in_channels] + [_filters(config, i) for i in range(n)]
+        self.lut = LUTResidual(config.lut_sources, config.in_channels) \
+            if config.lut_sources else None
+        in_channels = config.in_channels + (1 if self.lut is not None else 0)
+        chans = [in_channels] + [_filters(config, i) for i in range(n)]
         self.down = nn.ModuleList(
             _Down(chans[i], chans[i + 1], outermost=i == 0, innermost=i == n - 1)
             for i in range(n))
@@ -154,21 +176,82 @@ class UNet(nn.Module):
             drop = config.dropout if 0 < n - 1 - i <= config.dropout_blocks else 0.0
             ups.append(_Up(cin, cout, outermost=last, dropout=drop))
         self.up = nn.ModuleList(ups)
-        self.head = (_Head(config.base_filters, config.in_channels, config.out_channels)
+        self.head = (_Head(config.base_filters, in_channels, config.out_channels)
                      if config.input_skip else None)
         self.apply(_init_weights)
+        if self.lut is not None:  # start from the LUT's own answer
+            last = [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+            nn.init.zeros_(last[-1].weight)
+            if last[-1].bias is not None:
+                nn.init.zeros_(last[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_features(x)[0]
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output and the bottleneck: the innermost encoder block's output (N, C, h, w),
+        what the feature out-of-distribution check measures
+        (`mri2mri.runtime.synthesis.features`; ONNX exports it as a second output)."""
+        estimate = None
+        if self.lut is not None:
+            estimate = self.lut(x)
+            x = torch.cat([x, estimate], dim=1)
         inputs, skips = x, []
         for block in self.down:
             x = block(x)
             skips.append(x)
-        skips.pop()  # the bottleneck feeds the decoder directly
+        bottleneck = skips.pop()  # feeds the decoder directly
         for block in self.up:
             x = block(x)
             if skips:
                 x = torch.cat([x, skips.pop()], dim=1)
-        return x if self.head is None else self.head(x, inputs)
+        out = x if self.head is None else self.head(x, inputs)
+        return (out if estimate is None else out + estimate), bottleneck
+
+
+class LUTResidual(nn.Module):
+    """The LUT baseline (`mri2mri.train.baseline.IntensityLUT`) as a network layer.
+
+    Its tables are buffers (saved in checkpoints, constants in ONNX), filled by `set`
+    from the LUT the trainer fits on the training subjects; binning and the joint
+    table's fallback to the first source's table are `IntensityLUT.predict`'s.
+    """
+
+    def __init__(self, sources: int, in_channels: int) -> None:
+        super().__init__()
+        from .baseline import BINS_1D, BINS_JOINT, HIGH, LOW
+
+        self.low, self.high, self.bins_1d, self.bins_joint = LOW, HIGH, BINS_1D, BINS_JOINT
+        slices = in_channels // sources  # 2K + 1 context slices per source
+        self.centres = [c * slices + slices // 2 for c in range(sources)]
+        self.register_buffer("table", torch.zeros(BINS_1D))
+        self.register_buffer("joint", torch.zeros(BINS_JOINT ** sources) if sources > 1
+                             else None)
+
+    def _bin(self, values: torch.Tensor, bins: int) -> torch.Tensor:
+        pos = (values.clamp(self.low, self.high) - self.low) * (bins / (self.high - self.low))
+        return pos.long().clamp(max=bins - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) network input -> (N, 1, H, W) LUT estimate of the target."""
+        first = x[:, self.centres[0]:self.centres[0] + 1]
+        estimate = self.table[self._bin(first, self.bins_1d)]
+        if self.joint is None:
+            return estimate
+        key = torch.zeros_like(first, dtype=torch.long)
+        for c in self.centres:
+            key = key * self.bins_joint + self._bin(x[:, c:c + 1], self.bins_joint)
+        joint = self.joint[key]
+        return torch.where(torch.isnan(joint), estimate, joint)
+
+    @torch.no_grad()
+    def set(self, lut: Any) -> None:
+        """Copy the tables of an `IntensityLUT` fitted on this network's kind of input."""
+        self.table.copy_(torch.as_tensor(lut.table, dtype=self.table.dtype))
+        if self.joint is not None:
+            if lut.joint is None or lut.joint.size != self.joint.numel():
+                raise ValueError("the LUT has no joint table for these sources")
+            self.joint.copy_(torch.as_tensor(lut.joint, dtype=self.joint.dtype))
 
 
 def _init_weights(module: nn.Module) -> None:

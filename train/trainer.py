@@ -39,6 +39,7 @@ from mri2mri.runtime.core.progress import progress_bar
 from mri2mri.runtime.engine.devices import TORCH_DEVICES, check_device
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
+from mri2mri.runtime.synthesis import features
 from mri2mri.runtime.synthesis.disagreement import KEY as DISAGREEMENT
 from mri2mri.runtime.synthesis.disagreement import reference
 from mri2mri.runtime.synthesis.ood import combine_summaries
@@ -51,13 +52,15 @@ from .baseline import IntensityLUT, LUTStats
 from .cache import CachedSubject, CacheSpec, SliceCache
 from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from .dataset import CachedSlices, EpochSampler, context_stacks
+from .feature_reference import feature_maps, record_line
 from .inference import predict_slices
-from .model import Preset, build_model, get_preset
+from .model import Preset, UNetConfig, build_model, get_preset
 from .perceptual import PerceptualLoss
 from .validation import (
     METRICS,
     SUBSET_SLICES,
     SubsetValidation,
+    cohort_feature_vectors,
     full_validation,
     mean_metrics,
     validation_disagreement,
@@ -121,6 +124,17 @@ class TrainConfig:
     simulated_subjects: int = 6
     #: The augmentation of the simulated subjects (`augment` acts on the cohort's own).
     simulated_augment: str = "strong,randomize=0.7"
+    #: Intensity anchor (`Normalisation.named`): percentile (the foreground's 99.5th
+    #: percentile) or median (tissue at the same value on every scanner; docs/training.md).
+    normalisation: str = "percentile"
+    #: The network corrects the LUT baseline (`mri2mri.train.model.LUTResidual`): its output
+    #: is added to the LUT's estimate, which it also sees as an input channel.
+    lut_residual: bool = False
+
+    #: What a run saved before an option existed ran with (resuming such a run keeps it,
+    #: and the leave-one-out benchmark's fold fingerprints leave the option out at it).
+    BEFORE_OPTION = {"simulated_subjects": 0, "normalisation": "percentile",
+                     "lut_residual": False}
 
     def __post_init__(self) -> None:
         self.sources = [canonical_contrast(s) for s in self.sources]
@@ -150,6 +164,7 @@ class TrainConfig:
             raise ValueError("the learning rate must be positive")
         self.augment = AugmentSpec.parse(self.augment).to_string()
         self.simulated_augment = AugmentSpec.parse(self.simulated_augment).to_string()
+        Normalisation.named(self.normalisation)  # validates the name
 
     #: Fields that may differ when resuming (they do not change the weights on CPU).
     RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data", "cache",
@@ -162,7 +177,8 @@ class TrainConfig:
 
     def model_preset(self) -> Preset:
         """The architecture and slice geometry, for this config's input channels."""
-        return get_preset(self.preset, in_channels=self.in_channels)
+        return get_preset(self.preset, in_channels=self.in_channels,
+                          lut_sources=len(self.sources) if self.lut_residual else 0)
 
 
 @dataclass
@@ -299,15 +315,23 @@ def _plot(history: list[dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
+def stored_value(stored: dict[str, Any], key: str) -> Any:
+    """A saved run's `TrainConfig` value of `key`; for a run saved before the option
+    existed, what it ran with (`TrainConfig.BEFORE_OPTION`, else the default)."""
+    if key in stored:
+        return stored[key]
+    if key in TrainConfig.BEFORE_OPTION:
+        return TrainConfig.BEFORE_OPTION[key]
+    return next(f.default for f in fields(TrainConfig) if f.name == key)
+
+
 def _check_resume(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
     for key, value in asdict(config).items():
         if key in TrainConfig.RESUMABLE_CHANGES or key == "out":
             continue
-        # A run saved before an option existed ran with that option's default.
-        if stored.get(key, defaults[key]) != value:
+        if stored_value(stored, key) != value:
             raise InputError(path, f"cannot resume: the run used {key}="
-                                   f"{stored.get(key, defaults[key])!r}, now {value!r}")
+                                   f"{stored_value(stored, key)!r}, now {value!r}")
     if config.epochs < stored["epochs"]:
         raise InputError(path, f"cannot resume with fewer epochs ({config.epochs}) than the "
                                f"run was started with ({stored['epochs']})")
@@ -428,15 +452,21 @@ class Training:
 
 
 def build_training(config: TrainConfig, device: torch.device,
-                   initial: dict[str, torch.Tensor] | None = None) -> Training:
+                   initial: dict[str, torch.Tensor] | None = None,
+                   lut: IntensityLUT | None = None) -> Training:
     """The network initialised from ``torch.manual_seed(config.seed)`` (then from `initial`
-    weights, if given: the seed's draws stay the same), its optimizer, learning-rate
-    schedule, loss scaler (fp16 only) and loss, on `device`."""
+    weights, if given: the seed's draws stay the same; a LUT-residual network then takes
+    this run's `lut`), its optimizer, learning-rate schedule, loss scaler (fp16 only) and
+    loss, on `device`."""
     amp_dtype = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     net = build_model(config.model_preset().unet)
     if initial is not None:
         net.load_state_dict(initial)
+    if net.lut is not None:
+        if lut is None:
+            raise ValueError("a LUT-residual network needs the run's LUT")
+        net.lut.set(lut)
     net = net.to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
@@ -461,9 +491,9 @@ def pretrained_state(config: TrainConfig) -> dict[str, torch.Tensor]:
         raise InputError(path, f"--init-weights: the checkpoint is a {meta.task} model; this "
                                f"run trains {wanted}")
     ours = config.model_preset().unet.to_dict()
-    if state["model_config"] != ours:
-        differ = sorted(k for k in set(ours) | set(state["model_config"])
-                        if ours.get(k) != state["model_config"].get(k))
+    theirs = UNetConfig.from_dict(state["model_config"]).to_dict()  # older: fewer keys
+    if theirs != ours:
+        differ = sorted(k for k in ours if ours[k] != theirs[k])
         raise InputError(path, "--init-weights: the checkpoint's network differs from this "
                                f"run's ({', '.join(differ)}): use the same --preset and "
                                "--context")
@@ -580,7 +610,7 @@ def prepare_data(config: TrainConfig, out: Path, device: torch.device, ctx: dist
     if config.batch_size % ctx.world:
         raise InputError(None, f"--batch-size {config.batch_size} (the global batch) must be a "
                                f"multiple of the number of processes ({ctx.world})")
-    norm = Normalisation()
+    norm = Normalisation.named(config.normalisation)
     cache = SliceCache(config.cache or out / "cache", CacheSpec.of(
         config.sources, config.target, config.model_preset().geometry, norm))
     train_ids, val_ids = split["train"], split["validation"]
@@ -736,7 +766,7 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
          on_epoch_end: EpochCallback | None, started: float) -> RunResult:
     """The steps of a run, in order (the RNG draws depend on it)."""
     data = prepare_data(config, out, device, ctx, console, resume_state)
-    training = build_training(config, device, initial)
+    training = build_training(config, device, initial, data.lut)
     progress = RunProgress()
     if resume_state is not None:
         training.restore(resume_state, ctx)
@@ -996,37 +1026,51 @@ class _Run:
         ctx.barrier()
 
     def record_disagreement(self) -> None:
-        """The best weights' disagreement figure on each validation subject, written (rank 0)
-        into best.pt's metadata, and last.pt's when they are the same weights: the
-        reference of `mri2mri-run`'s check (`mri2mri.runtime.synthesis.disagreement`)."""
+        """The references of `mri2mri-run`'s model-based checks, measured with the best
+        weights and written (rank 0) into best.pt's metadata, and last.pt's when they are
+        the same weights: the disagreement figure of each validation subject
+        (`mri2mri.runtime.synthesis.disagreement`) and the feature statistics of the
+        cohort's training and validation subjects (`mri2mri.runtime.synthesis.features`;
+        not the simulated prior's, see `mri2mri.train.feature_reference`)."""
         if self.ctx.is_main:
             self._write_disagreement()
         self.ctx.barrier()
 
     def _write_disagreement(self) -> None:
-        out, net = self.out, self.training.net
+        out, net, data = self.out, self.training.net, self.data
         best_state = load_checkpoint(out / "best.pt")
         last_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
         net.load_state_dict(best_state["model_state"])
         figures = validation_disagreement(
             lambda s: predict_slices(net, s, self.eval_batch, self.device),
-            self.data.val_entries, self.config.context)
+            data.val_entries, self.config.context)
+        vectors = cohort_feature_vectors(
+            lambda s: feature_maps(net, s, self.eval_batch, self.device),
+            data.train_entries + data.val_entries, self.config.context)
         net.load_state_dict(last_weights)
-        if not figures:  # no validation foreground: nothing to compare inputs with
+        records = {}
+        if figures:  # no validation foreground: nothing to compare inputs with
+            records[DISAGREEMENT] = reference(figures)
+        if sum(len(v) > 0 for v in vectors) >= 2:
+            records[features.KEY] = features.reference(vectors, drawn_from={
+                "train": len(data.train_entries), "validation": len(data.val_entries)})
+        if not records:
             return
-        record = reference(figures)
         last_state = load_checkpoint(out / "last.pt")
         states = [(out / "best.pt", best_state)]
         if last_state["epoch"] == best_state["epoch"]:
             states.append((out / "last.pt", last_state))
         for path, state in states:
             meta = checkpoint_metadata(state, path)
-            meta.ood = {**meta.ood, DISAGREEMENT: record}
+            meta.ood = {**meta.ood, **records}
             state["metadata"] = meta.to_json()
             save_checkpoint(state, path)
-        self.console.print(f"disagreement under small input changes (validation subjects): "
-                           f"{', '.join(f'{f:.4f}' for f in figures)}; threshold "
-                           f"{record['threshold']:.4g}")
+        if figures:
+            self.console.print(f"disagreement under small input changes (validation "
+                               f"subjects): {', '.join(f'{f:.4f}' for f in figures)}; "
+                               f"threshold {records[DISAGREEMENT]['threshold']:.4g}")
+        if features.KEY in records:
+            self.console.print(record_line(records[features.KEY]))
 
     def result(self, stopped_early: bool) -> RunResult:
         """Print the outcome (rank 0) and return it."""

@@ -61,6 +61,11 @@ class ScoredRun:
     model: UNet
     meta: ModelMetadata
     lut: IntensityLUT
+    #: The file it was opened from (a missing feature reference is made from it and its
+    #: cohort: `ood.feature_reference`).
+    checkpoint: Path | None = None
+    #: Where the feature reference came from, or why there is none ("" before it is asked).
+    feature_reference_note: str = ""
 
     @classmethod
     def open(cls, checkpoint: str | Path, name: str | None = None) -> ScoredRun:
@@ -68,7 +73,7 @@ class ScoredRun:
         state = load_checkpoint(checkpoint)
         model, meta = model_from_checkpoint(state)
         return cls(name or checkpoint.parent.name, model, meta,
-                   IntensityLUT.from_dict(state["baseline"]))
+                   IntensityLUT.from_dict(state["baseline"]), checkpoint)
 
 
 def predict_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = METHODS

@@ -41,11 +41,12 @@ from mri2mri.runtime.bids.names import dataset_description, dataset_name, genera
 from mri2mri.runtime.core.atomic import atomic_dir, atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.train.cohort import Cohort, Subject
+from mri2mri.train.prepare import load_subject
 from mri2mri.train.trainer import TrainConfig, available_cpus, train
 
 from .evaluate import ScoredRun, predict_subject, score_regions
 from .lesion import bright_lesion_mask, volume_ml
-from .ood import disagreement_verdict
+from .ood import VERDICTS, verdicts
 from .overrides import parse_overrides
 from .report import loo_table, write_results_csv
 
@@ -139,8 +140,12 @@ def _zero_shot_checkpoint(run_dir: str | Path | None, recipe: TrainConfig) -> Sc
 
 
 def fingerprint(recipe: TrainConfig, held_out: str, train_ids: list[str]) -> str:
-    """What a fold's result depends on: the recipe (less paths and speed knobs), its subjects."""
-    config = {k: v for k, v in asdict(recipe).items() if k not in _NOT_IN_FINGERPRINT}
+    """What a fold's result depends on: the recipe (less paths and speed knobs), its subjects.
+
+    An option at the value that runs made before it existed had
+    (`TrainConfig.BEFORE_OPTION`) is left out, so their folds keep their fingerprints."""
+    config = {k: v for k, v in asdict(recipe).items() if k not in _NOT_IN_FINGERPRINT
+              and not (k in TrainConfig.BEFORE_OPTION and TrainConfig.BEFORE_OPTION[k] == v)}
     text = json.dumps({"format": RESULT_FORMAT, "config": config, "held_out": held_out,
                        "train": sorted(train_ids)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -155,10 +160,14 @@ def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Sub
     done = _read_result(fold / RESULT, key)
     if done is not None:
         say(f"{held_out.id}: done before (fingerprint {key}), reused")
-        if "disagreement" not in done:  # a fold scored before the figure was reported
+        missing = [key for key in VERDICTS if key not in done]
+        if missing:  # a fold scored before these figures were reported
             _set_threads(threads)
-            done["disagreement"] = score_subject(ScoredRun.open(fold / "run" / "best.pt"),
-                                                 _test_subject(fold, held_out))[2]
+            run = ScoredRun.open(fold / "run" / "best.pt")
+            meta = run.meta
+            data = load_subject(_test_subject(fold, held_out), meta.sources, meta.target,
+                                meta.geometry, meta.normalisation)
+            done.update({key: VERDICTS[key](run, data) for key in missing})
             write_json(fold / RESULT, done)
         return done
     write_bids_folder(fold / "train", data, others, f"without {held_out.id}")
@@ -170,12 +179,12 @@ def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Sub
     train_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     _set_threads(threads)
-    scores, lesion, verdict = score_subject(ScoredRun.open(result.best_checkpoint),
-                                            _test_subject(fold, held_out))
+    scores, lesion, found = score_subject(ScoredRun.open(result.best_checkpoint),
+                                          _test_subject(fold, held_out))
     record = {"fingerprint": key, "subject": held_out.id, "train_subjects": [s.id for s in others],
               "best_epoch": result.best_epoch, "train_seconds": train_seconds,
               "score_seconds": time.perf_counter() - tick, "lesion_ml": lesion, "scores": scores,
-              "disagreement": verdict}
+              **found}
     write_json(fold / RESULT, record)
     say(f"{held_out.id}: network PSNR {scores['model']['brain']['psnr']:.2f} dB, LUT "
         f"{scores['lut']['brain']['psnr']:.2f} dB ({train_seconds:.0f} s training)")
@@ -236,9 +245,10 @@ def _participants(data: Path, ids: list[str]) -> str:
 
 
 def score_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = ("model", "lut")
-                  ) -> tuple[dict[str, dict[str, dict[str, float]]], float, dict[str, Any]]:
+                  ) -> tuple[dict[str, dict[str, dict[str, float]]], float,
+                             dict[str, dict[str, Any]]]:
     """method -> region -> metrics for one subject, its lesion's volume (ml), and the
-    network's disagreement verdict on it (`ood.disagreement_verdict`)."""
+    network's out-of-distribution verdicts on it by check (`ood.verdicts`)."""
     data, volumes = predict_subject(run, subject, names)
     t1 = data.prepared.view.restore(data.prepared.view.data)
     voxel_mm = data.prepared.reference.header.get_zooms()[:3]
@@ -248,7 +258,7 @@ def score_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = ("m
     if (brain & ~lesion).any():
         regions["brain_without_lesion"] = brain & ~lesion
     scores = score_regions(volumes, data.target_volume, regions)
-    return scores, volume_ml(lesion, voxel_mm), disagreement_verdict(run, data)
+    return scores, volume_ml(lesion, voxel_mm), verdicts(run, data)
 
 
 def score_zero_shot(run: ScoredRun, out: Path, subjects: list[Subject], threads: int,
@@ -259,10 +269,9 @@ def score_zero_shot(run: ScoredRun, out: Path, subjects: list[Subject], threads:
     for subject in subjects:
         say(f"zero-shot: {subject.id}")
         tick = time.perf_counter()
-        scores, lesion, verdict = score_subject(run, subject, ("zero_shot", "zero_shot_lut"))
+        scores, lesion, found = score_subject(run, subject, ("zero_shot", "zero_shot_lut"))
         per_subject[subject.id] = {"scores": scores, "lesion_ml": lesion,
-                                   "score_seconds": time.perf_counter() - tick,
-                                   "disagreement": verdict}
+                                   "score_seconds": time.perf_counter() - tick, **found}
     return per_subject
 
 
@@ -277,11 +286,12 @@ def summarise(data: str | Path, recipe: TrainConfig, folds: dict[str, dict[str, 
             scores.update(zero[sid]["scores"])
         subjects[sid] = {key: fold[key] for key in ("train_subjects", "best_epoch",
                                                     "train_seconds", "score_seconds",
-                                                    "lesion_ml", "fingerprint", "disagreement")}
+                                                    "lesion_ml", "fingerprint", *VERDICTS)}
         subjects[sid]["scores"] = scores
         if zero is not None:
             subjects[sid]["zero_shot_score_seconds"] = zero[sid]["score_seconds"]
-            subjects[sid]["zero_shot_disagreement"] = zero[sid]["disagreement"]
+            for check in VERDICTS:
+                subjects[sid][f"zero_shot_{check}"] = zero[sid][check]
     recipe_dict = {**asdict(recipe), "data": "folds/<subject>/train", "out": "folds/<subject>/run"}
     return {"data": str(data), "dataset": dataset_name(data), "source": recipe.sources[0],
             "target": recipe.target, "seed": recipe.seed, "recipe": recipe_dict,

@@ -125,9 +125,14 @@ def plot_curves(runs: list[Path], out: Path) -> None:
 #: results.csv's columns, one row per held-out subject, method and region.
 LOO_COLUMNS = ("subject", "method", "region", "psnr", "ssim", "mae", "lesion_ml",
                "train_seconds", "score_seconds", "disagreement", "disagreement_threshold",
-               "warned")
-#: Where each network's disagreement verdict sits in a summary's subject entry.
-_VERDICT_KEYS = {"model": "disagreement", "zero_shot": "zero_shot_disagreement"}
+               "warned", "feature_figure", "feature_threshold", "feature_warned")
+#: The model-based checks (their keys in a summary's subject entry; the zero-shot
+#: network's are prefixed ``zero_shot_``) and their results.csv columns.
+_CHECKS = {"disagreement": ("disagreement", "disagreement_threshold", "warned"),
+           "features": ("feature_figure", "feature_threshold", "feature_warned")}
+_NETWORKS = {"model": "", "zero_shot": "zero_shot_"}
+#: A feature verdict's ``reference`` when it was made after training (`ood.feature_reference`).
+REFERENCE_MADE_NOW = "made from the checkpoint's cohort"
 
 
 def loo_rows(summary: dict) -> list[dict]:
@@ -136,7 +141,14 @@ def loo_rows(summary: dict) -> list[dict]:
     for sid, entry in summary["subjects"].items():
         for method, regions in entry["scores"].items():
             zero = method.startswith("zero_shot")
-            verdict = entry.get(_VERDICT_KEYS.get(method, ""), None) or {}
+            checks = {}
+            for check, (figure, threshold, warned) in _CHECKS.items():
+                verdict = (entry.get(_NETWORKS[method] + check) or {}) \
+                    if method in _NETWORKS else {}
+                checks |= {figure: _blank(verdict.get("figure")),
+                           threshold: _blank(verdict.get("threshold")),
+                           warned: _blank(verdict.get("flagged") if verdict.get("threshold")
+                                          is not None else None)}
             for region, scores in regions.items():
                 rows.append({
                     "subject": sid, "method": method, "region": region,
@@ -144,11 +156,7 @@ def loo_rows(summary: dict) -> list[dict]:
                     "lesion_ml": entry["lesion_ml"],
                     "train_seconds": "" if zero else entry["train_seconds"],
                     "score_seconds": entry["zero_shot_score_seconds"] if zero
-                    else entry["score_seconds"],
-                    "disagreement": _blank(verdict.get("figure")),
-                    "disagreement_threshold": _blank(verdict.get("threshold")),
-                    "warned": _blank(verdict.get("flagged") if verdict.get("threshold")
-                                     is not None else None)})
+                    else entry["score_seconds"], **checks})
     return rows
 
 
@@ -225,36 +233,49 @@ def loo_table(summary: dict) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + _ood_table(summary)
 
 
-def _verdict_cells(verdict: dict | None) -> list[str]:
+def _verdict_cells(verdict: dict | None, digits: int = 4) -> list[str]:
     if not verdict or verdict.get("figure") is None:
         return ["not measured", ""]
     if verdict.get("threshold") is None:
-        return [f"{verdict['figure']:.4f} / none recorded", "—"]
-    return [f"{verdict['figure']:.4f} / {verdict['threshold']:.4f}",
+        return [f"{verdict['figure']:.{digits}f} / none recorded", "—"]
+    return [f"{verdict['figure']:.{digits}f} / {verdict['threshold']:.{digits}f}",
             "**yes**" if verdict["flagged"] else "no"]
 
 
+#: The OOD table's column titles and figure digits per check.
+_CHECK_COLUMNS = {"disagreement": ("disagreement / threshold", "warns", 4),
+                  "features": ("features / threshold", "features warn", 3)}
+
+
 def _ood_table(summary: dict) -> str:
-    """Each held-out subject's disagreement figure (and the zero-shot model's) beside its
-    PSNR against the folds' LUT: does the warning fire where the network loses?"""
+    """Each held-out subject's model-based figures (and the zero-shot model's) beside its
+    PSNR against the folds' LUT: does a warning fire where the network loses? A check
+    that no subject of the summary has (an older summary) gets no column."""
     subjects = summary["subjects"]
-    if not any("disagreement" in e for e in subjects.values()):
+    checks = [c for c in _CHECK_COLUMNS if any(c in e for e in subjects.values())]
+    if not checks:
         return ""
-    zero = any("zero_shot_disagreement" in e for e in subjects.values())
-    head = ["held-out subject", "Δ PSNR network − LUT (dB)", "disagreement / threshold",
-            "warns"]
+    zero = [c for c in _CHECK_COLUMNS if any(f"zero_shot_{c}" in e for e in subjects.values())]
+    head = ["held-out subject", "Δ PSNR network − LUT (dB)",
+            *(t for c in checks for t in _CHECK_COLUMNS[c][:2])]
     if zero:
-        head += ["Δ PSNR zero-shot − LUT (dB)", "zero-shot disagreement / threshold",
-                 "zero-shot warns"]
-    lines = ["", "Out-of-distribution check (`mri2mri-run`'s disagreement figure on the "
-             "held-out subject, against the threshold each model recorded from its own "
-             "validation subjects):", "", "| " + " | ".join(head) + " |",
-             "|" + "---|" * len(head)]
+        head += ["Δ PSNR zero-shot − LUT (dB)",
+                 *(f"zero-shot {t}" for c in zero for t in _CHECK_COLUMNS[c][:2])]
+    lines = ["", "Out-of-distribution checks (`mri2mri-run`'s model-based figures on the "
+             "held-out subject, against the thresholds each model recorded: disagreement "
+             "from its own validation subjects, features from its training and validation "
+             "subjects):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for sid, entry in subjects.items():
-        cells = [sid, _gap(_psnr_gap(entry["scores"], "model", "lut", "brain")),
-                 *_verdict_cells(entry.get("disagreement"))]
+        cells = [sid, _gap(_psnr_gap(entry["scores"], "model", "lut", "brain"))]
+        cells += [x for c in checks for x in _verdict_cells(entry.get(c), _CHECK_COLUMNS[c][2])]
         if zero:
-            cells += [_gap(_psnr_gap(entry["scores"], "zero_shot", "lut", "brain")),
-                      *_verdict_cells(entry.get("zero_shot_disagreement"))]
+            cells.append(_gap(_psnr_gap(entry["scores"], "zero_shot", "lut", "brain")))
+            cells += [x for c in zero
+                      for x in _verdict_cells(entry.get(f"zero_shot_{c}"), _CHECK_COLUMNS[c][2])]
         lines.append("| " + " | ".join(cells) + " |")
+    made = sorted({sid for sid, e in subjects.items() for key in ("features", "zero_shot_features")
+                   if (e.get(key) or {}).get("reference") == REFERENCE_MADE_NOW})
+    if made:
+        lines += ["", "Feature references made after training from the checkpoint and its "
+                      f"cohort (trained before the check existed): {', '.join(made)}."]
     return "\n".join(lines) + "\n"

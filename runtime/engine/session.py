@@ -11,7 +11,7 @@ buffers between equally shaped batches.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,10 @@ class SliceRunner:
         inp, out = session.get_inputs()[0], session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
         self.input_shape, self.output_shape = inp.shape, out.shape
+        extra = session.get_outputs()[1:2]
+        #: The model's second output (the bottleneck's activations), if it has one: fetched
+        #: only for the slices asked for (`run_collecting`), never otherwise.
+        self.features_name: str | None = extra[0].name if extra else None
         fixed = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
         #: A model exported with a fixed batch size gets exactly that many slices per run.
         self.fixed_batch = fixed
@@ -90,9 +94,19 @@ class SliceRunner:
 
     def run(self, slices: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Network output for every slice, (Z, 1, H, W) float32."""
+        return self.run_collecting(slices, (), progress)[0]
+
+    def run_collecting(self, slices: np.ndarray, keep: Sequence[int],
+                       progress: Progress | None = None
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Network output for every slice, and the second output (the feature maps) of the
+        slices `keep`, in that order, from the same pass (None without a second output or
+        with no `keep`). Batches without a kept slice fetch the first output only."""
         slices = np.ascontiguousarray(slices, dtype=np.float32)
         z = slices.shape[0]
         out = np.empty((z, 1, *slices.shape[2:]), dtype=np.float32)
+        keep = [int(i) for i in keep] if self.features_name else []
+        kept: dict[int, np.ndarray] = {}
         binding = self.session.io_binding()
         step = self.batch_size
         for start in range(0, z, step):
@@ -100,20 +114,29 @@ class SliceRunner:
             batch, target = slices[start:stop], out[start:stop]
             if self.fixed_batch and stop - start < self.fixed_batch:
                 batch, target = self._filled(batch), None
+            wanted = [i for i in keep if start <= i < stop]
+            binding.clear_binding_outputs()
             binding.bind_cpu_input(self.input_name, batch)
             if target is not None and self.provider == CPU:
                 # ORT writes straight into the result array.
                 binding.bind_ortvalue_output(self.output_name,
                                              ort.OrtValue.ortvalue_from_numpy(target))
-                self.session.run_with_iobinding(binding)
             else:
                 binding.bind_output(self.output_name)
-                self.session.run_with_iobinding(binding)
-                result = binding.copy_outputs_to_cpu()[0]
-                out[start:stop] = result[: stop - start]
+            if wanted:
+                binding.bind_output(str(self.features_name))
+            self.session.run_with_iobinding(binding)
+            direct = target is not None and self.provider == CPU
+            if wanted or not direct:
+                results = binding.copy_outputs_to_cpu()  # binding order: image, features
+                if not direct:
+                    out[start:stop] = results[0][: stop - start]
+                if wanted:
+                    kept.update((i, results[1][i - start]) for i in wanted)
             if progress is not None:
                 progress(stop, z)
-        return out
+        features = np.stack([kept[i] for i in keep]) if keep else None
+        return out, features
 
     def warm_up(self, channels: int, height: int, width: int) -> None:
         """Run one full batch of background slices: builds or loads a TensorRT engine now."""

@@ -66,7 +66,7 @@ def align_sources(images: Sequence[nib.Nifti1Image], names: Sequence[str],
 def _normalised_channel(data: np.ndarray, norm: Normalisation
                         ) -> tuple[np.ndarray, np.ndarray, float]:
     mask = foreground_mask(data, norm.mask_fraction)
-    scale = intensity_scale(data, mask, norm.percentile)
+    scale = intensity_scale(data, mask, norm.percentile, norm.multiple)
     return normalize(data, scale), mask, scale
 
 

@@ -21,6 +21,7 @@ from mri2mri.runtime.imaging.nifti import load_volume
 
 from ..metadata import ModelMetadata
 from ..synthesis.disagreement import KEY as DISAGREEMENT
+from ..synthesis.features import KEY as FEATURES
 from ..synthesis.ood_checks import warnings_of
 from .figures import three_views
 from .page import Html, figure, join, render, table, write_page
@@ -38,6 +39,9 @@ DISTANCES = Template("<p>Foreground intensity distance to the training data: $go
                      "(threshold $threshold; training subjects: up to $usual)</p>")
 FIGURE = Template("<p>Model disagreement under small input changes: $figure (threshold "
                   "$threshold; validation subjects: up to $usual; $parts)</p>")
+FEATURE_FIGURE = Template("<p>Network features against the training subjects': $figure "
+                          "(threshold $threshold; training subjects, each against the others: "
+                          "up to $usual; $slices slices)</p>")
 INDEX = Template("<table><tr><th>participant</th><th>outputs</th><th>failed</th>"
                  "<th>unlike the training data</th></tr>$rows</table>")
 INDEX_ROW = Template('<tr><td><a href="${participant}.html">$participant</a></td>'
@@ -78,6 +82,11 @@ def model_card(meta: ModelMetadata) -> Html:
     rows.append(("disagreement reference", "none recorded: figures are not judged"
                  if not reference else f"validation subjects up to "
                  f"{max(reference['validation']):.4f}, threshold {reference['threshold']:.4g}"))
+    found = meta.ood.get(FEATURES)
+    rows.append(("feature reference", "none recorded: figures are not measured"
+                 if not found else f"{found['subjects']} training subjects, each against the "
+                 f"others up to {max(found['leave_one_out']):.3f}, threshold "
+                 f"{found['threshold']:.3g} ({found['channels']} channels)"))
     validation = training.get("validation", {})
     for name, metrics in validation.items():
         if isinstance(metrics, Mapping):
@@ -112,10 +121,11 @@ def ood_block(ood: Mapping[str, Any]) -> Html:
         return NO_VERDICT
     blocks = [render(VERDICT, css="warn" if ood.get("flagged") else "ok",
                      message=ood.get("message", ""))]
-    disagreement = ood.get(DISAGREEMENT)
-    if disagreement:
-        blocks.append(render(VERDICT, css="warn" if disagreement.get("flagged") else "ok",
-                             message=disagreement.get("message", "")))
+    for key in (DISAGREEMENT, FEATURES):
+        verdict = ood.get(key)
+        if verdict:
+            blocks.append(render(VERDICT, css="warn" if verdict.get("flagged") else "ok",
+                                 message=verdict.get("message", "")))
     return join(blocks)
 
 
@@ -138,7 +148,8 @@ def unit_section(result: UnitResult, meta: ModelMetadata) -> Html:
                           f"synthesized {meta.target}: {result.output.name}"))
     return render(UNIT, label=result.label, verdict=ood_block(info.get("OutOfDistribution", {})),
                   figures=join(figures), distances=join([_distances(meta, info),
-                                                         _disagreement(info)]),
+                                                         _disagreement(info),
+                                                         _features(info)]),
                   details=_details(result, info))
 
 
@@ -165,6 +176,19 @@ def _disagreement(info: Mapping[str, Any]) -> Html:
                   else f"{found['threshold']:.4g}",
                   usual="not recorded" if usual is None else f"{usual:.4f}",
                   parts=", ".join(f"{k} {v:.4f}" for k, v in found["perturbations"].items()))
+
+
+def _features(info: Mapping[str, Any]) -> Html:
+    """The feature figure, beside the training subjects' largest leave-one-out figure."""
+    found = info.get("OutOfDistribution", {}).get(FEATURES) or {}
+    if found.get("figure") is None:
+        return Html("")
+    usual = found.get("reference_max")
+    return render(FEATURE_FIGURE, figure=f"{found['figure']:.3f}",
+                  threshold="none" if found.get("threshold") is None
+                  else f"{found['threshold']:.3g}",
+                  usual="not recorded" if usual is None else f"{usual:.3f}",
+                  slices=found.get("slices", "?"))
 
 
 def _details(result: UnitResult, info: Mapping[str, Any]) -> Html:

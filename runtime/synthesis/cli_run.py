@@ -91,7 +91,7 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], options: R
     if options.verbose:
         record = checks.as_dict()
         typer.echo(f"input: {record.get('message', 'not checked')}; "
-                   f"{record['disagreement']['message']}")
+                   f"{record['disagreement']['message']}; {record['features']['message']}")
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in timings.as_dict().items())
         typer.echo(f"timings: {stages}")
 
@@ -153,8 +153,9 @@ def run(
     ood_check: Annotated[bool, typer.Option(
         "--ood-check/--no-ood-check",
         help="Measure whether the model disagrees with itself under small input changes (3 "
-             "extra network passes over at most 16 slices). The input-histogram comparison "
-             "is always made.")] = True,
+             "extra network passes over at most 16 slices) and whether its features are "
+             "unlike its training subjects' (from the same slices, nearly free). The "
+             "input-histogram comparison is always made.")] = True,
     ood_threshold: Annotated[float | None, typer.Option(
         "--ood-threshold", help="Flag a disagreement figure above this instead of the "
                                 "model's recorded threshold.", show_default=False)] = None,

@@ -113,14 +113,21 @@ def measure(predict: Predict, stacks: np.ndarray, mask: np.ndarray,
     return Figure(round(float(np.mean(list(rms.values()))), 6), rms, len(stacks))
 
 
+def checked_slices(prepared: PreparedSources) -> tuple[np.ndarray, np.ndarray]:
+    """A synthesis's foreground as padded slices (Z, H, W) bool, and the `chosen_slices`
+    of it: the slices the model-based checks look at (`mri2mri.runtime.synthesis.features`
+    too)."""
+    mask = to_slices(prepared.mask.astype(np.float32), prepared.padding, pad_value=0.0)[:, 0]
+    return mask > 0.5, chosen_slices(mask)
+
+
 def measure_prepared(predict: Predict, prepared: PreparedSources, stacks: np.ndarray,
                      prediction: np.ndarray | None = None) -> Figure | None:
     """`measure` on a synthesis's own data: its prepared sources, every slice's network
     input (`stacks`) and, when done, every slice's output (`prediction`)."""
-    mask = to_slices(prepared.mask.astype(np.float32), prepared.padding, pad_value=0.0)[:, 0]
-    zs = chosen_slices(mask)
+    mask, zs = checked_slices(prepared)
     plain = None if prediction is None else prediction[zs]
-    return measure(predict, stacks[zs], mask[zs] > 0.5, plain)
+    return measure(predict, stacks[zs], mask[zs], plain)
 
 
 def reference(figures: Sequence[float], multiple: float = THRESHOLD_MULTIPLE) -> dict[str, Any]:

@@ -1,13 +1,17 @@
 """The out-of-distribution checks of one synthesis, hooked into the synthesizer.
 
-Two checks, recorded side by side (sidecar ``OutOfDistribution``, QC report, warnings):
+Three checks, recorded side by side (sidecar ``OutOfDistribution``, QC report, warnings):
 
 - the input's foreground histogram against the training summary
   (`mri2mri.runtime.synthesis.ood`): before inference, nearly free;
 - the model's disagreement with itself under small input changes
   (`mri2mri.runtime.synthesis.disagreement`): after inference, on the network's own
-  output, three extra passes over at most 16 slices; switched off with
-  ``--no-ood-check``.
+  output, three extra passes over at most 16 slices;
+- the network's bottleneck features against its training subjects'
+  (`mri2mri.runtime.synthesis.features`): the same slices' feature maps, fetched in the
+  synthesis's own pass (nearly free).
+
+The two model-based checks are switched off together with ``--no-ood-check``.
 
 `mri2mri-run` (one subject and BIDS datasets) makes one `OodChecks` per synthesis.
 """
@@ -18,9 +22,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mri2mri.runtime.imaging.preprocess import PreparedSources
 from mri2mri.runtime.metadata import ModelMetadata
-from mri2mri.runtime.synthesis.disagreement import KEY, Verdict, judge, measure_prepared
+from mri2mri.runtime.synthesis import features
+from mri2mri.runtime.synthesis.disagreement import (
+    KEY,
+    Verdict,
+    checked_slices,
+    judge,
+    measure_prepared,
+)
 from mri2mri.runtime.synthesis.ood import Assessment, assess, summarize_prepared
 
 if TYPE_CHECKING:  # hints only: the QC report reads `warnings_of` without onnxruntime
@@ -41,6 +54,7 @@ class OodChecks:
     threshold: float | None = None
     histogram: Assessment | None = None
     verdict: Verdict | None = None
+    feature_verdict: features.Verdict | None = None
 
     def inspect(self, prepared: PreparedSources) -> None:
         self.histogram = assess(summarize_prepared(prepared, self.meta.sources),
@@ -49,6 +63,12 @@ class OodChecks:
     def examine(self, done: NetworkPass) -> None:
         figure = measure_prepared(done.predict, done.prepared, done.stacks, done.prediction)
         self.verdict = judge(figure, self.meta.ood, self.threshold)
+        scan = None  # the model has no feature output
+        if done.feature_slices is not None:
+            mask = checked_slices(done.prepared)[0][done.feature_slices]
+            scan = np.zeros((0, 0)) if done.features is None \
+                else features.measure(done.features, mask)
+        self.feature_verdict = features.judge(scan, self.meta.ood)
 
     @property
     def hooks(self) -> dict[str, Any]:
@@ -56,11 +76,12 @@ class OodChecks:
         return {"inspect": self.inspect, "examine": self.examine if self.disagreement else None}
 
     def as_dict(self) -> dict[str, Any]:
-        """The histogram verdict's fields, and the disagreement verdict under its own key."""
+        """The histogram verdict's fields, and each model-based verdict under its own key."""
         record = self.histogram.as_dict() if self.histogram is not None else {}
-        verdict = self.verdict or Verdict(skipped=SWITCHED_OFF if not self.disagreement
-                                          else "not measured")
-        return {**record, KEY: verdict.as_dict()}
+        why = SWITCHED_OFF if not self.disagreement else "not measured"
+        verdict = self.verdict or Verdict(skipped=why)
+        feature_verdict = self.feature_verdict or features.Verdict(skipped=why)
+        return {**record, KEY: verdict.as_dict(), features.KEY: feature_verdict.as_dict()}
 
     def warnings(self) -> list[str]:
         return warnings_of(self.as_dict())
@@ -69,7 +90,9 @@ class OodChecks:
 def warnings_of(ood: Mapping[str, Any]) -> list[str]:
     """The messages of the checks that flagged an input, from its recorded verdicts."""
     found = [ood.get("message", "")] if ood.get("flagged") else []
-    disagreement = ood.get(KEY) or {}
-    if disagreement.get("flagged"):
-        found.append(disagreement.get("message", ""))
+    for key in (KEY, features.KEY):
+        verdict = ood.get(key) or {}
+        if verdict.get("flagged"):
+            found.append(verdict.get("message", ""))
     return found
+

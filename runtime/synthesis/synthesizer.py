@@ -46,6 +46,8 @@ from mri2mri.runtime.imaging.nifti import load_volume, save_volume
 from mri2mri.runtime.imaging.preprocess import PreparedSources, prepare_sources, restore_image
 from mri2mri.runtime.imaging.slicing import stack_context
 from mri2mri.runtime.metadata import ModelMetadata
+from mri2mri.runtime.synthesis.disagreement import checked_slices
+from mri2mri.runtime.synthesis.features import OUTPUT_NAME as FEATURES_OUTPUT
 
 Inputs = Mapping[str, nib.Nifti1Image] | Sequence[nib.Nifti1Image]
 FileInputs = Mapping[str, str | Path] | Sequence[str | Path]
@@ -66,10 +68,16 @@ class NetworkPass:
     prediction: np.ndarray
     #: The network itself, batched, on the provider the synthesis uses.
     predict: Callable[[np.ndarray], np.ndarray]
+    #: The checked slices (`disagreement.checked_slices`) and their feature maps (the
+    #: model's second output, (len(feature_slices), C, h, w)) from the same pass; None for
+    #: a model without that output.
+    feature_slices: np.ndarray | None = None
+    features: np.ndarray | None = None
 
 
 #: Called after inference, before the output is restored; its time is `Timings.ood_check`
-#: (the model-based out-of-distribution figure, `mri2mri.runtime.synthesis.disagreement`).
+#: (the model-based out-of-distribution figures, `mri2mri.runtime.synthesis.disagreement`
+#: and `.features`).
 Examine = Callable[[NetworkPass], None]
 
 
@@ -268,11 +276,13 @@ class Synthesizer:
     def _check_signature(self) -> None:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         where = self.model_path
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise InputError(where, f"expected one input and one output, the graph has "
-                                    f"{len(inputs)} and {len(outputs)}")
+        names = [o.name for o in outputs[1:]]
+        if len(inputs) != 1 or not 1 <= len(outputs) <= 2 or names not in ([], [FEATURES_OUTPUT]):
+            raise InputError(where, f"expected one input and one output (and optionally a "
+                                    f"second, {FEATURES_OUTPUT!r}), the graph has "
+                                    f"{len(inputs)} and {len(outputs)} ({', '.join(names)})")
         shape = inputs[0].shape
-        if len(shape) != 4 or len(outputs[0].shape) != 4:
+        if len(shape) != 4 or any(len(o.shape) != 4 for o in outputs):
             raise InputError(where, f"expected (N, C, H, W) tensors, input shape is {shape}")
         if inputs[0].type != "tensor(float)":
             raise InputError(where, f"expected a float32 input, got {inputs[0].type}")
@@ -342,11 +352,14 @@ class Synthesizer:
         stacks = stack_context(prepared.slices, self.meta.context)
         mid = time.perf_counter()
         runner = self.runner_for(*stacks.shape[2:])
+        # The checks' slices' feature maps come from the same pass (nearly free).
+        chosen = checked_slices(prepared)[1] if examine is not None and runner.features_name \
+            else None
         ready = time.perf_counter()
-        pred = runner.run(stacks, progress)
+        pred, maps = runner.run_collecting(stacks, () if chosen is None else chosen, progress)
         end = time.perf_counter()
         if examine is not None:
-            examine(NetworkPass(prepared, stacks, pred, runner.run))
+            examine(NetworkPass(prepared, stacks, pred, runner.run, chosen, maps))
             timings.ood_check += time.perf_counter() - end
             end = time.perf_counter()
         out = restore_image(pred, prepared, self.meta.normalisation.target_scale,

@@ -18,6 +18,7 @@ from mri2mri.benchmarks.generalisation.lesion import bright_lesion_mask, volume_
 from mri2mri.benchmarks.generalisation.overrides import parse_overrides
 from mri2mri.benchmarks.generalisation.report import loo_table
 from mri2mri.runtime.core.errors import InputError
+from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from mri2mri.train.cohort import Cohort
 
 #: A recipe of about a second per fold on the tiny cohort.
@@ -94,10 +95,20 @@ def test_results_summary_and_table_agree(finished):
         assert float(row["disagreement"]) == pytest.approx(verdict["figure"])
         assert float(row["disagreement_threshold"]) == pytest.approx(verdict["threshold"])
         assert row["warned"] == str(verdict["figure"] > verdict["threshold"])
+    for row in rows:  # the feature check's columns, from the same summary
+        verdict = subjects[row["subject"]]["features"]
+        if row["method"] == "lut":
+            assert row["feature_figure"] == row["feature_warned"] == ""
+            continue
+        assert verdict["figure"] > 0 and verdict["reference"] == "recorded in the checkpoint"
+        assert float(row["feature_figure"]) == pytest.approx(verdict["figure"])
+        assert float(row["feature_threshold"]) == pytest.approx(verdict["threshold"])
+        assert row["feature_warned"] == str(verdict["figure"] > verdict["threshold"])
     for sid, entry in subjects.items():
-        verdict = entry["disagreement"]
+        verdict, found = entry["disagreement"], entry["features"]
         assert f"| {sid} | {_psnr_gap(entry)} | {verdict['figure']:.4f} / " \
-               f"{verdict['threshold']:.4f} |" in table
+               f"{verdict['threshold']:.4f} | {'**yes**' if verdict['flagged'] else 'no'} | " \
+               f"{found['figure']:.3f} / {found['threshold']:.3f} |" in table
 
 
 def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_path, monkeypatch):
@@ -109,12 +120,21 @@ def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_pa
         raise AssertionError(f"trained again: {config.data}")
 
     monkeypatch.setattr(loo, "train", no_training)
-    # A fold finished before the disagreement was reported gets it without training again.
+    # A fold finished before the model-based figures were reported gets them without
+    # training again; its checkpoint, older than the feature check, gets a feature reference
+    # made from its cohort (in memory: the checkpoint file stays as it was).
     result_file = out / "folds" / "sub-02" / "result.json"
     stored = json.loads(result_file.read_text())
     expected = stored.pop("disagreement")
+    expected_features = stored.pop("features")
     result_file.unlink()  # a copy, not the finished run's file
     result_file.write_text(json.dumps(stored))
+    best = out / "folds" / "sub-02" / "run" / "best.pt"
+    state = load_checkpoint(best)
+    meta = checkpoint_metadata(state)
+    del meta.ood["features"]
+    best.unlink()  # a copy, too
+    save_checkpoint({**state, "metadata": meta.to_json()}, best)
     zero_run = out / "folds" / "sub-01" / "run"
     summary = loo.leave_one_out(data, out, overrides=TINY_SET, zero_shot=zero_run, threads=1)
     sub01 = summary["subjects"]["sub-01"]["scores"]
@@ -128,9 +148,18 @@ def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_pa
     assert "| zero-shot (run) |" in (out / "table.md").read_text()
     assert summary["subjects"]["sub-02"]["disagreement"] == pytest.approx(expected)
     assert json.loads(result_file.read_text())["disagreement"] == pytest.approx(expected)
-    assert summary["subjects"]["sub-01"]["zero_shot_disagreement"] == pytest.approx(
-        summary["subjects"]["sub-01"]["disagreement"])
-    assert "zero-shot disagreement" in (out / "table.md").read_text()
+    remade = summary["subjects"]["sub-02"]["features"]
+    assert remade["reference"] == "made from the checkpoint's cohort"
+    for key in ("figure", "threshold", "reference_max"):
+        assert remade[key] == pytest.approx(expected_features[key], rel=1e-3)
+    assert "features" not in checkpoint_metadata(load_checkpoint(best)).ood
+    sub01 = summary["subjects"]["sub-01"]
+    for check in ("disagreement", "features"):
+        assert sub01[f"zero_shot_{check}"] == pytest.approx(sub01[check])
+    table = (out / "table.md").read_text()
+    assert "zero-shot disagreement" in table and "zero-shot features / threshold" in table
+    assert "from the checkpoint and its cohort (trained before the check existed): " \
+           "sub-02." in table
     # Another recipe is another fingerprint: its folds are trained, not reused.
     with pytest.raises(AssertionError, match="trained again"):
         loo.leave_one_out(data, out, overrides=[*TINY_SET[1:], "epochs=2"], threads=1)
@@ -145,6 +174,15 @@ def test_report_only_renders_the_summary_again(finished, tmp_path):
     assert exit_code(app, args) == 0
     assert (out / "table.md").read_text() == (done / "table.md").read_text()
     assert (out / "results.csv").read_text() == (done / "results.csv").read_text()
+    # A summary written before the feature check still renders, without its columns.
+    summary = json.loads((done / "summary.json").read_text())
+    for entry in summary["subjects"].values():
+        del entry["features"]
+    (out / "summary.json").write_text(json.dumps(summary))
+    table = loo.rerender(out)
+    assert "features / threshold" not in table and "disagreement / threshold" in table
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert rows and all(r["feature_figure"] == r["feature_warned"] == "" for r in rows)
 
 
 def _ball(shape, centre, radius) -> np.ndarray:

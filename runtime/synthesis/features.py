@@ -1,0 +1,166 @@
+"""Are the network's own features like its training subjects'? A model-based OOD figure.
+
+The histogram distance (`mri2mri.runtime.synthesis.ood`) and the disagreement figure
+(`mri2mri.runtime.synthesis.disagreement`) both missed real scanners for a model trained
+only on simulated data, although it did worse there than a look-up table. The
+statistics of the network's bottleneck saw them: the innermost encoder block's
+activations summarise what the network makes of the input, and inputs from a scanner
+or contrast it never saw move them away from where its training subjects put them.
+
+Definition (version `DEFINITION_VERSION`; training and runtime call these functions):
+
+- maps: the innermost encoder block's output, (N, C, h, w), on the disagreement check's
+  slices (`disagreement.chosen_slices`: up to 16 evenly spaced foreground slices); the
+  ONNX model returns it as its second output, `OUTPUT_NAME`;
+- per slice, a vector of C numbers: each channel's mean over the foreground cells, where
+  the first source's foreground mask is averaged over each cell's block of pixels and a
+  cell is foreground above 0.5; a slice with no foreground cell is dropped (`measure`);
+- the figure of a scan: the mean over channels c of ``|mean over its slices of v_c - mu_c|
+  / sd_c``, where mu and sd are the reference slices' per-channel mean and standard
+  deviation (sd floored at `SD_FLOOR` times its median over channels, so that a nearly
+  constant channel cannot dominate; `figure`).
+
+Reference (``ModelMetadata.ood["features"]``, `reference`): mu and sd over every slice of
+the model's training and validation subjects, each of those subjects' leave-one-out
+figure (against the others' slices: what "usual" looks like for a scan the statistics
+have not seen), and a threshold of `THRESHOLD_MULTIPLE` times the largest of them.
+
+No torch: the maps come from the ONNX model's second output (runtime) or from the torch
+network (training, `mri2mri.train.feature_reference`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from mri2mri.runtime.synthesis.disagreement import FIGURE_SLICES
+
+#: Bumped when the definition changes: a reference of another version is not compared.
+DEFINITION_VERSION = 1
+#: Key of this check in `ModelMetadata.ood`.
+KEY = "features"
+#: Name of the ONNX model's second output: the innermost encoder block's activations.
+OUTPUT_NAME = "features"
+#: Threshold = this multiple of the largest leave-one-out figure of the reference subjects.
+#: Calibrated on data: docs/training.md, "Out-of-distribution check on real scans".
+THRESHOLD_MULTIPLE = 1.0
+#: A channel's sd is at least this fraction of the median channel sd (a dead channel's
+#: spread is ~0, and fp16 or rounding noise would make its z-score explode).
+SD_FLOOR = 0.01
+
+
+def measure(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-slice feature vectors (M, C) of maps (N, C, h, w) inside `mask` (N, H, W).
+
+    H and W must be whole multiples of h and w (the U-Net halves the slice at each
+    level); slices without a foreground cell are dropped, so M <= N.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    n, channels, h, w = maps.shape
+    mask = np.asarray(mask, dtype=np.float64)
+    if mask.shape[0] != n or mask.shape[1] % h or mask.shape[2] % w:
+        raise ValueError(f"feature maps {maps.shape} do not tile the mask {mask.shape}")
+    kh, kw = mask.shape[1] // h, mask.shape[2] // w
+    cells = mask.reshape(n, h, kh, w, kw).mean(axis=(2, 4)) > 0.5
+    rows = [maps[i][:, cells[i]].mean(axis=1) for i in range(n) if cells[i].any()]
+    return np.array(rows) if rows else np.zeros((0, channels))
+
+
+def spread(slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (floored) standard deviation of reference vectors (M, C)."""
+    mean, sd = slices.mean(axis=0), slices.std(axis=0)
+    floor = max(SD_FLOOR * float(np.median(sd)), 1e-6)
+    return mean, np.maximum(sd, floor)
+
+
+def figure(scan: np.ndarray, mean: Sequence[float], sd: Sequence[float]) -> float:
+    """The figure of one scan's vectors (M, C) against a reference's mean and sd."""
+    mean, sd = np.asarray(mean, dtype=np.float64), np.asarray(sd, dtype=np.float64)
+    return float(np.mean(np.abs(scan.mean(axis=0) - mean) / sd))
+
+
+def _round(values: Sequence[float] | np.ndarray) -> list[float]:
+    return [float(f"{v:.6g}") for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+def reference(subjects: Sequence[np.ndarray], multiple: float = THRESHOLD_MULTIPLE,
+              **about: Any) -> dict[str, Any]:
+    """What the model records (``ModelMetadata.ood["features"]``) from its reference
+    subjects' vectors (one (M_i, C) array each); `about` is kept as is (which subjects).
+
+    Subjects without a vector are left out; at least two must remain (leave-one-out).
+    """
+    kept = [np.asarray(s, dtype=np.float64) for s in subjects if len(s)]
+    if len(kept) < 2:
+        raise ValueError("a feature reference needs at least two subjects with foreground")
+    mean, sd = spread(np.concatenate(kept))
+    loo = [figure(s, *spread(np.concatenate(kept[:i] + kept[i + 1:])))
+           for i, s in enumerate(kept)]
+    return {"version": DEFINITION_VERSION, "output": OUTPUT_NAME, "slices": FIGURE_SLICES,
+            "channels": int(mean.size), "subjects": len(kept),
+            "reference_slices": int(sum(len(s) for s in kept)), **about,
+            "mean": _round(mean), "sd": _round(sd), "leave_one_out": _round(loo),
+            "multiple": multiple, "threshold": float(f"{multiple * max(loo):.6g}")}
+
+
+@dataclass
+class Verdict:
+    """The feature check's verdict on one input (JSON-able with `as_dict`)."""
+
+    flagged: bool = False
+    figure: float | None = None
+    threshold: float | None = None
+    #: Slices with foreground that the figure averages over.
+    slices: int = 0
+    #: The largest leave-one-out figure of the reference subjects ("usual").
+    reference_max: float | None = None
+    #: Why there is no verdict ("" when judged).
+    skipped: str = ""
+
+    @property
+    def checked(self) -> bool:
+        return not self.skipped
+
+    @property
+    def message(self) -> str:
+        if self.figure is None:
+            return f"feature figure not measured ({self.skipped})"
+        if self.skipped:
+            return f"feature figure {self.figure:.3f}, not judged ({self.skipped})"
+        if self.flagged:
+            return (f"the network's features are unlike its training subjects' (figure "
+                    f"{self.figure:.3f} > threshold {self.threshold:.3g}): the input is "
+                    "probably unlike its training data (another scanner or contrast); check "
+                    "the output closely")
+        return f"feature figure {self.figure:.3f} <= threshold {self.threshold:.3g}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "checked": self.checked, "message": self.message}
+
+
+def judge(scan: np.ndarray | None, recorded: Mapping[str, Any]) -> Verdict:
+    """The verdict on one scan's vectors (`measure`; None: the model has no feature output)
+    against the model's `ModelMetadata.ood` record.
+
+    The figure needs the reference's mean and sd: a model trained before this existed
+    gets no figure, only the reason.
+    """
+    if scan is None:
+        return Verdict(skipped="the model has no feature output (exported before this check)")
+    if not len(scan):
+        return Verdict(skipped="no foreground slices")
+    ref = recorded.get(KEY) or {}
+    if not ref:
+        return Verdict(slices=len(scan), skipped="no reference recorded in the model")
+    if ref.get("version") != DEFINITION_VERSION:
+        return Verdict(slices=len(scan), skipped="the model's reference uses another definition")
+    if len(ref["mean"]) != scan.shape[1]:
+        return Verdict(slices=len(scan), skipped=f"the reference has {len(ref['mean'])} "
+                                                 f"channels, the network {scan.shape[1]}")
+    value = round(figure(scan, ref["mean"], ref["sd"]), 6)
+    return Verdict(flagged=value > ref["threshold"], figure=value, threshold=ref["threshold"],
+                   slices=len(scan), reference_max=max(ref["leave_one_out"]))
