@@ -31,13 +31,14 @@ No torch: `predict` is any function from (N, C, H, W) float32 inputs to (N, 1, H
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mri2mri.runtime.imaging.preprocess import PreparedSources
 from mri2mri.runtime.imaging.slicing import to_slices
+from mri2mri.runtime.synthesis.verdict import FigureVerdict
 
 #: (N, C, H, W) network inputs -> (N, 1, H, W) network outputs.
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -141,36 +142,15 @@ def reference(figures: Sequence[float], multiple: float = THRESHOLD_MULTIPLE) ->
 
 
 @dataclass
-class Verdict:
+class Verdict(FigureVerdict):
     """The disagreement check's verdict on one input (JSON-able with `as_dict`)."""
 
-    flagged: bool = False
-    figure: float | None = None
-    threshold: float | None = None
+    LABEL = "disagreement"
+    DECIMALS = 4
+    FLAGGED = "the model disagrees with itself under small input changes"
+
     perturbations: dict[str, float] = field(default_factory=dict)
-    slices: int = 0
     validation_max: float | None = None
-    #: Why there is no verdict ("" when judged).
-    skipped: str = ""
-
-    @property
-    def checked(self) -> bool:
-        return not self.skipped
-
-    @property
-    def message(self) -> str:
-        if self.figure is None:
-            return f"disagreement not measured ({self.skipped})"
-        if self.skipped:
-            return f"disagreement {self.figure:.4f}, not judged ({self.skipped})"
-        if self.flagged:
-            return (f"the model disagrees with itself under small input changes (figure "
-                    f"{self.figure:.4f} > threshold {self.threshold:.4g}): the input is "
-                    "probably unlike its training data; check the output closely")
-        return f"disagreement {self.figure:.4f} <= threshold {self.threshold:.4g}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "checked": self.checked, "message": self.message}
 
 
 def judge(figure: Figure | None, recorded: Mapping[str, Any],

@@ -32,12 +32,13 @@ network (training, `mri2mri.train.feature_reference`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mri2mri.runtime.synthesis.disagreement import FIGURE_SLICES
+from mri2mri.runtime.synthesis.verdict import FigureVerdict
 
 #: Bumped when the definition changes: a reference of another version is not compared.
 DEFINITION_VERSION = 1
@@ -108,38 +109,16 @@ def reference(subjects: Sequence[np.ndarray], multiple: float = THRESHOLD_MULTIP
 
 
 @dataclass
-class Verdict:
+class Verdict(FigureVerdict):
     """The feature check's verdict on one input (JSON-able with `as_dict`)."""
 
-    flagged: bool = False
-    figure: float | None = None
-    threshold: float | None = None
-    #: Slices with foreground that the figure averages over.
-    slices: int = 0
+    LABEL = "feature figure"
+    DECIMALS = 3
+    FLAGGED = "the network's features are unlike its training subjects'"
+    HINT = " (another scanner or contrast)"
+
     #: The largest leave-one-out figure of the reference subjects ("usual").
     reference_max: float | None = None
-    #: Why there is no verdict ("" when judged).
-    skipped: str = ""
-
-    @property
-    def checked(self) -> bool:
-        return not self.skipped
-
-    @property
-    def message(self) -> str:
-        if self.figure is None:
-            return f"feature figure not measured ({self.skipped})"
-        if self.skipped:
-            return f"feature figure {self.figure:.3f}, not judged ({self.skipped})"
-        if self.flagged:
-            return (f"the network's features are unlike its training subjects' (figure "
-                    f"{self.figure:.3f} > threshold {self.threshold:.3g}): the input is "
-                    "probably unlike its training data (another scanner or contrast); check "
-                    "the output closely")
-        return f"feature figure {self.figure:.3f} <= threshold {self.threshold:.3g}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "checked": self.checked, "message": self.message}
 
 
 def judge(scan: np.ndarray | None, recorded: Mapping[str, Any]) -> Verdict:
