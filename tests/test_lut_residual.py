@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_train_cohort import TINY, assert_resume_matches, tiny_cohort_dir  # noqa: E402
+from test_train_cohort import (  # noqa: E402
+    TINY,
+    assert_resume_matches,
+    assert_run_matches_pytorch,
+    tiny_cohort_dir,
+)
 
 from mri2mri.runtime.imaging.slicing import stack_context  # noqa: E402
 from mri2mri.train.baseline import IntensityLUT  # noqa: E402
@@ -78,23 +82,8 @@ def test_a_lut_residual_run_resumes_exactly(tmp_path_factory):
 
 
 def test_mri2mri_run_of_a_lut_residual_model_matches_pytorch(tmp_path_factory, tmp_path):
-    from cli_helpers import exit_code
-
-    from mri2mri.export.onnx_export import export_checkpoint
-    from mri2mri.runtime.synthesis.cli_run import app as run_cli
-    from mri2mri.train.inference import synthesize_with_checkpoint
-
-    run = _run(tmp_path_factory)
-    report = export_checkpoint(run.best_checkpoint, tmp_path / "lut.onnx")
-    assert report.max_abs_diff <= 1e-4
     subject = Cohort.discover(tiny_cohort_dir(tmp_path_factory)).subjects[-1]
-    out = tmp_path / "synth.nii.gz"
-    assert exit_code(run_cli, ["--model", str(report.path), "--input",
-                               f"T1w={subject.path('T1w')}", "--output", str(out),
-                               "--device", "cpu"]) == 0
-    reference = synthesize_with_checkpoint(run.best_checkpoint, [subject.load("T1w")])
-    diff = np.abs(np.asarray(nib.load(str(out)).dataobj) - np.asarray(reference.dataobj)).max()
-    assert diff <= 1e-4 * report.metadata.normalisation.target_scale
+    assert_run_matches_pytorch(_run(tmp_path_factory).best_checkpoint, subject, tmp_path)
 
 
 def test_fine_tuning_takes_this_runs_lut(tmp_path_factory):

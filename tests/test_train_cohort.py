@@ -117,3 +117,25 @@ def assert_resume_matches(reference, config: dict):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
     return resumed
+
+
+def assert_run_matches_pytorch(checkpoint: Path, subject, tmp_path: Path) -> None:
+    """Export `checkpoint`, synthesize `subject`'s T1w with mri2mri-run, and check that the
+    file equals PyTorch's synthesis within 1e-4 of the target scale."""
+    import nibabel as nib
+    import numpy as np
+    from cli_helpers import exit_code
+
+    from mri2mri.export.onnx_export import export_checkpoint
+    from mri2mri.runtime.synthesis.cli_run import app as run_cli
+    from mri2mri.train.inference import synthesize_with_checkpoint
+
+    report = export_checkpoint(checkpoint, tmp_path / "model.onnx")
+    assert report.max_abs_diff <= 1e-4
+    out = tmp_path / "synth.nii.gz"
+    assert exit_code(run_cli, ["--model", str(report.path), "--input",
+                               f"T1w={subject.path('T1w')}", "--output", str(out),
+                               "--device", "cpu"]) == 0
+    reference = synthesize_with_checkpoint(checkpoint, [subject.load("T1w")])
+    diff = np.abs(np.asarray(nib.load(str(out)).dataobj) - np.asarray(reference.dataobj)).max()
+    assert diff <= 1e-4 * report.metadata.normalisation.target_scale

@@ -12,7 +12,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("nilearn")
 
-from test_train_cohort import TINY, assert_resume_matches, tiny_cohort_dir  # noqa: E402
+from test_train_cohort import (  # noqa: E402
+    TINY,
+    assert_resume_matches,
+    assert_run_matches_pytorch,
+    tiny_cohort_dir,
+)
 
 from mri2mri.runtime.core.errors import InputError  # noqa: E402
 from mri2mri.train import prior  # noqa: E402
@@ -171,20 +176,5 @@ def test_each_training_subject_gets_its_own_transform():
 
 
 def test_mri2mri_run_of_a_prior_trained_model_matches_pytorch(tmp_path_factory, tmp_path):
-    from cli_helpers import exit_code
-
-    from mri2mri.export.onnx_export import export_checkpoint
-    from mri2mri.runtime.synthesis.cli_run import app as run_cli
-    from mri2mri.train.inference import synthesize_with_checkpoint
-
-    run = _prior_run(tmp_path_factory)
-    report = export_checkpoint(run.best_checkpoint, tmp_path / "prior.onnx")
-    assert report.max_abs_diff <= 1e-4
     subject = Cohort.discover(tiny_cohort_dir(tmp_path_factory)).subjects[-1]
-    out = tmp_path / "synth.nii.gz"
-    assert exit_code(run_cli, ["--model", str(report.path), "--input",
-                               f"T1w={subject.path('T1w')}", "--output", str(out),
-                               "--device", "cpu"]) == 0
-    reference = synthesize_with_checkpoint(run.best_checkpoint, [subject.load("T1w")])
-    diff = np.abs(np.asarray(nib.load(str(out)).dataobj) - np.asarray(reference.dataobj)).max()
-    assert diff <= 1e-4 * report.metadata.normalisation.target_scale
+    assert_run_matches_pytorch(_prior_run(tmp_path_factory).best_checkpoint, subject, tmp_path)
