@@ -3,7 +3,7 @@
 `mri2mri.runtime.synthesis.features` defines the figure; the runtime reads the feature
 maps from the ONNX model's second output, and this module from
 `UNet.forward_with_features` (the same tensor, before export). Training records the
-reference of its best weights from the slice cache (`_Run.record_disagreement`, through
+reference of its best weights from the slice cache (`_Run.record_ood_references`, through
 `mri2mri.train.validation.cohort_feature_vectors`); `reference_of_checkpoint` and
 `add_feature_reference` make it after the fact, from a checkpoint and its cohort's
 files, for checkpoints trained before the check existed.

@@ -25,6 +25,8 @@ from torch import nn
 
 from mri2mri.runtime.imaging.slicing import SliceGeometry
 
+from .baseline import BINS_1D, BINS_JOINT, HIGH, LOW, IntensityLUT
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -219,8 +221,6 @@ class LUTResidual(nn.Module):
 
     def __init__(self, sources: int, in_channels: int) -> None:
         super().__init__()
-        from .baseline import BINS_1D, BINS_JOINT, HIGH, LOW
-
         self.low, self.high, self.bins_1d, self.bins_joint = LOW, HIGH, BINS_1D, BINS_JOINT
         slices = in_channels // sources  # 2K + 1 context slices per source
         self.centres = [c * slices + slices // 2 for c in range(sources)]
@@ -245,7 +245,7 @@ class LUTResidual(nn.Module):
         return torch.where(torch.isnan(joint), estimate, joint)
 
     @torch.no_grad()
-    def set(self, lut: Any) -> None:
+    def set(self, lut: IntensityLUT) -> None:
         """Copy the tables of an `IntensityLUT` fitted on this network's kind of input."""
         self.table.copy_(torch.as_tensor(lut.table, dtype=self.table.dtype))
         if self.joint is not None:

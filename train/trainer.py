@@ -11,7 +11,7 @@ A run in named steps (`_run`, in this order: the RNG draws depend on it):
 optimizer, schedule, loss scaler, loss) -> `Training.restore` when resuming ->
 `Training.distribute` (DDP, torch.compile) -> the loader -> per epoch `_Run.train_epoch`
 (`train_step` per batch), `validate`, `record_epoch` (best epoch, checkpoints,
-metrics.csv) -> `score_best_on_volumes` -> `record_disagreement` -> `RunResult`. Every
+metrics.csv) -> `score_best_on_volumes` -> `record_ood_references` -> `RunResult`. Every
 option lives in `TrainConfig`; the step that needs one reads it there.
 """
 
@@ -779,7 +779,7 @@ def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.
     run.announce()
     stopped_early = run.train_epochs(on_epoch_end)
     run.score_best_on_volumes()
-    run.record_disagreement()
+    run.record_ood_references()
     return run.result(stopped_early)
 
 
@@ -1025,7 +1025,7 @@ class _Run:
             self.write_history()
         ctx.barrier()
 
-    def record_disagreement(self) -> None:
+    def record_ood_references(self) -> None:
         """The references of `mri2mri-run`'s model-based checks, measured with the best
         weights and written (rank 0) into best.pt's metadata, and last.pt's when they are
         the same weights: the disagreement figure of each validation subject
@@ -1033,10 +1033,10 @@ class _Run:
         cohort's training and validation subjects (`mri2mri.runtime.synthesis.features`;
         not the simulated prior's, see `mri2mri.train.feature_reference`)."""
         if self.ctx.is_main:
-            self._write_disagreement()
+            self._write_ood_references()
         self.ctx.barrier()
 
-    def _write_disagreement(self) -> None:
+    def _write_ood_references(self) -> None:
         out, net, data = self.out, self.training.net, self.data
         best_state = load_checkpoint(out / "best.pt")
         last_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
