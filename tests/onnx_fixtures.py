@@ -50,6 +50,24 @@ def channel_picker(path: Path, sources: list[str], target: str, pick: int = 0,
     return path
 
 
+def stand_in(path: Path, nodes: list, outputs: list[tuple[str, tuple[str, str]]],
+             inits: list | None = None, ood: dict | None = None, batch: int | str = "N") -> Path:
+    """Save a one-source T1w -> T2w model of `nodes` (input ``x``; `outputs`: each output's
+    name and height/width dimensions, one channel) with mri2mri metadata and `ood` records."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, "H", "W"])
+    ys = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, 1, *dims])
+          for name, dims in outputs]
+    model = helper.make_model(helper.make_graph(nodes, "stand-in", [x], ys, inits or []),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = ModelMetadata(sources=["T1w"], target="T2w", pad_multiple=8, ood=ood or {},
+                         normalisation=Normalisation(target_scale=500.0))
+    helper.set_model_props(model, meta.to_onnx_props())
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def volume(shape: tuple[int, int, int] = (20, 23, 9), seed: int = 0) -> np.ndarray:
     """A head-like, asymmetric test volume: bright ellipsoid with texture on a zero background."""
     rng = np.random.default_rng(seed)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
@@ -16,6 +15,7 @@ from onnx_fixtures import (
     channel_picker,
     collect_sessions,  # noqa: F401 - autouse: frees sessions
     nifti,
+    stand_in,
     volume,
 )
 from test_bad_inputs import run_cli
@@ -42,17 +42,7 @@ WARNING = "the model disagrees with itself under small input changes (figure "
 
 def _save(nodes: list, inits: list, path: Path, ood: dict | None = None) -> Path:
     """A one-source T1w->T2w model of `nodes` (input ``x``, output ``y``) with metadata."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "H", "W"])
-    model = helper.make_model(helper.make_graph(nodes, "stand-in", [x], [y], inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    meta = ModelMetadata(sources=["T1w"], target="T2w", pad_multiple=8, ood=ood or {},
-                         normalisation=Normalisation(target_scale=500.0))
-    helper.set_model_props(model, meta.to_onnx_props())
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return stand_in(path, nodes, [("y", ("H", "W"))], inits, ood)
 
 
 def slice_normaliser(path: Path) -> Path:

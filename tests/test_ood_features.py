@@ -12,11 +12,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 from onnx_fixtures import (
     channel_picker,
     collect_sessions,  # noqa: F401 - autouse: frees sessions
     nifti,
+    stand_in,
     volume,
 )
 from test_bad_inputs import run_cli
@@ -39,21 +40,11 @@ POOL = 4  # the stand-in's "bottleneck": 4 x 4 average pooling of the input
 def pooler(path: Path, ood: dict | None = None, batch: int | str = "N",
            feature_name: str = features.OUTPUT_NAME) -> Path:
     """A T1w->T2w stand-in: output = input, second output = its 4 x 4 block means."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, "H", "W"])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 1, "H", "W"])
-    f = helper.make_tensor_value_info(feature_name, TensorProto.FLOAT, [batch, 1, "h", "w"])
     nodes = [helper.make_node("Identity", ["x"], ["y"]),
              helper.make_node("AveragePool", ["x"], [feature_name], kernel_shape=[POOL, POOL],
                               strides=[POOL, POOL])]
-    model = helper.make_model(helper.make_graph(nodes, "pooler", [x], [y, f]),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    meta = ModelMetadata(sources=["T1w"], target="T2w", pad_multiple=8, ood=ood or {},
-                         normalisation=Normalisation(target_scale=500.0))
-    helper.set_model_props(model, meta.to_onnx_props())
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return stand_in(path, nodes, [("y", ("H", "W")), (feature_name, ("h", "w"))], ood=ood,
+                    batch=batch)
 
 
 def block_means(x: np.ndarray) -> np.ndarray:
