@@ -123,10 +123,12 @@ def checked_slices(prepared: PreparedSources) -> tuple[np.ndarray, np.ndarray]:
 
 
 def measure_prepared(predict: Predict, prepared: PreparedSources, stacks: np.ndarray,
-                     prediction: np.ndarray | None = None) -> Figure | None:
+                     prediction: np.ndarray | None = None,
+                     checked: tuple[np.ndarray, np.ndarray] | None = None) -> Figure | None:
     """`measure` on a synthesis's own data: its prepared sources, every slice's network
-    input (`stacks`) and, when done, every slice's output (`prediction`)."""
-    mask, zs = checked_slices(prepared)
+    input (`stacks`), when done every slice's output (`prediction`), and when made its
+    `checked_slices` (`checked`)."""
+    mask, zs = checked if checked is not None else checked_slices(prepared)
     plain = None if prediction is None else prediction[zs]
     return measure(predict, stacks[zs], mask[zs], plain)
 

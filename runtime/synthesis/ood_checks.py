@@ -30,7 +30,6 @@ from mri2mri.runtime.synthesis import features
 from mri2mri.runtime.synthesis.disagreement import (
     KEY,
     Verdict,
-    checked_slices,
     judge,
     measure_prepared,
 )
@@ -61,11 +60,13 @@ class OodChecks:
                                 self.meta.training_summary)
 
     def examine(self, done: NetworkPass) -> None:
-        figure = measure_prepared(done.predict, done.prepared, done.stacks, done.prediction)
+        checked = done.checked_slices()
+        figure = measure_prepared(done.predict, done.prepared, done.stacks, done.prediction,
+                                  checked)
         self.verdict = judge(figure, self.meta.ood, self.threshold)
         scan = None  # the model has no feature output
         if done.feature_slices is not None:
-            mask = checked_slices(done.prepared)[0][done.feature_slices]
+            mask = checked[0][done.feature_slices]
             scan = np.zeros((0, 0)) if done.features is None \
                 else features.measure(done.features, mask)
         self.feature_verdict = features.judge(scan, self.meta.ood)

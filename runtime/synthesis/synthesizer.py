@@ -73,6 +73,14 @@ class NetworkPass:
     #: a model without that output.
     feature_slices: np.ndarray | None = None
     features: np.ndarray | None = None
+    #: `disagreement.checked_slices` of `prepared`, made once for every check (None: not yet).
+    checked: tuple[np.ndarray, np.ndarray] | None = None
+
+    def checked_slices(self) -> tuple[np.ndarray, np.ndarray]:
+        """The foreground as padded slices and the slices the model-based checks look at."""
+        if self.checked is None:
+            self.checked = checked_slices(self.prepared)
+        return self.checked
 
 
 #: Called after inference, before the output is restored; its time is `Timings.ood_check`
@@ -353,13 +361,13 @@ class Synthesizer:
         mid = time.perf_counter()
         runner = self.runner_for(*stacks.shape[2:])
         # The checks' slices' feature maps come from the same pass (nearly free).
-        chosen = checked_slices(prepared)[1] if examine is not None and runner.features_name \
-            else None
+        checked = checked_slices(prepared) if examine is not None else None
+        chosen = checked[1] if checked is not None and runner.features_name else None
         ready = time.perf_counter()
         pred, maps = runner.run_collecting(stacks, () if chosen is None else chosen, progress)
         end = time.perf_counter()
         if examine is not None:
-            examine(NetworkPass(prepared, stacks, pred, runner.run, chosen, maps))
+            examine(NetworkPass(prepared, stacks, pred, runner.run, chosen, maps, checked))
             timings.ood_check += time.perf_counter() - end
             end = time.perf_counter()
         out = restore_image(pred, prepared, self.meta.normalisation.target_scale,
