@@ -278,6 +278,34 @@ def _leave_one_out(data: Path, out: Path, source: str, target: str, overrides: l
                f"({summary['wall_seconds']:.0f} s)")
 
 
+@app.command()
+def headroom(
+    data: Annotated[Path, typer.Option(help="BIDS cohort of at least 3 subjects with both "
+                                            "contrasts (one scanner each, ideally).")],
+    out: Annotated[Path, typer.Option(help="Output directory (summary.json, table.md).")],
+    source: Annotated[str, typer.Option(help="Source contrast.")] = "T1w",
+    target: Annotated[str, typer.Option(help="Target contrast.")] = "T2w",
+    normalisation: Annotated[str, typer.Option(help="percentile or median, as "
+                                                    "mri2mri-train's option.")] = "percentile",
+    seed: Annotated[int, typer.Option(help="Seed of the trees' sampling.")] = 0,
+) -> None:
+    """What any model could gain over the LUT across scanners, without training a network:
+    leaving each subject out, the others' LUT, the subject's own LUT (the ceiling of any
+    per-intensity map) and gradient-boosted trees on intensity and spatial context."""
+    from mri2mri.runtime.core.errors import InputError
+
+    from .generalisation.headroom import headroom as measure
+
+    if normalisation not in ("percentile", "median"):
+        raise InputError(None, f"--normalisation {normalisation!r}: use percentile or median")
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a directory")
+    summary = measure(data, out, source=source, target=target, normalisation=normalisation,
+                      seed=seed, progress=lambda what: _err.print(what, markup=False))
+    typer.echo((out / "table.md").read_text())
+    typer.echo(f"wrote {out}/summary.json, table.md ({summary['wall_seconds']:.0f} s)")
+
+
 @app.command("training-memory", context_settings={"allow_interspersed_args": False})
 def training_memory(
     label: Annotated[str, typer.Option(help="Name of this measurement in the results file.")],

@@ -41,7 +41,7 @@ from mri2mri.runtime.bids.names import dataset_description, dataset_name, genera
 from mri2mri.runtime.core.atomic import atomic_dir, atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.train.cohort import Cohort, Subject
-from mri2mri.train.prepare import load_subject
+from mri2mri.train.prepare import SubjectData, load_subject
 from mri2mri.train.trainer import TrainConfig, available_cpus, train
 
 from .evaluate import ScoredRun, predict_subject, score_regions
@@ -250,6 +250,13 @@ def score_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = ("m
     """method -> region -> metrics for one subject, its lesion's volume (ml), and the
     network's out-of-distribution verdicts on it by check (`ood.verdicts`)."""
     data, volumes = predict_subject(run, subject, names)
+    regions, lesion_ml = scored_regions(data)
+    return score_regions(volumes, data.target_volume, regions), lesion_ml, verdicts(run, data)
+
+
+def scored_regions(data: SubjectData) -> tuple[dict[str, np.ndarray], float]:
+    """The regions a held-out subject is scored in (`REGIONS`: the brain, and the brain
+    without its T2w-bright lesion when anything is left), and the lesion's volume (ml)."""
     t1 = data.prepared.view.restore(data.prepared.view.data)
     voxel_mm = data.prepared.reference.header.get_zooms()[:3]
     brain = np.asarray(data.mask_volume, dtype=bool)
@@ -257,8 +264,7 @@ def score_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = ("m
     regions = {"brain": brain}
     if (brain & ~lesion).any():
         regions["brain_without_lesion"] = brain & ~lesion
-    scores = score_regions(volumes, data.target_volume, regions)
-    return scores, volume_ml(lesion, voxel_mm), verdicts(run, data)
+    return regions, volume_ml(lesion, voxel_mm)
 
 
 def score_zero_shot(run: ScoredRun, out: Path, subjects: list[Subject], threads: int,
