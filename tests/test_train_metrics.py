@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from mri2mri.train.metrics import mae, psnr, ssim, volume_metrics
+from mri2mri.train.metrics import level_free, mae, psnr, ssim, volume_metrics
 
 
 @pytest.fixture
@@ -32,6 +32,22 @@ def test_known_offset(volume):
     peak = data[mask].max() - data[mask].min()
     assert psnr(shifted, data, mask) == pytest.approx(10 * np.log10(peak ** 2 / 25.0))
     assert 0.9 < ssim(shifted, data, mask) < 1.0
+
+
+def test_level_free_undoes_a_wrong_level_and_nothing_else(volume):
+    data, mask = volume
+    noise = np.random.default_rng(2).normal(0, 5, data.shape)
+    darker = 0.5 * (data + noise)  # the contrast right up to noise, the level half
+    found = level_free(darker, data, mask)
+    assert found["level_gain"] == pytest.approx(2.0, rel=0.01)
+    assert found["psnr_level_free"] == pytest.approx(psnr(data + noise, data, mask), abs=0.05)
+    assert found["psnr_level_free"] > psnr(darker, data, mask) + 5
+    # A prediction whose level is right already keeps gain ~1 and its PSNR; the gain
+    # never makes a prediction worse (1 is among the gains it chooses from).
+    same = level_free(data + noise, data, mask)
+    assert same["level_gain"] == pytest.approx(1.0, abs=0.01)
+    assert same["psnr_level_free"] >= psnr(data + noise, data, mask)
+    assert level_free(np.where(mask, 0.0, 7.0), data, mask)["level_gain"] == 1.0
 
 
 def test_only_the_mask_counts(volume):

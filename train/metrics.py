@@ -87,6 +87,21 @@ def ssim(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
     return total / int(mask.sum())
 
 
+def level_free(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """PSNR after the least-squares global gain inside the mask, and that gain.
+
+    A synthesized image can be wrong in its contrast or only in its overall level; on a
+    scan from an unseen scanner the level (where the normalisation's anchor puts the
+    tissue) is a guess. Scored with the best gain, only contrast and structure count;
+    the gain itself is the level's error (1: right, below 1: too bright).
+    """
+    mask = _check(pred, target, mask)
+    values = pred[mask].astype(np.float64)
+    energy = float(values @ values)
+    gain = float(values @ target[mask].astype(np.float64)) / energy if energy > 0 else 1.0
+    return {"psnr_level_free": psnr(pred * np.float32(gain), target, mask), "level_gain": gain}
+
+
 def volume_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """MAE, PSNR and SSIM of `pred` against `target` inside `mask`."""
     return {"mae": mae(pred, target, mask), "psnr": psnr(pred, target, mask),

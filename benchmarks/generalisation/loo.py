@@ -41,7 +41,8 @@ from mri2mri.runtime.bids.names import dataset_description, dataset_name, genera
 from mri2mri.runtime.core.atomic import atomic_dir, atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.train.cohort import Cohort, Subject
-from mri2mri.train.prepare import SubjectData, load_subject
+from mri2mri.train.metrics import level_free
+from mri2mri.train.prepare import SubjectData
 from mri2mri.train.trainer import TrainConfig, available_cpus, train
 
 from .evaluate import ScoredRun, predict_subject, score_regions
@@ -55,6 +56,8 @@ RESULT_FORMAT = 1
 RESULT = "result.json"
 METHODS = ("model", "lut", "zero_shot", "zero_shot_lut")
 REGIONS = ("brain", "brain_without_lesion")
+#: The metrics of each method and region in a fold's scores (`level_free` adds the last two).
+METRICS = ("psnr", "ssim", "mae", "psnr_level_free", "level_gain")
 #: TrainConfig fields that do not change what a fold produces: left out of its fingerprint.
 _NOT_IN_FINGERPRINT = ("data", "out", "cache", "threads", "workers", "log_every")
 
@@ -160,14 +163,11 @@ def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Sub
     done = _read_result(fold / RESULT, key)
     if done is not None:
         say(f"{held_out.id}: done before (fingerprint {key}), reused")
-        missing = [key for key in VERDICTS if key not in done]
-        if missing:  # a fold scored before these figures were reported
+        if _scored_before(done):  # a fold scored before some of its figures were reported
             _set_threads(threads)
-            run = ScoredRun.open(fold / "run" / "best.pt")
-            meta = run.meta
-            data = load_subject(_test_subject(fold, held_out), meta.sources, meta.target,
-                                meta.geometry, meta.normalisation)
-            done.update({key: VERDICTS[key](run, data) for key in missing})
+            scores, lesion, found = score_subject(ScoredRun.open(fold / "run" / "best.pt"),
+                                                  _test_subject(fold, held_out))
+            done.update(scores=scores, lesion_ml=lesion, **found)
             write_json(fold / RESULT, done)
         return done
     write_bids_folder(fold / "train", data, others, f"without {held_out.id}")
@@ -189,6 +189,13 @@ def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Sub
     say(f"{held_out.id}: network PSNR {scores['model']['brain']['psnr']:.2f} dB, LUT "
         f"{scores['lut']['brain']['psnr']:.2f} dB ({train_seconds:.0f} s training)")
     return record
+
+
+def _scored_before(result: dict[str, Any]) -> bool:
+    """Whether a finished fold lacks a figure that scoring now reports (scored again then:
+    the same network and subject, so the figures it had come out the same)."""
+    brain = result.get("scores", {}).get("model", {}).get("brain", {})
+    return any(key not in result for key in VERDICTS) or any(k not in brain for k in METRICS)
 
 
 def _test_subject(fold: Path, held_out: Subject) -> Subject:
@@ -247,11 +254,15 @@ def _participants(data: Path, ids: list[str]) -> str:
 def score_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = ("model", "lut")
                   ) -> tuple[dict[str, dict[str, dict[str, float]]], float,
                              dict[str, dict[str, Any]]]:
-    """method -> region -> metrics for one subject, its lesion's volume (ml), and the
-    network's out-of-distribution verdicts on it by check (`ood.verdicts`)."""
+    """method -> region -> metrics (`METRICS`) for one subject, its lesion's volume (ml),
+    and the network's out-of-distribution verdicts on it by check (`ood.verdicts`)."""
     data, volumes = predict_subject(run, subject, names)
     regions, lesion_ml = scored_regions(data)
-    return score_regions(volumes, data.target_volume, regions), lesion_ml, verdicts(run, data)
+    scores = score_regions(volumes, data.target_volume, regions)
+    for method, volume in volumes.items():
+        for region, mask in regions.items():
+            scores[method][region] |= level_free(volume, data.target_volume, mask)
+    return scores, lesion_ml, verdicts(run, data)
 
 
 def scored_regions(data: SubjectData) -> tuple[dict[str, np.ndarray], float]:
@@ -309,7 +320,8 @@ def summarise(data: str | Path, recipe: TrainConfig, folds: dict[str, dict[str, 
 
 
 def _means(subjects: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """method -> region -> metric -> mean over the subjects that have it (with their count)."""
+    """method -> region -> metric -> mean over the subjects that have it (with their count);
+    a metric that not every one of them has (an older summary) is left out."""
     means: dict[str, Any] = {}
     for method in METHODS:
         for region in REGIONS:
@@ -317,8 +329,8 @@ def _means(subjects: dict[str, dict[str, Any]]) -> dict[str, Any]:
                       if region in s["scores"].get(method, {})]
             if values:
                 means.setdefault(method, {})[region] = {
-                    k: float(np.mean([v[k] for v in values])) for k in ("psnr", "ssim", "mae")
-                } | {"subjects": len(values)}
+                    k: float(np.mean([v[k] for v in values])) for k in METRICS
+                    if all(k in v for v in values)} | {"subjects": len(values)}
     return means
 
 

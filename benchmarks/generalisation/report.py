@@ -123,7 +123,8 @@ def plot_curves(runs: list[Path], out: Path) -> None:
 # ---- leave one subject out (loo.py) -------------------------------------------------------
 
 #: results.csv's columns, one row per held-out subject, method and region.
-LOO_COLUMNS = ("subject", "method", "region", "psnr", "ssim", "mae", "lesion_ml",
+LOO_COLUMNS = ("subject", "method", "region", "psnr", "ssim", "mae", "psnr_level_free",
+               "level_gain", "lesion_ml",
                "train_seconds", "score_seconds", "disagreement", "disagreement_threshold",
                "warned", "feature_figure", "feature_threshold", "feature_warned")
 #: The model-based checks (their keys in a summary's subject entry; the zero-shot
@@ -131,6 +132,8 @@ LOO_COLUMNS = ("subject", "method", "region", "psnr", "ssim", "mae", "lesion_ml"
 _CHECKS = {"disagreement": ("disagreement", "disagreement_threshold", "warned"),
            "features": ("feature_figure", "feature_threshold", "feature_warned")}
 _NETWORKS = {"model": "", "zero_shot": "zero_shot_"}
+#: The level-free metrics (`train.metrics.level_free`); a summary written before them has none.
+_LEVEL = ("psnr_level_free", "level_gain")
 #: A feature verdict's ``reference`` when it was made after training (`ood.feature_reference`).
 REFERENCE_MADE_NOW = "made from the checkpoint's cohort"
 
@@ -153,6 +156,7 @@ def loo_rows(summary: dict) -> list[dict]:
                 rows.append({
                     "subject": sid, "method": method, "region": region,
                     **{k: scores[k] for k in ("psnr", "ssim", "mae")},
+                    **{k: _blank(scores.get(k)) for k in _LEVEL},
                     "lesion_ml": entry["lesion_ml"],
                     "train_seconds": "" if zero else entry["train_seconds"],
                     "score_seconds": entry["zero_shot_score_seconds"] if zero
@@ -230,7 +234,54 @@ def loo_table(summary: dict) -> str:
     notes.append("Brain: the T1w foreground; without lesion: less the T2w-bright lesion "
                  "(`mri2mri.benchmarks.generalisation.lesion`). Δ: mean of per-subject "
                  "differences.")
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + _ood_table(summary)
+    return ("\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + _level_table(summary)
+            + _ood_table(summary))
+
+
+def _has_level(scores: dict, method: str) -> bool:
+    return all(k in scores.get(method, {}).get("brain", {}) for k in _LEVEL)
+
+
+def _level_table(summary: dict) -> str:
+    """Each held-out subject's PSNR with its level right (the best global gain inside the
+    brain), network against LUT, and the gain each needed: is a loss to the LUT one of
+    contrast and structure, or only of the overall intensity level? Empty for a summary
+    written before these figures."""
+    subjects = summary["subjects"]
+    if not all(_has_level(e["scores"], m) for e in subjects.values() for m in ("model", "lut")):
+        return ""
+    zero = all(_has_level(e["scores"], "zero_shot") for e in subjects.values())
+    head = ["held-out subject", "network PSNR, level right (dB)", "LUT PSNR, level right (dB)",
+            "Δ level right (dB)", "network gain", "LUT gain"]
+    if zero:
+        head += ["zero-shot PSNR, level right (dB)", "Δ zero-shot level right (dB)",
+                 "zero-shot gain"]
+    lines = ["", "Level and contrast (each prediction scored again after the least-squares "
+             "global gain inside the brain, `train.metrics.level_free`: what it scores with its "
+             "overall intensity level right; the gain is the level's error, 1 = right, below 1 "
+             "= too bright):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cells(label: str, rows: list[dict]) -> list[str]:
+        def mean(method: str, key: str) -> float:
+            return float(np.mean([r[method]["brain"][key] for r in rows]))
+
+        def gap(method: str) -> float:
+            return float(np.mean([r[method]["brain"]["psnr_level_free"]
+                                  - r["lut"]["brain"]["psnr_level_free"] for r in rows]))
+
+        out = [label, f"{mean('model', 'psnr_level_free'):.2f}",
+               f"{mean('lut', 'psnr_level_free'):.2f}", f"{gap('model'):+.2f}",
+               f"{mean('model', 'level_gain'):.2f}", f"{mean('lut', 'level_gain'):.2f}"]
+        if zero:
+            out += [f"{mean('zero_shot', 'psnr_level_free'):.2f}", f"{gap('zero_shot'):+.2f}",
+                    f"{mean('zero_shot', 'level_gain'):.2f}"]
+        return out
+
+    scores = [e["scores"] for e in subjects.values()]
+    rows = [cells(sid, [e["scores"]]) for sid, e in subjects.items()]
+    rows.append(cells(f"mean ({len(scores)})", scores))
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _verdict_cells(verdict: dict | None, digits: int = 4) -> list[str]:

@@ -65,8 +65,10 @@ def test_results_summary_and_table_agree(finished):
     for row in rows:
         entry = subjects[row["subject"]]
         scores = entry["scores"][row["method"]][row["region"]]
-        for key in ("psnr", "ssim", "mae"):
+        for key in ("psnr", "ssim", "mae", "psnr_level_free", "level_gain"):
             assert float(row[key]) == pytest.approx(scores[key])
+        # With its level set right, a prediction scores at least as well as written.
+        assert scores["psnr_level_free"] >= scores["psnr"] - 1e-9 and scores["level_gain"] > 0
         assert float(row["train_seconds"]) == pytest.approx(entry["train_seconds"])
         assert float(row["train_seconds"]) > 0 and float(row["score_seconds"]) > 0
     for method in ("model", "lut"):
@@ -84,6 +86,12 @@ def test_results_summary_and_table_agree(finished):
                 f"{lut['psnr']:.2f} / {lut['ssim']:.3f} | {model['psnr'] - lut['psnr']:+.2f} |"
                 ) in table
     assert f"| mean ({len(subjects)}) |" in table and "zero-shot" not in table
+    assert "Level and contrast" in table
+    for sid, entry in subjects.items():
+        model, lut = entry["scores"]["model"]["brain"], entry["scores"]["lut"]["brain"]
+        assert (f"| {sid} | {model['psnr_level_free']:.2f} | {lut['psnr_level_free']:.2f} | "
+                f"{model['psnr_level_free'] - lut['psnr_level_free']:+.2f} | "
+                f"{model['level_gain']:.2f} | {lut['level_gain']:.2f} |") in table
     # The out-of-distribution check on each held-out subject, beside its loss to the LUT.
     assert "Out-of-distribution check" in table
     for row in rows:
@@ -127,6 +135,10 @@ def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_pa
     stored = json.loads(result_file.read_text())
     expected = stored.pop("disagreement")
     expected_features = stored.pop("features")
+    expected_level = {method: {region: {k: scores.pop(k) for k in ("psnr_level_free",
+                                                                   "level_gain")}
+                               for region, scores in regions.items()}
+                      for method, regions in stored["scores"].items()}
     result_file.unlink()  # a copy, not the finished run's file
     result_file.write_text(json.dumps(stored))
     best = out / "folds" / "sub-02" / "run" / "best.pt"
@@ -147,6 +159,10 @@ def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_pa
     assert all(r["train_seconds"] == "" for r in rows if r["method"].startswith("zero_shot"))
     assert "| zero-shot (run) |" in (out / "table.md").read_text()
     assert summary["subjects"]["sub-02"]["disagreement"] == pytest.approx(expected)
+    for method, regions in expected_level.items():  # and the level-free figures it lacked
+        for region, level in regions.items():
+            assert summary["subjects"]["sub-02"]["scores"][method][region] == \
+                pytest.approx(stored["scores"][method][region] | level)
     assert json.loads(result_file.read_text())["disagreement"] == pytest.approx(expected)
     remade = summary["subjects"]["sub-02"]["features"]
     assert remade["reference"] == "made from the checkpoint's cohort"
@@ -158,6 +174,7 @@ def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_pa
         assert sub01[f"zero_shot_{check}"] == pytest.approx(sub01[check])
     table = (out / "table.md").read_text()
     assert "zero-shot disagreement" in table and "zero-shot features / threshold" in table
+    assert "zero-shot PSNR, level right (dB)" in table
     assert "from the checkpoint and its cohort (trained before the check existed): " \
            "sub-02." in table
     # Another recipe is another fingerprint: its folds are trained, not reused.
@@ -178,11 +195,16 @@ def test_report_only_renders_the_summary_again(finished, tmp_path):
     summary = json.loads((done / "summary.json").read_text())
     for entry in summary["subjects"].values():
         del entry["features"]
+        for regions in entry["scores"].values():  # and before the level-free figures
+            for scores in regions.values():
+                del scores["psnr_level_free"], scores["level_gain"]
     (out / "summary.json").write_text(json.dumps(summary))
     table = loo.rerender(out)
     assert "features / threshold" not in table and "disagreement / threshold" in table
+    assert "Level and contrast" not in table
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert rows and all(r["feature_figure"] == r["feature_warned"] == "" for r in rows)
+    assert all(r["psnr_level_free"] == r["level_gain"] == "" for r in rows)
 
 
 def _ball(shape, centre, radius) -> np.ndarray:
