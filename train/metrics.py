@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+#: The keys of `level_free`'s result.
+LEVEL_FREE = ("psnr_level_free", "level_gain")
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
@@ -99,7 +101,7 @@ def level_free(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[s
     values = pred[mask].astype(np.float64)
     energy = float(values @ values)
     gain = float(values @ target[mask].astype(np.float64)) / energy if energy > 0 else 1.0
-    return {"psnr_level_free": psnr(pred * np.float32(gain), target, mask), "level_gain": gain}
+    return dict(zip(LEVEL_FREE, (psnr(pred * np.float32(gain), target, mask), gain), strict=True))
 
 
 def volume_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -41,7 +41,7 @@ from mri2mri.runtime.bids.names import dataset_description, dataset_name, genera
 from mri2mri.runtime.core.atomic import atomic_dir, atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.train.cohort import Cohort, Subject
-from mri2mri.train.metrics import level_free
+from mri2mri.train.metrics import LEVEL_FREE, level_free
 from mri2mri.train.prepare import SubjectData
 from mri2mri.train.trainer import TrainConfig, available_cpus, train
 
@@ -56,8 +56,8 @@ RESULT_FORMAT = 1
 RESULT = "result.json"
 METHODS = ("model", "lut", "zero_shot", "zero_shot_lut")
 REGIONS = ("brain", "brain_without_lesion")
-#: The metrics of each method and region in a fold's scores (`level_free` adds the last two).
-METRICS = ("psnr", "ssim", "mae", "psnr_level_free", "level_gain")
+#: The metrics of each method and region in a fold's scores.
+METRICS = ("psnr", "ssim", "mae", *LEVEL_FREE)
 #: TrainConfig fields that do not change what a fold produces: left out of its fingerprint.
 _NOT_IN_FINGERPRINT = ("data", "out", "cache", "threads", "workers", "log_every")
 

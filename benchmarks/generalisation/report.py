@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mri2mri.train.metrics import LEVEL_FREE
+
 _SEEDED = re.compile(r"^(?P<recipe>.+)-s(?P<seed>\d+)$")
 
 
@@ -123,8 +125,7 @@ def plot_curves(runs: list[Path], out: Path) -> None:
 # ---- leave one subject out (loo.py) -------------------------------------------------------
 
 #: results.csv's columns, one row per held-out subject, method and region.
-LOO_COLUMNS = ("subject", "method", "region", "psnr", "ssim", "mae", "psnr_level_free",
-               "level_gain", "lesion_ml",
+LOO_COLUMNS = ("subject", "method", "region", "psnr", "ssim", "mae", *LEVEL_FREE, "lesion_ml",
                "train_seconds", "score_seconds", "disagreement", "disagreement_threshold",
                "warned", "feature_figure", "feature_threshold", "feature_warned")
 #: The model-based checks (their keys in a summary's subject entry; the zero-shot
@@ -132,8 +133,6 @@ LOO_COLUMNS = ("subject", "method", "region", "psnr", "ssim", "mae", "psnr_level
 _CHECKS = {"disagreement": ("disagreement", "disagreement_threshold", "warned"),
            "features": ("feature_figure", "feature_threshold", "feature_warned")}
 _NETWORKS = {"model": "", "zero_shot": "zero_shot_"}
-#: The level-free metrics (`train.metrics.level_free`); a summary written before them has none.
-_LEVEL = ("psnr_level_free", "level_gain")
 #: A feature verdict's ``reference`` when it was made after training (`ood.feature_reference`).
 REFERENCE_MADE_NOW = "made from the checkpoint's cohort"
 
@@ -156,7 +155,7 @@ def loo_rows(summary: dict) -> list[dict]:
                 rows.append({
                     "subject": sid, "method": method, "region": region,
                     **{k: scores[k] for k in ("psnr", "ssim", "mae")},
-                    **{k: _blank(scores.get(k)) for k in _LEVEL},
+                    **{k: _blank(scores.get(k)) for k in LEVEL_FREE},  # older: none
                     "lesion_ml": entry["lesion_ml"],
                     "train_seconds": "" if zero else entry["train_seconds"],
                     "score_seconds": entry["zero_shot_score_seconds"] if zero
@@ -239,7 +238,7 @@ def loo_table(summary: dict) -> str:
 
 
 def _has_level(scores: dict, method: str) -> bool:
-    return all(k in scores.get(method, {}).get("brain", {}) for k in _LEVEL)
+    return all(k in scores.get(method, {}).get("brain", {}) for k in LEVEL_FREE)
 
 
 def _level_table(summary: dict) -> str:
