@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nibabel as nib
 
@@ -22,12 +22,10 @@ from mri2mri.runtime.imaging.nifti import load_volume
 from ..metadata import ModelMetadata
 from ..synthesis.disagreement import KEY as DISAGREEMENT
 from ..synthesis.features import KEY as FEATURES
+from ..synthesis.jobs import UnitResult
 from ..synthesis.ood_checks import warnings_of
 from .figures import three_views
 from .page import Html, figure, join, render, table, write_page
-
-if TYPE_CHECKING:  # for the hints only: batch imports this module, which needs no model runtime
-    from mri2mri.runtime.synthesis.batch import UnitResult
 
 MODEL_CARD = Template("<h2>Model card</h2>$table")
 RUN = Template("<h2>Run</h2>$table")

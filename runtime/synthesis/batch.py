@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mri2mri.runtime import __version__
 from mri2mri.runtime.bids.inputs import Unit, find_units
 from mri2mri.runtime.bids.names import (
     bids_uri,
@@ -35,7 +34,15 @@ from mri2mri.runtime.core.atomic import write_json
 from mri2mri.runtime.core.errors import InputError, exception_summary
 from mri2mri.runtime.core.parallel import process_pool
 from mri2mri.runtime.engine.session import physical_cores
-from mri2mri.runtime.synthesis.ood_checks import OodChecks, warnings_of
+from mri2mri.runtime.qc.synthesis import write_reports
+from mri2mri.runtime.synthesis.jobs import (
+    RunOptions,
+    UnitResult,
+    ood_checks,
+    report_params,
+    run_record,
+)
+from mri2mri.runtime.synthesis.ood_checks import warnings_of
 from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
 #: Where a synthesized contrast goes: (BIDS datatype folder, filename suffix).
@@ -49,70 +56,6 @@ RAW = "raw"
 
 #: progress(done, total, label)
 CohortProgress = Callable[[int, int, str], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunOptions:
-    """Every option of a synthesis run, bundled once and passed down as is.
-
-    `mri2mri-run` builds it right after parsing its command line, `synthesize_dataset`
-    from its arguments; the model session, every unit and (pickled) every worker read
-    the same object. What a dataset run learns on the way (the threads each worker
-    gets, the model's SHA-256) goes into a copy (`dataclasses.replace`).
-    """
-
-    model: Path
-    # The model session.
-    device: str = "auto"
-    threads: int | None = None  # per session; None: physical cores (split between workers)
-    batch_size: int = 8
-    trt_cache: bool = True
-    # The outputs.
-    resample_to_first: bool = False
-    overwrite: bool = False
-    verbose: bool = False
-    # Out-of-distribution checks: the model's disagreement figure (extra network passes),
-    # and its threshold when not the model's own (None: the model's).
-    ood_check: bool = True
-    ood_threshold: float | None = None
-    # One subject (--input ... --output FILE): inputs as given, CONTRAST=PATH or PATH.
-    inputs: tuple[str, ...] = ()
-    output: Path | None = None
-    bval: Path | None = None
-    # A BIDS dataset (BIDS_DIR OUTPUT_DIR participant).
-    bids_dir: Path | None = None
-    out_dir: Path | None = None
-    participants: tuple[str, ...] = ()
-    sessions: tuple[str, ...] = ()
-    nprocs: int = 1
-    scheduler: str | None = None
-    report: bool = True
-    command: str | None = None  # recorded in GeneratedBy (default: this process's)
-    #: The loaded model's SHA-256: outputs record it, and a rerun skips only its own outputs.
-    model_sha256: str = ""
-
-    @property
-    def dataset(self) -> tuple[Path, Path]:
-        """(input BIDS dataset, derivative folder) of a dataset run."""
-        if self.bids_dir is None or self.out_dir is None:
-            raise InputError(None, "--bids and --out are both needed")
-        return self.bids_dir, self.out_dir
-
-
-@dataclass
-class UnitResult:
-    """What happened to one unit (plain data: it comes back from worker processes)."""
-
-    label: str
-    participant: str
-    output: Path
-    status: str  # written | done | failed
-    error: str = ""
-    inputs: dict[str, str] = field(default_factory=dict)
-    ood: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    provider: str = ""
-    execution: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -223,11 +166,6 @@ def run_unit(synth: Synthesizer, unit: Unit, options: RunOptions) -> UnitResult:
     return result
 
 
-def ood_checks(synth: Synthesizer, options: RunOptions) -> OodChecks:
-    """The out-of-distribution checks of one synthesis, as the options say."""
-    return OodChecks(synth.meta, disagreement=options.ood_check, threshold=options.ood_threshold)
-
-
 def sidecar(synth: Synthesizer, unit: Unit, options: RunOptions, result: UnitResult
             ) -> dict[str, Any]:
     """The output's JSON sidecar: its sources as BIDS URIs and how it was made."""
@@ -238,16 +176,7 @@ def sidecar(synth: Synthesizer, unit: Unit, options: RunOptions, result: UnitRes
         "Sources": [bids_uri(path, raw_dir, RAW) for _, path in unit.inputs],
         # mri2mri does not remove the skull: the output covers what the input covers.
         "SkullStripped": False,
-        "Mri2mri": {
-            "Version": __version__,
-            "Task": meta.task,
-            "Model": {"File": synth.model_path.name, "Sha256": options.model_sha256,
-                      "TrainingData": meta.training.get("data", "")},
-            "Provider": result.provider,
-            "Execution": result.execution,
-            "OutOfDistribution": result.ood,
-            "TimingsSeconds": {k: round(v, 3) for k, v in result.timings.items()},
-        },
+        "Mri2mri": run_record(synth, options, result),
     }
 
 
@@ -359,10 +288,8 @@ def run_dataset(options: RunOptions, *, progress: CohortProgress | None = None,
 
     started = time.perf_counter()
     _run_units(found.units, options, local, collect)
-    if options.report:
-        from mri2mri.runtime.qc.synthesis import write_reports
-
-        params = _report_params(options, time.perf_counter() - started)
+    if options.wants_report():
+        params = report_params(options, time.perf_counter() - started)
         summary.reports = write_reports(out_dir, local.meta, summary.results, params)
     return summary
 
@@ -372,16 +299,6 @@ def _worker_threads(options: RunOptions) -> int | None:
     if options.threads is None and options.nprocs > 1 and not options.scheduler:
         return max(1, physical_cores() // options.nprocs)
     return options.threads
-
-
-def _report_params(options: RunOptions, seconds: float) -> dict[str, Any]:
-    """The run's parameters, as the QC reports show them."""
-    return {"model": options.model.name, "device": options.device, "nprocs": options.nprocs,
-            "omp_nthreads": options.threads or "auto", "batch_size": options.batch_size,
-            "scheduler": options.scheduler or "none", "overwrite": options.overwrite,
-            "ood_check": options.ood_check,
-            "ood_threshold": options.ood_threshold or "the model's",
-            "command": options.command, "wall_seconds": round(seconds, 2)}
 
 
 def _run_units(units: list[Unit], options: RunOptions, local: Synthesizer,
@@ -452,5 +369,5 @@ def synthesize_cohort(synth: Synthesizer, bids_dir: str | Path, out_dir: str | P
 
 
 __all__ = ["CohortSummary", "RunOptions", "UnitResult", "derivative_path", "is_finished",
-           "participant_task", "run_dataset", "run_unit", "sidecar_path", "synthesize_cohort",
-           "synthesize_dataset"]
+           "ood_checks", "participant_task", "run_dataset", "run_unit", "sidecar_path",
+           "synthesize_cohort", "synthesize_dataset"]
