@@ -186,3 +186,61 @@ def test_mode_options_are_exclusive(models: dict[str, Path], tmp_path: Path,
     code, _, err = run_cli(["--model", models["t1"], "--bids", tmp_path / "none", "--out",
                             tmp_path / "o"], capsys)
     assert code == 1 and "dataset directory not found" in err
+
+
+def test_report_for_one_subject(models: dict[str, Path], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """--report writes <output stem>_report.html beside the output; never by default, never over
+    an existing page without --overwrite (refused before any work)."""
+    src = tmp_path / "t1.nii.gz"
+    nib.save(nifti(volume()), src)
+    out, page = tmp_path / "sub-01_T2w.nii.gz", tmp_path / "sub-01_T2w_report.html"
+    code, _, _ = run_cli(["--model", models["t1"], "--input", src, "--output", out], capsys)
+    assert code == 0 and out.exists() and not page.exists()
+    out.unlink()
+    code, stdout, _ = run_cli(["--model", models["t1"], "--input", src, "--output", out,
+                               "--report"], capsys)
+    assert code == 0 and f"report: {page}" in stdout
+    text = page.read_text()
+    assert "input T1w: t1.nii.gz" in text and "synthesized T2w: sub-01_T2w.nii.gz" in text
+    out.unlink()
+    code, _, err = run_cli(["--model", models["t1"], "--input", src, "--output", out,
+                            "--report"], capsys)
+    assert code == 1 and err.strip() == (f"error: {page}: output exists; pass --overwrite to "
+                                         "replace it") and not out.exists()
+    code, _, _ = run_cli(["--model", models["t1"], "--input", src, "--output", out,
+                          "--report", "--overwrite"], capsys)
+    assert code == 0 and page.read_text() != text  # a new page (new timings)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_report_for_a_dwi_input_uses_the_given_bval(models: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    b0 = volume((14, 16, 6), seed=5)
+    dwi, bval = tmp_path / "dwi.nii.gz", tmp_path / "elsewhere.bval"
+    nib.save(nifti(np.stack([b0, b0 * 0.3], axis=-1)), dwi)
+    bval.write_text("0 1000\n")
+    out = tmp_path / "t1w.nii"
+    code, stdout, err = run_cli(["--model", models["b0"], "--input", dwi, "--bval", bval,
+                                 "--output", out, "--report"], capsys)
+    assert code == 0, err
+    assert "input b0: dwi.nii.gz" in (tmp_path / "t1w_report.html").read_text()
+
+
+def test_a_report_that_fails_takes_the_output_with_it(
+        models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No half-finished result: the command fails as a whole and can simply be rerun."""
+    from mri2mri.runtime.core.errors import InputError
+    from mri2mri.runtime.synthesis import cli_run
+
+    def broken(path: Path, *args: object) -> Path:
+        raise InputError(path, "disk full")
+
+    monkeypatch.setattr(cli_run, "write_unit_report", broken)
+    src, out = tmp_path / "t1.nii.gz", tmp_path / "t2.nii.gz"
+    nib.save(nifti(volume()), src)
+    code, _, err = run_cli(["--model", models["t1"], "--input", src, "--output", out,
+                            "--report"], capsys)
+    assert code == 1 and err.strip() == f"error: {tmp_path / 't2_report.html'}: disk full"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t1.nii.gz"]

@@ -30,6 +30,7 @@ from mri2mri.runtime.qc.page import Html, render, table, write_page
 from mri2mri.runtime.qc.registration import write_registration_report
 from mri2mri.runtime.qc.synthesis import unit_section
 from mri2mri.runtime.synthesis.batch import synthesize_dataset
+from mri2mri.runtime.synthesis.cli_run import main as run_main
 
 
 class _Resources(HTMLParser):
@@ -47,7 +48,8 @@ class _Resources(HTMLParser):
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A synthesis run's participant page and index, and a registration page."""
+    """A synthesis run's participant page and index, one subject's page (`mri2mri-run --input
+    ... --report`) and a registration page."""
     d = tmp_path_factory.mktemp("qc")
     bids = d / "bids"
     for i in range(2):
@@ -56,6 +58,10 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         nib.save(nifti(volume((20, 23, 9), seed=i)), anat / f"sub-0{i + 1}_T1w.nii.gz")
     model = channel_picker(d / "t1_to_t2.onnx", ["T1w"], "T2w")
     synthesize_dataset(model, bids, d / "out", device="cpu", command="mri2mri-run test")
+    with pytest.raises(SystemExit) as done:
+        run_main(["--model", str(model), "--input", f"T1w={bids}/sub-01/anat/sub-01_T1w.nii.gz",
+                  "--output", str(d / "sub-01_T2w.nii.gz"), "--device", "cpu", "--report"])
+    assert done.value.code in (0, None)
     static = nifti(volume((20, 23, 9), seed=5))
     shifted = np.eye(4)
     shifted[:3, 3] = [3.0, -2.0, 1.5]
@@ -64,7 +70,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                      {"moving": "t1.nii.gz", "static": "b0.nii.gz"},
                                      {"registration": 1.0})
     return {"participant": d / "out" / "sub-01.html", "index": d / "out" / "index.html",
-            "registration": page}
+            "single": d / "sub-01_T2w_report.html", "registration": page}
 
 
 def test_reports_are_self_contained(reports: dict[str, Path]) -> None:
@@ -82,6 +88,9 @@ def test_reports_are_self_contained(reports: dict[str, Path]) -> None:
     assert "Model card" in participant and "input T1w: sub-01_T1w.nii.gz" in participant
     assert "synthesized T2w" in participant and "not checked" in participant
     assert 'href="sub-02.html"' in reports["index"].read_text()
+    single = reports["single"].read_text()
+    assert "input T1w: sub-01_T1w.nii.gz" in single and "Model card" in single
+    assert "synthesized T2w: sub-01_T2w.nii.gz" in single and "<h2>Run</h2>" in single
 
 
 def _chromium() -> str | None:
@@ -116,8 +125,11 @@ def test_reports_load_in_a_headless_browser(reports: dict[str, Path]) -> None:
         animations = page.evaluate("Array.from(document.querySelectorAll('.flicker img.top'))"
                                    ".map(i => getComputedStyle(i).animationName)")
         assert animations == ["flick", "flick"]
-        page.goto(reports["participant"].as_uri())
-        assert page.locator("h2", has_text="Model card").count() == 1
+        for name in ("participant", "single"):
+            page.goto(reports[name].as_uri())
+            assert page.locator("h2", has_text="Model card").count() == 1, name
+            assert page.locator("h2", has_text="Run").count() == 1, name
+            assert page.locator("figcaption", has_text="synthesized T2w").count() == 1, name
         page.goto(reports["index"].as_uri())
         page.click('a[href="sub-02.html"]')
         page.wait_for_load_state("load")

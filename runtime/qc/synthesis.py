@@ -134,13 +134,18 @@ def _sidecar(output: Path) -> dict[str, Any]:
         return {}
 
 
-def unit_section(result: UnitResult, meta: ModelMetadata) -> Html:
-    """One unit: status, verdict, input and output views, timings."""
+def unit_section(result: UnitResult, meta: ModelMetadata,
+                 info: Mapping[str, Any] | None = None) -> Html:
+    """One unit: status, verdict, input and output views, timings.
+
+    `info` is how the output was made (`jobs.run_record`); None: read from its sidecar.
+    """
     if result.status == "failed":
         return render(FAILED_UNIT, label=result.label, error=result.error)
-    info = _sidecar(result.output).get("Mri2mri", {})
-    figures = [figure(three_views(load_volume(path, bval_path(path) if contrast == "b0"
-                                              else None)), f"input {contrast}: {Path(path).name}")
+    if info is None:
+        info = _sidecar(result.output).get("Mri2mri", {})
+    figures = [figure(three_views(load_volume(path, _bvals(result, contrast, path))),
+                      f"input {contrast}: {Path(path).name}")
                for contrast, path in result.inputs.items()]
     figures.append(figure(three_views(nib.load(result.output)),
                           f"synthesized {meta.target}: {result.output.name}"))
@@ -149,6 +154,13 @@ def unit_section(result: UnitResult, meta: ModelMetadata) -> Html:
                                                          _disagreement(info),
                                                          _features(info)]),
                   details=_details(result, info))
+
+
+def _bvals(result: UnitResult, contrast: str, path: str) -> str | Path | None:
+    """The b-values of a DWI input: given with it (``--bval``), else the BIDS ``.bval``."""
+    if result.bvals and (contrast == "b0" or len(result.inputs) == 1):
+        return result.bvals
+    return bval_path(path) if contrast == "b0" else None
 
 
 def _distances(meta: ModelMetadata, info: Mapping[str, Any]) -> Html:
@@ -238,3 +250,12 @@ def write_reports(out_dir: Path, meta: ModelMetadata, results: Sequence[UnitResu
     written.append(write_page(out_dir / "index.html", f"mri2mri {meta.task}: all participants",
                               index))
     return written
+
+
+def write_unit_report(path: Path, meta: ModelMetadata, result: UnitResult,
+                      info: Mapping[str, Any], params: Mapping[str, Any]) -> Path:
+    """One subject's page (``mri2mri-run --input ... --report``): the same unit section, model
+    card and run table as a participant's page of the BIDS App."""
+    run = render(RUN, table=table(params))
+    body = join([unit_section(result, meta, info), model_card(meta), run])
+    return write_page(path, f"mri2mri {meta.task}: {result.output.name}", body)

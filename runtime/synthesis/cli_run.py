@@ -10,20 +10,32 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from mri2mri.runtime.bids.names import command_line
 from mri2mri.runtime.core.atomic import check_output_path
 from mri2mri.runtime.core.cli_common import run_app
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.core.progress import progress_bar
 from mri2mri.runtime.engine.devices import check_device
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
-from mri2mri.runtime.synthesis.batch import CohortSummary, RunOptions, ood_checks, run_dataset
-from mri2mri.runtime.synthesis.synthesizer import Synthesizer
+from mri2mri.runtime.qc.synthesis import write_unit_report
+from mri2mri.runtime.synthesis.batch import CohortSummary, run_dataset
+from mri2mri.runtime.synthesis.jobs import (
+    RunOptions,
+    UnitResult,
+    ood_checks,
+    report_params,
+    run_record,
+)
+from mri2mri.runtime.synthesis.ood_checks import OodChecks
+from mri2mri.runtime.synthesis.synthesizer import Synthesizer, Timings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Synthesize an MRI contrast with an mri2mri ONNX model (no torch needed).")
@@ -66,13 +78,15 @@ def _notify(message: str) -> None:
 
 def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], options: RunOptions
             ) -> None:
-    """Synthesize one subject from files (`inputs`, parsed) and write ``options.output``."""
+    """Synthesize one subject from files (`inputs`, parsed) and write ``options.output``
+    (and its QC page when asked)."""
     if isinstance(inputs, list) and len(inputs) != 1 and len(synth.sources) == 1:
         raise InputError(None, f"model {synth.task} takes one input, got {len(inputs)}")
     output = options.output
     if output is None:
         raise InputError(None, "--input and --output are both needed")
     checks = ood_checks(synth, options)
+    started = time.perf_counter()
     with progress_bar(console=_err) as bar:
         task = bar.add_task(f"{synth.task} ({synth.provider_name})", total=None)
 
@@ -88,12 +102,39 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], options: R
         _err.print(f"warning: {first}: {message}", markup=False, highlight=False,
                    soft_wrap=True)
     typer.echo(f"wrote {output} ({synth.task}, {timings.total:.1f} s)")
+    if options.wants_report():
+        report = _write_report(synth, inputs, options, checks, timings,
+                               time.perf_counter() - started)
+        typer.echo(f"report: {report}")
     if options.verbose:
         record = checks.as_dict()
         typer.echo(f"input: {record.get('message', 'not checked')}; "
                    f"{record['disagreement']['message']}; {record['features']['message']}")
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in timings.as_dict().items())
         typer.echo(f"timings: {stages}")
+
+
+def _write_report(synth: Synthesizer, inputs: dict[str, Path] | list[Path],
+                  options: RunOptions, checks: OodChecks, timings: Timings,
+                  seconds: float) -> Path:
+    """One subject's QC page, the BIDS App's unit section; on failure the output goes too
+    (no half-finished result: rerun with the same command)."""
+    output, path = options.output, options.report_path
+    assert output is not None and path is not None
+    ordered = synth.order_inputs(inputs)
+    result = UnitResult(
+        output.name, "", output, "written",
+        inputs={c: str(p) for c, p in zip(synth.sources, ordered, strict=True)},
+        ood=checks.as_dict(), timings=timings.as_dict(), provider=synth.provider_name,
+        execution=synth.execution_info(), bvals=str(options.bval or ""))
+    params = report_params(replace(options, command=options.command or command_line()),
+                           seconds)
+    try:
+        return write_unit_report(path, synth.meta, result, run_record(synth, options, result),
+                                 params)
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
 
 
 LEVELS = ("participant",)
@@ -131,8 +172,11 @@ def run(
     scheduler: Annotated[str | None, typer.Option(
         "--scheduler", help="Batch mode: address of a running Dask scheduler; one task per "
                             "participant.")] = None,
-    report: Annotated[bool, typer.Option(
-        "--report/--no-report", help="Batch mode: write the HTML QC reports.")] = True,
+    report: Annotated[bool | None, typer.Option(
+        "--report/--no-report",
+        help="HTML QC reports: a BIDS dataset writes them unless --no-report; one subject "
+             "writes <output stem>_report.html beside the output with --report.",
+        show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto (TensorRT > CUDA > CPU, "
                                                          "whichever starts), tensorrt, cuda "
                                                          "or cpu.")] = "auto",
@@ -220,6 +264,8 @@ def synthesize(options: RunOptions) -> None:
     if _is_single(options):
         inputs = _inputs(list(options.inputs))
         check_output_path(options.output, overwrite=options.overwrite)  # before the model loads
+        if options.wants_report():
+            check_output_path(options.report_path, overwrite=options.overwrite)
         run_one(_load(options), inputs, options)
         return
     synth = _load(options)
