@@ -34,9 +34,11 @@ def register(
                                                   "moving point (DIPY convention).")],
     bval: Annotated[Path | None, typer.Option(help="b-values of a 4D --static: its b=0 "
                                                    "volumes are averaged.")] = None,
-    via: Annotated[Path | None, typer.Option(help="ONNX model (static contrast -> moving "
-                                                  "contrast): register to its synthesized "
-                                                  "image instead.")] = None,
+    via: Annotated[str | None, typer.Option(help="ONNX model file or starter model name "
+                                                 "(static contrast -> moving contrast; "
+                                                 "mri2mri-run --list-models): register to its "
+                                                 "synthesized image instead.",
+                                            show_default=False)] = None,
     moving_contrast: Annotated[str | None, typer.Option(help="Contrast of --moving (default: "
                                                              "from a BIDS-style file name).")]
     = None,

@@ -23,6 +23,7 @@ from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.imaging.nifti import load_volume, save_volume
 from mri2mri.runtime.imaging.preprocess import PreparedSources
+from mri2mri.runtime.models.registry import resolve_model
 from mri2mri.runtime.synthesis.ood import assess, summarize_prepared
 
 from .align import Registration, RegistrationSettings, check_overlap, register_images
@@ -207,7 +208,8 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
                    report: str | Path | None = None,
                    moving_mask: str | Path | None = None, static_mask: str | Path | None = None,
                    via_mask: str = DEFAULT_VIA_MASK) -> RegisterResult:
-    """Register the moving file to the static file (directly or `via` a model); write results.
+    """Register the moving file to the static file (directly or `via` a model: an ONNX file or
+    a starter model's name); write results.
 
     All output paths are checked before any work and written atomically, so a
     failure leaves no partial output. `report`: an HTML QC page (before/after with
@@ -216,6 +218,7 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
     `static_mask`, `auto` masks the synthesized image (`masks.brain_mask`), `none` does not.
     """
     say = progress or (lambda _msg: None)
+    via = None if via is None else resolve_model(via)  # a file or a starter model's name
     paths = {"affine": out_affine, "itk": out_itk, "resliced": out_resliced,
              "synthesized": out_synthesized, "report": report}
     _check_outputs(list(paths.values()), overwrite, via, out_synthesized, via_mask)

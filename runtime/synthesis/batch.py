@@ -34,6 +34,7 @@ from mri2mri.runtime.core.atomic import write_json
 from mri2mri.runtime.core.errors import InputError, exception_summary
 from mri2mri.runtime.core.parallel import process_pool
 from mri2mri.runtime.engine.session import physical_cores
+from mri2mri.runtime.models.registry import resolve_model
 from mri2mri.runtime.qc.synthesis import write_reports
 from mri2mri.runtime.synthesis.jobs import (
     RunOptions,
@@ -244,11 +245,12 @@ def synthesize_dataset(model: str | Path, bids_dir: str | Path, out_dir: str | P
                        synth: Synthesizer | None = None) -> CohortSummary:
     """The BIDS App: synthesize every selected unit of `bids_dir` into the derivative `out_dir`.
 
+    `model`: an ONNX file or a starter model's name (`mri2mri.runtime.models`).
     `run_dataset` with the options as arguments. `synth` (already loaded) is used for
     in-process work; workers load their own.
     """
     options = RunOptions(
-        model=Path(model), bids_dir=Path(bids_dir), out_dir=Path(out_dir),
+        model=resolve_model(model), bids_dir=Path(bids_dir), out_dir=Path(out_dir),
         participants=tuple(participants or ()), sessions=tuple(sessions or ()), nprocs=nprocs,
         threads=omp_nthreads, scheduler=scheduler, device=device, batch_size=batch_size,
         resample_to_first=resample_to_first, overwrite=overwrite, report=report,

@@ -25,6 +25,8 @@ from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.core.progress import progress_bar
 from mri2mri.runtime.engine.devices import check_device
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
+from mri2mri.runtime.models.registry import describe as describe_models
+from mri2mri.runtime.models.registry import resolve_model
 from mri2mri.runtime.qc.synthesis import write_unit_report
 from mri2mri.runtime.synthesis.batch import CohortSummary, run_dataset
 from mri2mri.runtime.synthesis.jobs import (
@@ -137,6 +139,14 @@ def _write_report(synth: Synthesizer, inputs: dict[str, Path] | list[Path],
         raise
 
 
+def _list_models(wanted: bool) -> None:
+    """``--list-models``: print the starter models and stop (before any other option)."""
+    if wanted:
+        for line in describe_models():
+            typer.echo(line)
+        raise typer.Exit()
+
+
 LEVELS = ("participant",)
 #: BIDS-Apps options that take several values (``--participant-label 01 02``).
 _MULTI = ("--participant-label", "--session-label")
@@ -151,8 +161,11 @@ def run(
     analysis_level: Annotated[str | None, typer.Argument(
         help="BIDS-App mode: participant (the only level; every run also updates the "
              "group index.html).", show_default=False)] = None,
-    model: Annotated[Path | None, typer.Option(
-        "--model", "-m", help="ONNX model written by mri2mri-export.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="ONNX model file (mri2mri-export) or starter model name.")] = None,
+    list_models: Annotated[bool, typer.Option(
+        "--list-models", callback=_list_models, is_eager=True,
+        help="List the starter models (names and one-line summaries) and exit.")] = False,
     inputs: Annotated[list[str] | None, typer.Option(
         "--input", "-i", help="Source image, CONTRAST=PATH (or PATH for a one-source model); "
                               "repeat for several sources.")] = None,
@@ -173,10 +186,9 @@ def run(
         "--scheduler", help="Batch mode: address of a running Dask scheduler; one task per "
                             "participant.")] = None,
     report: Annotated[bool | None, typer.Option(
-        "--report/--no-report",
+        "--report/--no-report", show_default=False,
         help="HTML QC reports: a BIDS dataset writes them unless --no-report; one subject "
-             "writes <output stem>_report.html beside the output with --report.",
-        show_default=False)] = None,
+             "writes <output stem>_report.html beside the output with --report.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (TensorRT > CUDA > CPU, "
                                                          "whichever starts), tensorrt, cuda "
                                                          "or cpu.")] = "auto",
@@ -203,20 +215,19 @@ def run(
     ood_threshold: Annotated[float | None, typer.Option(
         "--ood-threshold", help="Flag a disagreement figure above this instead of the "
                                 "model's recorded threshold.", show_default=False)] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                          help="Print the provider (and why faster ones "
-                                               "did not start) and timings.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the provider (and "
+                                          "why faster ones did not start) and timings.")] = False,
 ) -> None:
     """Synthesize the model's target contrast for one subject (--input ... --output FILE), or
     for a BIDS dataset: BIDS_DIR OUTPUT_DIR participant --model M (the BIDS-Apps convention)."""
     if model is None:
-        raise InputError(None, "--model is needed")
+        raise InputError(None, "--model is needed (a file, or a name from --list-models)")
     device = check_device(device)
     if ood_threshold is not None and not ood_threshold > 0:
         raise InputError(None, f"--ood-threshold must be above 0 (got {ood_threshold})")
     bids, out_dir = _dataset_dirs(bids_dir, output_dir, analysis_level, bids, out_dir)
     synthesize(RunOptions(
-        model=model, device=device, threads=threads, batch_size=batch_size,
+        model=resolve_model(model), device=device, threads=threads, batch_size=batch_size,
         trt_cache=not no_trt_cache, resample_to_first=resample_to_first, overwrite=overwrite,
         verbose=verbose, inputs=tuple(inputs or ()), output=output, bval=bval, bids_dir=bids,
         out_dir=out_dir, participants=tuple(participant_label or ()),

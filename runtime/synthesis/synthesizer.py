@@ -46,6 +46,7 @@ from mri2mri.runtime.imaging.nifti import load_volume, save_volume
 from mri2mri.runtime.imaging.preprocess import PreparedSources, prepare_sources, restore_image
 from mri2mri.runtime.imaging.slicing import stack_context
 from mri2mri.runtime.metadata import ModelMetadata
+from mri2mri.runtime.models.registry import resolve_model
 from mri2mri.runtime.synthesis.disagreement import checked_slices
 from mri2mri.runtime.synthesis.features import OUTPUT_NAME as FEATURES_OUTPUT
 
@@ -138,7 +139,7 @@ class Synthesizer:
     def __init__(self, model_path: str | Path, device: str = "auto", threads: int | None = None,
                  batch_size: int = 8, *, trt_cache: bool | str | Path = True,
                  notify: Callable[[str], None] | None = None) -> None:
-        self.model_path = Path(model_path)
+        self.model_path = resolve_model(model_path)  # a file, or a starter model's name
         self.device = check_device(device)
         model = read_model(self.model_path)
         #: sha256 of the model bytes: the model's identity in the TensorRT engine cache.
