@@ -12,7 +12,9 @@ least 3), `leave_one_out`:
 3. scores S with the fold's ``best.pt`` and the LUT stored in it (fitted by the
    trainer on that fold's training subjects), through `evaluate.predict_subject`,
    inside the brain and inside the brain without the T2w-bright lesion
-   (`lesion.bright_lesion_mask`);
+   (`lesion.bright_lesion_mask`): level-free (`train.metrics.level_free_scores`, each
+   image z-scored, the first table), as restored on S's own target scale, and that
+   PSNR with the best global gain (`train.metrics.gain_matched`);
 4. writes ``OUT/folds/S/result.json`` with a fingerprint of the fold's recipe:
    a rerun reuses it, so an interrupted benchmark continues where it stopped (a
    fold stopped mid-training resumes from its ``last.pt``).
@@ -41,7 +43,13 @@ from mri2mri.runtime.bids.names import dataset_description, dataset_name, genera
 from mri2mri.runtime.core.atomic import atomic_dir, atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.train.cohort import Cohort, Subject
-from mri2mri.train.metrics import LEVEL_FREE, level_free
+from mri2mri.train.metrics import (
+    GAIN_MATCHED,
+    LEVEL_FREE,
+    gain_matched,
+    level_free_region,
+    level_free_scores,
+)
 from mri2mri.train.prepare import SubjectData
 from mri2mri.train.trainer import TrainConfig, available_cpus, train
 
@@ -49,7 +57,7 @@ from .evaluate import ScoredRun, predict_subject, score_regions
 from .lesion import bright_lesion_mask, volume_ml
 from .ood import VERDICTS, verdicts
 from .overrides import parse_overrides
-from .report import loo_table, write_results_csv
+from .report import loo_table, upgrade_summary, write_results_csv
 
 #: Bump when a fold's result would differ for the same recipe (scoring changed).
 RESULT_FORMAT = 1
@@ -57,7 +65,7 @@ RESULT = "result.json"
 METHODS = ("model", "lut", "zero_shot", "zero_shot_lut")
 REGIONS = ("brain", "brain_without_lesion")
 #: The metrics of each method and region in a fold's scores.
-METRICS = ("psnr", "ssim", "mae", *LEVEL_FREE)
+METRICS = ("psnr", "ssim", "mae", *GAIN_MATCHED, *LEVEL_FREE)
 #: TrainConfig fields that do not change what a fold produces: left out of its fingerprint.
 _NOT_IN_FINGERPRINT = ("data", "out", "cache", "threads", "workers", "log_every")
 
@@ -255,13 +263,21 @@ def score_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = ("m
                   ) -> tuple[dict[str, dict[str, dict[str, float]]], float,
                              dict[str, dict[str, Any]]]:
     """method -> region -> metrics (`METRICS`) for one subject, its lesion's volume (ml),
-    and the network's out-of-distribution verdicts on it by check (`ood.verdicts`)."""
+    and the network's out-of-distribution verdicts on it by check (`ood.verdicts`).
+
+    The scale-restored metrics and the gain-matched PSNR are scored in `scored_regions`;
+    the level-free ones (`LEVEL_FREE`) in `level_free_regions`, their own definition of
+    the brain (source and reference both above 0), less the same lesion."""
     data, volumes = predict_subject(run, subject, names)
     regions, lesion_ml = scored_regions(data)
     scores = score_regions(volumes, data.target_volume, regions)
+    free = level_free_regions(data, regions)
     for method, volume in volumes.items():
         for region, mask in regions.items():
-            scores[method][region] |= level_free(volume, data.target_volume, mask)
+            scores[method][region] |= gain_matched(volume, data.target_volume, mask)
+            if region in free:
+                scores[method][region] |= level_free_scores(volume, data.target_volume,
+                                                            free[region])
     return scores, lesion_ml, verdicts(run, data)
 
 
@@ -276,6 +292,20 @@ def scored_regions(data: SubjectData) -> tuple[dict[str, np.ndarray], float]:
     if (brain & ~lesion).any():
         regions["brain_without_lesion"] = brain & ~lesion
     return regions, volume_ml(lesion, voxel_mm)
+
+
+def level_free_regions(data: SubjectData, regions: dict[str, np.ndarray]
+                       ) -> dict[str, np.ndarray]:
+    """The level-free scores' regions (`mri2mri.train.metrics.level_free_region`): where the
+    source as loaded and the reference are both above 0, and that less the lesion of
+    `regions` (the brain without its lesion); a region left empty is not scored."""
+    source = np.asarray(data.prepared.reference.dataobj, dtype=np.float32)
+    if source.shape != data.target_volume.shape:  # not a 3D source: its foreground instead
+        source = np.asarray(data.mask_volume, dtype=np.float32)
+    brain = level_free_region(source, data.target_volume)
+    lesion = regions["brain"] & ~regions.get("brain_without_lesion", np.zeros_like(brain))
+    found = {"brain": brain, "brain_without_lesion": brain & ~lesion}
+    return {name: mask for name, mask in found.items() if mask.any()}
 
 
 def score_zero_shot(run: ScoredRun, out: Path, subjects: list[Subject], threads: int,
@@ -362,5 +392,6 @@ def rerender(out: str | Path) -> str:
         raise InputError(path, f"no readable leave-one-out summary ({exc})") from None
     if not isinstance(summary, dict) or "subjects" not in summary:
         raise InputError(path, "not a leave-one-out summary")
+    summary = upgrade_summary(summary)
     write_outputs(summary, Path(out))
     return loo_table(summary)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mri2mri.train.metrics import LEVEL_FREE
+from mri2mri.train.metrics import GAIN_MATCHED, LEVEL_FREE
 
 _SEEDED = re.compile(r"^(?P<recipe>.+)-s(?P<seed>\d+)$")
 
@@ -125,9 +125,10 @@ def plot_curves(runs: list[Path], out: Path) -> None:
 # ---- leave one subject out (loo.py) -------------------------------------------------------
 
 #: results.csv's columns, one row per held-out subject, method and region.
-LOO_COLUMNS = ("subject", "method", "region", "psnr", "ssim", "mae", *LEVEL_FREE, "lesion_ml",
-               "train_seconds", "score_seconds", "disagreement", "disagreement_threshold",
-               "warned", "feature_figure", "feature_threshold", "feature_warned")
+LOO_COLUMNS = ("subject", "method", "region", *LEVEL_FREE, "psnr", "ssim", "mae", *GAIN_MATCHED,
+               "lesion_ml", "train_seconds", "score_seconds", "disagreement",
+               "disagreement_threshold", "warned", "feature_figure", "feature_threshold",
+               "feature_warned")
 #: The model-based checks (their keys in a summary's subject entry; the zero-shot
 #: network's are prefixed ``zero_shot_``) and their results.csv columns.
 _CHECKS = {"disagreement": ("disagreement", "disagreement_threshold", "warned"),
@@ -154,8 +155,9 @@ def loo_rows(summary: dict) -> list[dict]:
             for region, scores in regions.items():
                 rows.append({
                     "subject": sid, "method": method, "region": region,
-                    **{k: scores[k] for k in ("psnr", "ssim", "mae")},
                     **{k: _blank(scores.get(k)) for k in LEVEL_FREE},  # older: none
+                    **{k: scores[k] for k in ("psnr", "ssim", "mae")},
+                    **{k: _blank(scores.get(k)) for k in GAIN_MATCHED},  # older: none
                     "lesion_ml": entry["lesion_ml"],
                     "train_seconds": "" if zero else entry["train_seconds"],
                     "score_seconds": entry["zero_shot_score_seconds"] if zero
@@ -196,9 +198,30 @@ def _mean(values: list) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+#: The gain-matched PSNR's key before the z-scored definition took the name "level-free".
+_LEGACY_KEYS = {"psnr_level_free": "psnr_gain_matched"}
+
+
+def upgrade_summary(summary: dict) -> dict:
+    """A leave-one-out summary with its older key names renamed (``psnr_level_free``, the
+    gain-matched PSNR, is ``psnr_gain_matched`` now); a current one is returned as it is."""
+    def upgrade(scores: dict) -> dict:
+        return {_LEGACY_KEYS.get(k, k): v for k, v in scores.items()}
+
+    for entry in summary.get("subjects", {}).values():
+        entry["scores"] = {method: {region: upgrade(scores) for region, scores in regions.items()}
+                           for method, regions in entry.get("scores", {}).items()}
+    summary["mean"] = {method: {region: upgrade(scores) for region, scores in regions.items()}
+                       for method, regions in summary.get("mean", {}).items()}
+    return summary
+
+
 def loo_table(summary: dict) -> str:
-    """The leave-one-out table of docs/training.md: one row per held-out subject, the mean,
-    and the zero-shot run (against the same folds' LUTs) when there is one."""
+    """The leave-one-out tables of docs/training.md: level-free first (each image z-scored;
+    absent from a summary written before it), then as restored on the held-out subject's
+    own scale (one row per held-out subject, the mean, and the zero-shot run against the
+    same folds' LUTs when there is one), then with the best global gain, then the
+    out-of-distribution figures."""
     subjects, means = summary["subjects"], summary["mean"]
     lines = ["| held-out subject | network PSNR (dB) / SSIM | LUT PSNR (dB) / SSIM | "
              "Δ PSNR network − LUT (dB) | Δ PSNR without lesion (dB) | lesion (ml) | "
@@ -233,47 +256,106 @@ def loo_table(summary: dict) -> str:
     notes.append("Brain: the T1w foreground; without lesion: less the T2w-bright lesion "
                  "(`mri2mri.benchmarks.generalisation.lesion`). Δ: mean of per-subject "
                  "differences.")
-    return ("\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + _level_table(summary)
-            + _ood_table(summary))
+    free = _level_free_table(summary)
+    restored = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    if free:
+        restored = ("\nScale-restored (each prediction on the held-out subject's own target "
+                    "scale, so its overall intensity level counts too):\n\n" + restored)
+    return free + restored + _gain_table(summary) + _ood_table(summary)
 
 
-def _has_level(scores: dict, method: str) -> bool:
-    return all(k in scores.get(method, {}).get("brain", {}) for k in LEVEL_FREE)
+def _has(scores: dict, method: str, keys: tuple[str, ...], region: str = "brain") -> bool:
+    return all(k in scores.get(method, {}).get(region, {}) for k in keys)
 
 
-def _level_table(summary: dict) -> str:
-    """Each held-out subject's PSNR with its level right (the best global gain inside the
-    brain), network against LUT, and the gain each needed: is a loss to the LUT one of
+def _free_cell(scores: dict | None) -> str:
+    if scores is None or "level_free_psnr" not in scores:
+        return ""
+    return (f"{scores['level_free_psnr']:.2f} / {scores['level_free_ssim']:.3f} / "
+            f"{scores['level_free_mae']:.3f}")
+
+
+def _free_gap(scores: dict, method: str, region: str) -> float | None:
+    ours, ref = scores.get(method, {}).get(region, {}), scores.get("lut", {}).get(region, {})
+    if "level_free_psnr" not in ours or "level_free_psnr" not in ref:
+        return None
+    return ours["level_free_psnr"] - ref["level_free_psnr"]
+
+
+def _level_free_table(summary: dict) -> str:
+    """Each held-out subject's level-free scores (`train.metrics.level_free_scores`: both
+    images z-scored over the region), network against the fold's LUT (and the zero-shot
+    run); empty for a summary written before them."""
+    subjects = summary["subjects"]
+    if not all(_has(e["scores"], m, LEVEL_FREE) for e in subjects.values()
+               for m in ("model", "lut")):
+        return ""
+    zero = all(_has(e["scores"], "zero_shot", LEVEL_FREE) for e in subjects.values())
+    head = ["held-out subject", "network PSNR (dB) / SSIM / MAE", "LUT PSNR (dB) / SSIM / MAE",
+            "Δ PSNR network − LUT (dB)", "Δ PSNR without lesion (dB)"]
+    if zero:
+        head += ["zero-shot PSNR (dB) / SSIM / MAE", "Δ PSNR zero-shot − LUT (dB)"]
+    lines = ["Level-free (`train.metrics.level_free_scores`: prediction and reference each "
+             "z-scored over the brain, source and reference both above 0; MAE in reference "
+             "SDs):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    methods = ("model", "lut", "zero_shot") if zero else ("model", "lut")
+
+    def cells(label: str, rows: list[dict]) -> list[str]:
+        def mean(method: str) -> dict | None:
+            values = [r[method]["brain"] for r in rows]
+            return {k: float(np.mean([v[k] for v in values])) for k in LEVEL_FREE}
+
+        def gap(method: str, region: str) -> str:
+            return _gap(_mean([_free_gap(r, method, region) for r in rows]))
+
+        out = [label, _free_cell(mean("model")), _free_cell(mean("lut")),
+               gap("model", "brain"), gap("model", "brain_without_lesion")]
+        if "zero_shot" in methods:
+            out += [_free_cell(mean("zero_shot")), gap("zero_shot", "brain")]
+        return out
+
+    scores = [e["scores"] for e in subjects.values()]
+    rows = [cells(sid, [e["scores"]]) for sid, e in subjects.items()]
+    rows.append(cells(f"mean ({len(scores)})", scores))
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _gain_table(summary: dict) -> str:
+    """Each held-out subject's scale-restored PSNR after the best global gain inside the
+    brain, network against LUT, and the gain each needed: is a loss to the LUT one of
     contrast and structure, or only of the overall intensity level? Empty for a summary
     written before these figures."""
     subjects = summary["subjects"]
-    if not all(_has_level(e["scores"], m) for e in subjects.values() for m in ("model", "lut")):
+    if not all(_has(e["scores"], m, GAIN_MATCHED) for e in subjects.values()
+               for m in ("model", "lut")):
         return ""
-    zero = all(_has_level(e["scores"], "zero_shot") for e in subjects.values())
-    head = ["held-out subject", "network PSNR, level right (dB)", "LUT PSNR, level right (dB)",
-            "Δ level right (dB)", "network gain", "LUT gain"]
+    zero = all(_has(e["scores"], "zero_shot", GAIN_MATCHED) for e in subjects.values())
+    head = ["held-out subject", "network PSNR, gain-matched (dB)",
+            "LUT PSNR, gain-matched (dB)", "Δ gain-matched (dB)", "network gain", "LUT gain"]
     if zero:
-        head += ["zero-shot PSNR, level right (dB)", "Δ zero-shot level right (dB)",
+        head += ["zero-shot PSNR, gain-matched (dB)", "Δ zero-shot gain-matched (dB)",
                  "zero-shot gain"]
-    lines = ["", "Level and contrast (each prediction scored again after the least-squares "
-             "global gain inside the brain, `train.metrics.level_free`: what it scores with its "
-             "overall intensity level right; the gain is the level's error, 1 = right, below 1 "
-             "= too bright):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["", "Gain-matched (each prediction scored again after the least-squares "
+             "global gain inside the brain, `train.metrics.gain_matched`: what it scores with "
+             "its overall intensity level right, on the subject's own scale; the gain is the "
+             "level's error, 1 = right, below 1 = too bright):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def cells(label: str, rows: list[dict]) -> list[str]:
         def mean(method: str, key: str) -> float:
             return float(np.mean([r[method]["brain"][key] for r in rows]))
 
         def gap(method: str) -> float:
-            return float(np.mean([r[method]["brain"]["psnr_level_free"]
-                                  - r["lut"]["brain"]["psnr_level_free"] for r in rows]))
+            return float(np.mean([r[method]["brain"]["psnr_gain_matched"]
+                                  - r["lut"]["brain"]["psnr_gain_matched"] for r in rows]))
 
-        out = [label, f"{mean('model', 'psnr_level_free'):.2f}",
-               f"{mean('lut', 'psnr_level_free'):.2f}", f"{gap('model'):+.2f}",
+        out = [label, f"{mean('model', 'psnr_gain_matched'):.2f}",
+               f"{mean('lut', 'psnr_gain_matched'):.2f}", f"{gap('model'):+.2f}",
                f"{mean('model', 'level_gain'):.2f}", f"{mean('lut', 'level_gain'):.2f}"]
         if zero:
-            out += [f"{mean('zero_shot', 'psnr_level_free'):.2f}", f"{gap('zero_shot'):+.2f}",
-                    f"{mean('zero_shot', 'level_gain'):.2f}"]
+            out += [f"{mean('zero_shot', 'psnr_gain_matched'):.2f}",
+                    f"{gap('zero_shot'):+.2f}", f"{mean('zero_shot', 'level_gain'):.2f}"]
         return out
 
     scores = [e["scores"] for e in subjects.values()]

@@ -20,6 +20,7 @@ from mri2mri.benchmarks.generalisation.report import loo_table
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from mri2mri.train.cohort import Cohort
+from mri2mri.train.metrics import GAIN_MATCHED, LEVEL_FREE
 
 #: A recipe of about a second per fold on the tiny cohort.
 TINY_SET = ["epochs=1", "slices_per_epoch=4", "batch_size=4", "val_slices=4"]
@@ -65,10 +66,11 @@ def test_results_summary_and_table_agree(finished):
     for row in rows:
         entry = subjects[row["subject"]]
         scores = entry["scores"][row["method"]][row["region"]]
-        for key in ("psnr", "ssim", "mae", "psnr_level_free", "level_gain"):
+        for key in ("psnr", "ssim", "mae", *GAIN_MATCHED, *LEVEL_FREE):
             assert float(row[key]) == pytest.approx(scores[key])
         # With its level set right, a prediction scores at least as well as written.
-        assert scores["psnr_level_free"] >= scores["psnr"] - 1e-9 and scores["level_gain"] > 0
+        assert scores["psnr_gain_matched"] >= scores["psnr"] - 1e-9 and scores["level_gain"] > 0
+        assert np.isfinite(scores["level_free_psnr"]) and -1 <= scores["level_free_ssim"] <= 1
         assert float(row["train_seconds"]) == pytest.approx(entry["train_seconds"])
         assert float(row["train_seconds"]) > 0 and float(row["score_seconds"]) > 0
     for method in ("model", "lut"):
@@ -86,11 +88,21 @@ def test_results_summary_and_table_agree(finished):
                 f"{lut['psnr']:.2f} / {lut['ssim']:.3f} | {model['psnr'] - lut['psnr']:+.2f} |"
                 ) in table
     assert f"| mean ({len(subjects)}) |" in table and "zero-shot" not in table
-    assert "Level and contrast" in table
+    # The level-free table first, then the scale-restored one, then the gain-matched one.
+    assert table.startswith("Level-free")
+    assert table.index("Level-free") < table.index("Scale-restored") < table.index("Gain-matched")
+    for sid, entry in subjects.items():
+        model, lut = entry["scores"]["model"], entry["scores"]["lut"]
+        cells = [f"{m['brain']['level_free_psnr']:.2f} / {m['brain']['level_free_ssim']:.3f} / "
+                 f"{m['brain']['level_free_mae']:.3f}" for m in (model, lut)]
+        gaps = [f"{model[r]['level_free_psnr'] - lut[r]['level_free_psnr']:+.2f}"
+                for r in ("brain", "brain_without_lesion")]
+        assert f"| {sid} | {' | '.join(cells + gaps)} |" in table
     for sid, entry in subjects.items():
         model, lut = entry["scores"]["model"]["brain"], entry["scores"]["lut"]["brain"]
-        assert (f"| {sid} | {model['psnr_level_free']:.2f} | {lut['psnr_level_free']:.2f} | "
-                f"{model['psnr_level_free'] - lut['psnr_level_free']:+.2f} | "
+        assert (f"| {sid} | {model['psnr_gain_matched']:.2f} | "
+                f"{lut['psnr_gain_matched']:.2f} | "
+                f"{model['psnr_gain_matched'] - lut['psnr_gain_matched']:+.2f} | "
                 f"{model['level_gain']:.2f} | {lut['level_gain']:.2f} |") in table
     # The out-of-distribution check on each held-out subject, beside its loss to the LUT.
     assert "Out-of-distribution check" in table
@@ -135,8 +147,7 @@ def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_pa
     stored = json.loads(result_file.read_text())
     expected = stored.pop("disagreement")
     expected_features = stored.pop("features")
-    expected_level = {method: {region: {k: scores.pop(k) for k in ("psnr_level_free",
-                                                                   "level_gain")}
+    expected_level = {method: {region: {k: scores.pop(k) for k in (*GAIN_MATCHED, *LEVEL_FREE)}
                                for region, scores in regions.items()}
                       for method, regions in stored["scores"].items()}
     result_file.unlink()  # a copy, not the finished run's file
@@ -159,7 +170,7 @@ def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_pa
     assert all(r["train_seconds"] == "" for r in rows if r["method"].startswith("zero_shot"))
     assert "| zero-shot (run) |" in (out / "table.md").read_text()
     assert summary["subjects"]["sub-02"]["disagreement"] == pytest.approx(expected)
-    for method, regions in expected_level.items():  # and the level-free figures it lacked
+    for method, regions in expected_level.items():  # and the level figures it lacked
         for region, level in regions.items():
             assert summary["subjects"]["sub-02"]["scores"][method][region] == \
                 pytest.approx(stored["scores"][method][region] | level)
@@ -174,7 +185,7 @@ def test_rerun_reuses_finished_folds_and_scores_a_zero_shot_run(finished, tmp_pa
         assert sub01[f"zero_shot_{check}"] == pytest.approx(sub01[check])
     table = (out / "table.md").read_text()
     assert "zero-shot disagreement" in table and "zero-shot features / threshold" in table
-    assert "zero-shot PSNR, level right (dB)" in table
+    assert "zero-shot PSNR, gain-matched (dB)" in table and "zero-shot PSNR (dB) / SSIM" in table
     assert "from the checkpoint and its cohort (trained before the check existed): " \
            "sub-02." in table
     # Another recipe is another fingerprint: its folds are trained, not reused.
@@ -195,16 +206,34 @@ def test_report_only_renders_the_summary_again(finished, tmp_path):
     summary = json.loads((done / "summary.json").read_text())
     for entry in summary["subjects"].values():
         del entry["features"]
-        for regions in entry["scores"].values():  # and before the level-free figures
+        for regions in entry["scores"].values():  # and before the level figures
             for scores in regions.values():
-                del scores["psnr_level_free"], scores["level_gain"]
+                for key in (*GAIN_MATCHED, *LEVEL_FREE):
+                    del scores[key]
     (out / "summary.json").write_text(json.dumps(summary))
     table = loo.rerender(out)
     assert "features / threshold" not in table and "disagreement / threshold" in table
-    assert "Level and contrast" not in table
+    assert "Gain-matched" not in table and "Level-free" not in table
+    assert table.startswith("| held-out subject | network PSNR (dB) / SSIM |")
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert rows and all(r["feature_figure"] == r["feature_warned"] == "" for r in rows)
-    assert all(r["psnr_level_free"] == r["level_gain"] == "" for r in rows)
+    assert all(r[k] == "" for r in rows for k in (*GAIN_MATCHED, *LEVEL_FREE))
+
+
+def test_report_only_reads_the_gain_matched_psnr_under_its_former_name(finished, tmp_path):
+    """Summaries written before the rename call the gain-matched PSNR psnr_level_free."""
+    _, done = finished
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = json.loads((done / "summary.json").read_text())
+    for entry in [*summary["subjects"].values(), {"scores": summary["mean"]}]:
+        for regions in entry["scores"].values():
+            for scores in regions.values():
+                scores["psnr_level_free"] = scores.pop("psnr_gain_matched")
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert loo.rerender(out) == (done / "table.md").read_text()
+    assert (out / "results.csv").read_text() == (done / "results.csv").read_text()
+    assert "psnr_level_free" not in (out / "summary.json").read_text()
 
 
 def _ball(shape, centre, radius) -> np.ndarray:
