@@ -306,6 +306,45 @@ def headroom(
     typer.echo(f"wrote {out}/summary.json, table.md ({summary['wall_seconds']:.0f} s)")
 
 
+@app.command("zero-shot")
+def zero_shot(
+    model: Annotated[str, typer.Option(help="ONNX model file (mri2mri-export's), or a "
+                                            "starter model's name (mri2mri-run "
+                                            "--list-models).", show_default=False)],
+    real: Annotated[Path, typer.Option(help="BIDS-like folder of real subjects with both "
+                                            "contrasts (at least 2), from scanners the model "
+                                            "never saw.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Output directory (summary.json, results.csv, "
+                                           "table.md).", show_default=False)],
+    source: Annotated[str, typer.Option(help="Source contrast (the model's input).")] = "T1w",
+    target: Annotated[str, typer.Option(help="Target contrast (the model's output; the "
+                                             "reverse pair works alike).")] = "T2w",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt, as "
+                                             "mri2mri-run.")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads of onnxruntime (0: the physical "
+                                              "cores).")] = 0,
+) -> None:
+    """Zero-shot synthesis on real scanners the model never saw, scored level-free (each
+    image z-scored over the brain): the model against the LUT fitted on the other real
+    subjects and the subject's own LUT (the per-intensity ceiling), with and without the
+    T2w-bright lesion, beside the model's out-of-distribution figures.
+
+    mri2mri-bench zero-shot --model MODEL.onnx --real DIR --out OUT [--source T2w --target
+    T1w]; docs/training.md, "Zero-shot on real scanners, level-free"."""
+    from mri2mri.runtime.core.errors import InputError
+
+    from .generalisation.zero_shot import zero_shot as measure
+
+    if threads < 0:
+        raise InputError(None, f"--threads must be at least 0 (got {threads})")
+    summary = measure(model, real, out, source=source, target=target, device=device,
+                      threads=threads,
+                      progress=lambda what: _err.print(what, markup=False, soft_wrap=True))
+    typer.echo((out / "table.md").read_text())
+    typer.echo(f"wrote {out}/summary.json, results.csv, table.md "
+               f"({summary['wall_seconds']:.0f} s)")
+
+
 @app.command("training-memory", context_settings={"allow_interspersed_args": False})
 def training_memory(
     label: Annotated[str, typer.Option(help="Name of this measurement in the results file.")],
