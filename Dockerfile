@@ -7,6 +7,7 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY runtime runtime
+COPY data data
 COPY train train
 COPY export export
 COPY demo demo

@@ -408,9 +408,9 @@ def training_loader(
     """The loader's overhead: slices/s fed by the slice-cache loader / fed from memory."""
     import json
 
+    from mri2mri.data.cohort import Cohort
     from mri2mri.runtime.core.atomic import check_output_path, write_json
     from mri2mri.runtime.core.errors import InputError
-    from mri2mri.train.cohort import Cohort
 
     Cohort.discover(data)
     check_output_path(json_path, overwrite=True)
@@ -453,9 +453,9 @@ def training_ddp(
     import json
     import subprocess
 
+    from mri2mri.data.cohort import Cohort
     from mri2mri.runtime.core.atomic import check_output_path, write_json
     from mri2mri.runtime.core.errors import InputError
-    from mri2mri.train.cohort import Cohort
 
     from .training.ddp import compare
 

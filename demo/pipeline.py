@@ -17,13 +17,13 @@ import nibabel as nib
 import numpy as np
 from rich.console import Console
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.core.atomic import atomic_path
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.core.progress import progress_bar
 from mri2mri.runtime.imaging.nifti import save_volume
 from mri2mri.runtime.imaging.orientation import to_canonical
 from mri2mri.runtime.imaging.preprocess import prepare_sources, prepare_target, restore_volume
-from mri2mri.train.cohort import Cohort
 
 if TYPE_CHECKING:
     from mri2mri.runtime.synthesis.synthesizer import Synthesizer
@@ -51,7 +51,7 @@ def write_figure(source: nib.Nifti1Image, truth: nib.Nifti1Image, synth: nib.Nif
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mri2mri.train.data.preview import orthogonal_views, view_aspects
+    from mri2mri.data.preview import orthogonal_views, view_aspects
 
     vols = [to_canonical(img, np.asarray(img.dataobj, np.float32)).data
             for img in (source, truth, synth)]
@@ -164,7 +164,7 @@ def _empty_out_dir(out: Path, overwrite: bool) -> Path:
 
 def _simulate(out: Path, subjects: int, seed: int, resolution: float,
               console: Console) -> Path:
-    from mri2mri.train.data.demo_cohort import generate_cohort
+    from mri2mri.data.simulate.demo_cohort import generate_cohort
 
     with progress_bar(console=console) as bar:
         task = bar.add_task("simulating subjects", total=subjects)

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six simulated subjects at 3 mm (T1w, T2w, PDw, DWI): fast, but real anatomy."""
-    from mri2mri.train.data.demo_cohort import generate_cohort
+    from mri2mri.data.simulate.demo_cohort import generate_cohort
 
     return generate_cohort(tmp_path_factory.mktemp("cohort") / "demo", subjects=6, seed=0,
                            resolution=3.0, jobs=2)

@@ -24,12 +24,12 @@ from onnx_fixtures import (
 )
 from test_bad_inputs import run_cli
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.imaging.preprocess import prepare_sources
 from mri2mri.runtime.imaging.slicing import SliceGeometry
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
 from mri2mri.runtime.synthesis.cli_run import expand_multi
 from mri2mri.runtime.synthesis.ood import combine_summaries, summarize_prepared
-from mri2mri.train.cohort import Cohort
 
 
 def _link(src: Path, dest: Path) -> None:

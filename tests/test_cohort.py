@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from mri2mri.data.cohort import Cohort, check_splits, make_splits, split_rule, split_sizes
 from mri2mri.runtime.core.errors import InputError
-from mri2mri.train.cohort import Cohort, check_splits, make_splits, split_rule, split_sizes
 
 
 def _touch_image(path: Path, shape=(4, 4, 4)) -> None:

@@ -12,10 +12,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from mri2mri.data.cohort import Cohort
+from mri2mri.data.simulate.demo_cohort import generate_cohort
 from mri2mri.runtime.imaging.normalize import foreground_mask
 from mri2mri.runtime.imaging.resample import resample_to
-from mri2mri.train.cohort import Cohort
-from mri2mri.train.data.demo_cohort import generate_cohort
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,7 +86,7 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path):
 
 def test_cli_preview_and_refusals(tmp_path: Path):
     out = tmp_path / "ds"
-    cmd = [sys.executable, "-m", "mri2mri.train.data.cli", "demo", str(out), "--subjects", "1",
+    cmd = [sys.executable, "-m", "mri2mri.data.cli", "demo", str(out), "--subjects", "1",
            "--resolution", "6", "--preview", "--jobs", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -106,7 +106,7 @@ def test_cli_preview_and_refusals(tmp_path: Path):
 
 @pytest.mark.parametrize("bad", [["--subjects", "0"], ["--resolution", "0.1"]])
 def test_cli_rejects_bad_parameters(tmp_path: Path, bad: list[str]):
-    done = subprocess.run([sys.executable, "-m", "mri2mri.train.data.cli", "demo",
+    done = subprocess.run([sys.executable, "-m", "mri2mri.data.cli", "demo",
                            str(tmp_path / "x"), *bad], capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.startswith("error:")
     assert not (tmp_path / "x").exists()
@@ -125,7 +125,7 @@ def head_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One subject with a head and the EPI read-out at 3 mm, made through the command."""
     from typer.testing import CliRunner
 
-    from mri2mri.train.data.cli import app
+    from mri2mri.data.cli import app
 
     out = tmp_path_factory.mktemp("head") / "ds"
     done = CliRunner().invoke(app, ["demo", str(out), "--subjects", "1", "--resolution", "3",
@@ -136,10 +136,10 @@ def head_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _head_fractions(img: nib.Nifti1Image) -> dict[str, np.ndarray]:
     """Subject 1's tissue fractions (seed 0, 3 mm, head) at every voxel of `img`."""
-    from mri2mri.train.data.demo_cohort import DemoConfig, load_template, subject_anatomy
-    from mri2mri.train.data.epi import EpiProtocol
-    from mri2mri.train.data.fields import grid_points
-    from mri2mri.train.data.head import HeadLayers
+    from mri2mri.data.simulate.demo_cohort import DemoConfig, load_template, subject_anatomy
+    from mri2mri.data.simulate.epi import EpiProtocol
+    from mri2mri.data.simulate.fields import grid_points
+    from mri2mri.data.simulate.head import HeadLayers
 
     cfg = DemoConfig(subjects=1, seed=0, resolution=3.0, head=HeadLayers(), epi=EpiProtocol())
     _, _, anatomy = subject_anatomy(load_template(cfg.head), cfg, 0)

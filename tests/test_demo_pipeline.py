@@ -8,8 +8,8 @@ import sys
 import nibabel as nib
 import numpy as np
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.demo import run_demo
-from mri2mri.train.cohort import Cohort
 
 
 def test_demo_end_to_end(tmp_path):

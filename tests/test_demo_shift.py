@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from mri2mri.data.cli import app
+from mri2mri.data.simulate.demo_cohort import _tissue_signals, generate_cohort
+from mri2mri.data.simulate.shift import AcquisitionShift
+from mri2mri.data.simulate.tissue import LITERATURE_1P5T
 from mri2mri.runtime.core.errors import InputError
-from mri2mri.train.data.cli import app
-from mri2mri.train.data.demo_cohort import _tissue_signals, generate_cohort
-from mri2mri.train.data.shift import AcquisitionShift
-from mri2mri.train.data.tissue import LITERATURE_1P5T
 
 
 def test_protocol_and_contrast_shifts_change_the_tissue_signals():

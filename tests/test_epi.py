@@ -13,12 +13,12 @@ import pytest
 from scipy import ndimage
 from typer.testing import CliRunner
 
+from mri2mri.data.cli import app
+from mri2mri.data.cohort import Cohort
+from mri2mri.data.simulate.epi import EpiProtocol, displace, kspace_window, pseudo_b0
+from mri2mri.data.simulate.pseudo_dwi import make_pseudo_dwi
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.resample import resample_to
-from mri2mri.train.cohort import Cohort
-from mri2mri.train.data.cli import app
-from mri2mri.train.data.epi import EpiProtocol, displace, kspace_window, pseudo_b0
-from mri2mri.train.data.pseudo_dwi import make_pseudo_dwi
 
 #: A small EPI (3 mm voxels, 40 x 40 x 24), no tilt, no noise, ghost or k-space window:
 #: what is left to test is one effect at a time.

@@ -16,17 +16,17 @@ import pytest
 import typer
 from scipy.spatial.transform import Rotation
 
+from mri2mri.data.cohort import Cohort
+from mri2mri.data.ixi.cli import ixi
+from mri2mri.data.ixi.dwi import assemble_dwi, read_table
+from mri2mri.data.ixi.importer import import_ixi
+from mri2mri.data.ixi.layout import ixi_split_sizes
+from mri2mri.data.ixi.names import parse_name
+from mri2mri.data.ixi.sources import index_source, read_image
 from mri2mri.runtime.core.cli_common import run_app
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.resample import same_grid
 from mri2mri.runtime.registration import with_settings
-from mri2mri.train.cohort import Cohort
-from mri2mri.train.data.ixi.cli import ixi
-from mri2mri.train.data.ixi.dwi import assemble_dwi, read_table
-from mri2mri.train.data.ixi.importer import import_ixi
-from mri2mri.train.data.ixi.layout import ixi_split_sizes
-from mri2mri.train.data.ixi.names import parse_name
-from mri2mri.train.data.ixi.sources import index_source, read_image
 
 #: Real IXI diffusion data in the repository: a crop of one subject (see its README).
 IXI_DTI_CROP = Path(__file__).parent / "data" / "ixi-dti-crop"

@@ -9,7 +9,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 #: Folders whose modules the layout names one by one.
 NAMED = ("runtime", "runtime/core", "runtime/imaging", "runtime/engine", "runtime/synthesis",
-         "runtime/bids", "runtime/registration", "runtime/qc", "train", "benchmarks/registration")
+         "runtime/bids", "runtime/registration", "runtime/qc", "data", "data/simulate", "train",
+         "benchmarks/registration")
 #: The runtime's entry points: every runtime module must serve one of them.
 RUNTIME_ENTRIES = ("mri2mri.runtime.synthesis.cli_run", "mri2mri.runtime.registration.cli")
 
@@ -25,14 +26,15 @@ def test_readme_layout_matches_the_tree() -> None:
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", block))
     folders = set(re.findall(r"^\s*([\w/-]+/)", block, flags=re.MULTILINE))
     for folder in ("runtime/", "core/", "imaging/", "engine/", "synthesis/", "bids/", "qc/",
-                   "registration/", "train/", "data/", "export/", "demo/", "benchmarks/",
+                   "registration/", "data/", "simulate/", "ixi/", "train/", "export/", "demo/",
+                   "benchmarks/",
                    "perf/", "tests/"):
         assert folder in folders, f"{folder} missing from the README layout"
     for package in NAMED:
         for module in sorted((REPO / package).glob("*.py")):
             if module.stem != "__init__":
                 assert module.stem in words, f"{package}/{module.name} missing from the layout"
-    for folder in (*NAMED, "train/data", "export", "demo", "benchmarks/perf",
+    for folder in (*NAMED, "data/ixi", "export", "demo", "benchmarks/perf",
                    "tests/benchmarks", "tests/data/ixi-dti-crop"):
         assert (REPO / folder).is_dir(), f"the layout names {folder}, which does not exist"
 
@@ -102,3 +104,30 @@ def test_no_product_function_is_longer_than_the_limit() -> None:
                     if lines > MAX_FUNCTION_LINES:
                         long.append(f"{path.relative_to(REPO)}:{node.name} ({lines} lines)")
     assert not long, f"functions longer than {MAX_FUNCTION_LINES} lines: {long}"
+
+
+#: The rooms from the bottom up: each may import only itself and the rooms before it.
+ROOMS = ("runtime", "data", "train", "export")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every absolute mri2mri module named in `path`'s imports, lazy ones included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module)
+    return {m for m in found if m.startswith("mri2mri.")}
+
+
+def test_no_room_imports_a_room_above_it() -> None:
+    """runtime <- data <- train <- export: never crossed upward, not even lazily."""
+    upward = []
+    for rank, room in enumerate(ROOMS):
+        above = ROOMS[rank + 1:] + ("demo", "benchmarks")
+        for path in (REPO / room).rglob("*.py"):
+            for module in _imported_modules(path):
+                if module.split(".")[1] in above:
+                    upward.append(f"{path.relative_to(REPO)} imports {module}")
+    assert not upward, f"imports that cross a layer upward: {upward}"

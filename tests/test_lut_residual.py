@@ -14,9 +14,9 @@ from test_train_cohort import (  # noqa: E402
     tiny_cohort_dir,
 )
 
+from mri2mri.data.cohort import Cohort  # noqa: E402
 from mri2mri.runtime.imaging.slicing import stack_context  # noqa: E402
 from mri2mri.train.baseline import IntensityLUT  # noqa: E402
-from mri2mri.train.cohort import Cohort  # noqa: E402
 from mri2mri.train.model import UNetConfig, build_model  # noqa: E402
 
 _RUNS: dict[str, object] = {}

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from mri2mri.benchmarks.ood.threshold import ct_like, heavy_bias
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.imaging.preprocess import prepare_sources
 from mri2mri.runtime.imaging.slicing import SliceGeometry
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
 from mri2mri.runtime.synthesis.ood import assess, combine_summaries, hellinger, summarize_prepared
-from mri2mri.train.cohort import Cohort
 
 
 def _summary(img: nib.Nifti1Image) -> dict:

@@ -216,9 +216,9 @@ def test_training_records_the_reference_that_the_runtime_reproduces(tmp_path_fac
     to the same subject and weights, gives the same numbers; export keeps them."""
     from test_train_cohort import tiny_run
 
+    from mri2mri.data.cohort import Cohort
     from mri2mri.export.onnx_export import export_metadata
     from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
-    from mri2mri.train.cohort import Cohort
     from mri2mri.train.inference import model_from_checkpoint, predict_slices
 
     result = tiny_run(tmp_path_factory)

@@ -245,7 +245,7 @@ def trained(tmp_path_factory):
 
 
 def _cohort(run):
-    from mri2mri.train.cohort import Cohort
+    from mri2mri.data.cohort import Cohort
 
     return Cohort.discover(json.loads((run.out_dir / "config.json").read_text())["data"])
 

@@ -1,11 +1,11 @@
-"""The one orthogonal-view helper (train/data/preview.py), shared by previews, QC and the demo."""
+"""The one orthogonal-view helper (data/preview.py), shared by previews, QC and the demo."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mri2mri.train.data.preview import orthogonal_views, view_aspects
+from mri2mri.data.preview import orthogonal_views, view_aspects
 
 
 def test_views_pass_through_the_centre_and_face_up() -> None:

@@ -17,6 +17,7 @@ from mri2mri.benchmarks.registration.motion import (
     rigid_matrix,
     shift_header,
 )
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.nifti import image_like
 from mri2mri.runtime.imaging.resample import resample_to
@@ -28,7 +29,6 @@ from mri2mri.runtime.registration.io import (
     parse_itk,
     save_matrix,
 )
-from mri2mri.train.cohort import Cohort
 
 MOTION_ANGLES = (0.05, -0.04, 0.06)  # rad, about 3 degrees each
 MOTION_SHIFT = (3.0, -2.5, 2.0)  # mm

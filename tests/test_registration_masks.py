@@ -16,6 +16,7 @@ from onnx_fixtures import (
 
 from mri2mri.benchmarks.registration.metrics import parameter_errors
 from mri2mri.benchmarks.registration.motion import apply_motion, foreground_centre, rigid_matrix
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.nifti import image_like
 from mri2mri.runtime.imaging.normalize import foreground_mask
@@ -25,7 +26,6 @@ from mri2mri.runtime.registration.grids import Grid
 from mri2mri.runtime.registration.io import load_transform
 from mri2mri.runtime.registration.masks import brain_mask, check_mask, load_mask
 from mri2mri.runtime.registration.via import register_files
-from mri2mri.train.cohort import Cohort
 
 
 @pytest.fixture(scope="module")

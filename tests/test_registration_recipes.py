@@ -14,11 +14,11 @@ from onnx_fixtures import (
     collect_sessions,  # noqa: F401 - autouse: frees sessions
 )
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.metadata import ModelMetadata, Normalisation
 from mri2mri.runtime.registration import recipes
 from mri2mri.runtime.registration.cli import app
 from mri2mri.runtime.registration.recipes import RecipeRule, lookup, via_recipe_warning
-from mri2mri.train.cohort import Cohort
 
 PLAIN = {"augment": {"flip": 0.0, "randomize": 0.0}, "context": 0, "data": "demo-seed5"}
 ROBUST = {"augment": {"flip": 0.5, "randomize": 0.7}, "context": 1, "data": "demo-seed5"}

@@ -15,6 +15,7 @@ import numpy as np
 
 from mri2mri.benchmarks.registration.metrics import parameter_errors
 from mri2mri.benchmarks.registration.motion import apply_motion, foreground_centre, rigid_matrix
+from mri2mri.data.cohort import Cohort
 from mri2mri.export.onnx_export import export_checkpoint
 from mri2mri.runtime.core.cli_common import run_app
 from mri2mri.runtime.imaging.normalize import foreground_mask
@@ -22,7 +23,6 @@ from mri2mri.runtime.imaging.resample import resample_to
 from mri2mri.runtime.registration.cli import app
 from mri2mri.runtime.registration.io import load_transform
 from mri2mri.train.checkpoint import load_checkpoint
-from mri2mri.train.cohort import Cohort
 from mri2mri.train.trainer import TrainConfig, train
 
 

@@ -7,11 +7,11 @@ import numpy as np
 from cli_helpers import exit_code
 from test_train_cohort import tiny_cohort_dir, tiny_run
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.export.onnx_export import export_checkpoint
 from mri2mri.runtime.imaging.preprocess import prepare_sources
 from mri2mri.runtime.synthesis.cli_run import app
 from mri2mri.runtime.synthesis.synthesizer import Synthesizer
-from mri2mri.train.cohort import Cohort
 from mri2mri.train.inference import (
     model_from_checkpoint,
     predict_slices,

@@ -109,7 +109,7 @@ import mri2mri.runtime
 for info in pkgutil.walk_packages(mri2mri.runtime.__path__, "mri2mri.runtime."):
     importlib.import_module(info.name)
 from mri2mri.runtime.core.cli_common import run_app
-from mri2mri.train.data.cli import app
+from mri2mri.data.cli import app
 try:
     run_app(app, ["ixi", "--help"])
 except SystemExit as exc:
@@ -133,7 +133,7 @@ def test_ixi_import_runs_without_torch(tmp_path: Path) -> None:
     """A real DTI import (the shipped crop) with torch blocked."""
     script = BLOCK.format(names=["torch"]) + """
 from mri2mri.runtime.core.cli_common import run_app
-from mri2mri.train.data.cli import app
+from mri2mri.data.cli import app
 try:
     run_app(app, sys.argv[1:])
 except SystemExit as exc:

@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 from test_train_cohort import tiny_cohort_dir
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.train.checkpoint import load_checkpoint
-from mri2mri.train.cohort import Cohort
 
 RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "loss.png", "config.json", "cache"}
 

@@ -11,6 +11,7 @@ from cli_helpers import exit_code
 from test_train_cohort import TINY, assert_resume_matches, tiny_cohort_dir
 from typer.testing import CliRunner
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.export.onnx_export import export_checkpoint
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.preprocess import prepare_sources
@@ -19,7 +20,6 @@ from mri2mri.runtime.synthesis.cli_run import app as run_cli
 from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 from mri2mri.train import cli_train
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
-from mri2mri.train.cohort import Cohort
 from mri2mri.train.inference import model_from_checkpoint, predict_slices
 from mri2mri.train.trainer import TrainConfig, train
 from mri2mri.train.validation import SubsetValidation

@@ -19,9 +19,9 @@ from test_train_cohort import (  # noqa: E402
     tiny_cohort_dir,
 )
 
+from mri2mri.data.cohort import Cohort  # noqa: E402
 from mri2mri.runtime.core.errors import InputError  # noqa: E402
 from mri2mri.train import prior  # noqa: E402
-from mri2mri.train.cohort import Cohort  # noqa: E402
 
 _RUNS: dict[str, object] = {}
 
@@ -146,7 +146,7 @@ def test_a_broken_simulation_names_the_folder(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise InputError(None, "nilearn is not installed")
 
-    monkeypatch.setattr("mri2mri.train.data.demo_cohort.generate_cohort", fail)
+    monkeypatch.setattr("mri2mri.data.simulate.demo_cohort.generate_cohort", fail)
     with pytest.raises(InputError, match="simulated-2mm-1-seed.*could not simulate"):
         prior.prior_subjects(1, 0, 2.0, tmp_path, Console(quiet=True))
 

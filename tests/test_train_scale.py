@@ -10,13 +10,13 @@ import pytest
 import torch
 from test_train_cohort import TINY, tiny_cohort_dir
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.slicing import SliceGeometry, stack_context
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.train.baseline import IntensityLUT, LUTStats
 from mri2mri.train.cache import CacheSpec, NotCached, SliceCache
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
-from mri2mri.train.cohort import Cohort
 from mri2mri.train.dataset import CachedSlices, EpochSampler, epoch_order
 from mri2mri.train.inference import synthesize_with_checkpoint
 from mri2mri.train.prepare import MIN_FOREGROUND, load_subject

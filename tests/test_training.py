@@ -11,12 +11,12 @@ import pytest
 from test_train_cohort import TINY, assert_resume_matches, tiny_cohort_dir, tiny_run
 from typer.testing import CliRunner
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.preprocess import prepare_sources, prepare_target
 from mri2mri.train import cli_train
 from mri2mri.train.baseline import IntensityLUT
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
-from mri2mri.train.cohort import Cohort
 from mri2mri.train.inference import synthesize_with_checkpoint
 from mri2mri.train.trainer import BestEpoch, TrainConfig, train
 

@@ -5,5 +5,5 @@ The loop (`trainer`, `cli_train`, `distributed` for torchrun), the network
 `cache` it on disk, `dataset` reads it memory-mapped), `validation`,
 checkpoints, the look-up-table baseline and the metrics. Importing this package does not
 import torch; the modules that need it do. Cohort preparation lives in
-`mri2mri.train.data` and needs no torch at all.
+`mri2mri.data` (no torch), which this package builds on.
 """

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from mri2mri.data.cohort import Subject
 from mri2mri.runtime import __version__
 from mri2mri.runtime.core.atomic import write_json
 from mri2mri.runtime.core.errors import InputError
@@ -43,7 +44,6 @@ from mri2mri.runtime.core.parallel import process_pool
 from mri2mri.runtime.imaging.slicing import SliceGeometry
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.runtime.synthesis.ood import summarize_prepared
-from mri2mri.train.cohort import Subject
 
 from .baseline import LUTStats
 from .prepare import MIN_FOREGROUND, load_subject

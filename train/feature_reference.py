@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.preprocess import PreparedSources, prepare_sources
 from mri2mri.runtime.synthesis import features
 from mri2mri.runtime.synthesis.disagreement import checked_slices
-from mri2mri.train.cohort import Cohort
 
 from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from .dataset import context_stacks

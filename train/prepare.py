@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
+from mri2mri.data.cohort import Subject
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.preprocess import PreparedSources, prepare_sources, prepare_target
 from mri2mri.runtime.imaging.resample import resample_to
 from mri2mri.runtime.imaging.slicing import SliceGeometry, to_slices
 from mri2mri.runtime.metadata import Normalisation
-from mri2mri.train.cohort import Subject
 
 #: A slice is used for training when at least this fraction of its pixels is foreground.
 MIN_FOREGROUND = 0.02

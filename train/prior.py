@@ -26,8 +26,8 @@ import nibabel as nib
 import numpy as np
 from rich.console import Console
 
+from mri2mri.data.cohort import Cohort, Subject
 from mri2mri.runtime.core.errors import InputError
-from mri2mri.train.cohort import Cohort, Subject
 
 #: The contrasts the simulator images (anatomical, and b0 from its DWI).
 SIMULATED_CONTRASTS = frozenset({"T1w", "T2w", "PDw", "b0"})
@@ -55,7 +55,7 @@ def prior_subjects(count: int, seed: int, resolution: float, root: Path,
                    jobs: int = 1) -> list[Subject]:
     """`count` simulated subjects at `resolution` mm with (at least) `contrasts`, generated
     under `root` if missing: only the images the task needs, `jobs` at a time."""
-    from mri2mri.train.data.demo_cohort import generate_cohort
+    from mri2mri.data.simulate.demo_cohort import generate_cohort
 
     images = sorted({"dwi" if c == "b0" else c for c in contrasts})
     folder = root / (f"simulated-{resolution:g}mm-{count}-seed{PRIOR_SEED + seed}-"

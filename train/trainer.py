@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from mri2mri.data.cohort import Cohort, Subject
 from mri2mri.runtime import __version__
 from mri2mri.runtime.bids.names import dataset_name
 from mri2mri.runtime.core.atomic import atomic_path, write_json
@@ -43,7 +44,6 @@ from mri2mri.runtime.synthesis import features
 from mri2mri.runtime.synthesis.disagreement import KEY as DISAGREEMENT
 from mri2mri.runtime.synthesis.disagreement import reference
 from mri2mri.runtime.synthesis.ood import combine_summaries
-from mri2mri.train.cohort import Cohort, Subject
 
 from . import distributed
 from . import prior as simulated

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mri2mri.data.cohort import Subject
 from mri2mri.runtime.imaging.preprocess import restore_volume
 from mri2mri.runtime.imaging.slicing import SliceGeometry, stack_context
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.runtime.synthesis import features
 from mri2mri.runtime.synthesis.disagreement import Predict, chosen_slices, measure
-from mri2mri.train.cohort import Subject
 
 from .baseline import IntensityLUT
 from .cache import CachedSubject

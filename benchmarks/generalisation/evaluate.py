@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mri2mri.data.cohort import Cohort, Subject
 from mri2mri.runtime.core.atomic import atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.preprocess import restore_volume
@@ -26,7 +27,6 @@ from mri2mri.runtime.imaging.slicing import stack_context
 from mri2mri.runtime.metadata import ModelMetadata
 from mri2mri.train.baseline import IntensityLUT
 from mri2mri.train.checkpoint import load_checkpoint
-from mri2mri.train.cohort import Cohort, Subject
 from mri2mri.train.inference import model_from_checkpoint, predict_slices
 from mri2mri.train.metrics import volume_metrics
 from mri2mri.train.model import UNet

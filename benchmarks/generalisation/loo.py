@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from mri2mri.data.cohort import Cohort, Subject
 from mri2mri.runtime import __version__
 from mri2mri.runtime.bids.names import dataset_description, dataset_name, generated_by
 from mri2mri.runtime.core.atomic import atomic_dir, atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
-from mri2mri.train.cohort import Cohort, Subject
 from mri2mri.train.metrics import (
     GAIN_MATCHED,
     LEVEL_FREE,

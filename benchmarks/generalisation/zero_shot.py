@@ -33,6 +33,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from mri2mri.data.cohort import Cohort, Subject
 from mri2mri.runtime import __version__
 from mri2mri.runtime.bids.names import dataset_name
 from mri2mri.runtime.core.atomic import atomic_path, write_json
@@ -41,7 +42,6 @@ from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.imaging.resample import resample_to, same_grid
 from mri2mri.runtime.synthesis.ood_checks import OodChecks
 from mri2mri.runtime.synthesis.synthesizer import Synthesizer
-from mri2mri.train.cohort import Cohort, Subject
 from mri2mri.train.metrics import LEVEL_FREE, level_free_region
 
 from . import level_free

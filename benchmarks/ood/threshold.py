@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.imaging.normalize import foreground_mask
 from mri2mri.runtime.imaging.preprocess import prepare_sources
 from mri2mri.runtime.imaging.slicing import SliceGeometry
@@ -30,7 +31,6 @@ from mri2mri.runtime.synthesis.ood import (
     combine_summaries,
     summarize_prepared,
 )
-from mri2mri.train.cohort import Cohort
 
 
 def summary(img: nib.Nifti1Image) -> dict:

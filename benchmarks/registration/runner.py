@@ -26,13 +26,13 @@ from mri2mri.benchmarks.registration.motion import (
     foreground_centre,
     sample_motion,
 )
+from mri2mri.data.cohort import Cohort, Subject
 from mri2mri.runtime.core.atomic import write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.core.parallel import process_pool
 from mri2mri.runtime.engine.devices import check_device
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.registration import get_settings
-from mri2mri.train.cohort import Cohort, Subject
 
 from .ants_baseline import available as ants_available
 from .methods import ANTS, DIRECT, MASKS, VIA, Ants, DipyDirect, DipyVia

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.train.cache import CacheSpec, SliceCache
-from mri2mri.train.cohort import Cohort
 from mri2mri.train.dataset import CachedSlices, EpochSampler
 from mri2mri.train.trainer import (
     TrainConfig,

@@ -1,6 +1,6 @@
 """Find what a model can be run on in a BIDS dataset: one unit per subject, session and run.
 
-Unlike `mri2mri.train.cohort` (one image per contrast and subject, for
+Unlike `mri2mri.data.cohort` (one image per contrast and subject, for
 training), this keeps every acquisition: ``sub-01_ses-2_run-1_T1w`` and
 ``..._run-2_T1w`` are two units, and the output name carries their entities.
 For a several-source model, the other sources are paired with the first one by

@@ -10,8 +10,8 @@ from cli_helpers import exit_code
 from typer.testing import CliRunner
 
 from mri2mri.benchmarks.cli import app
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.synthesis.ood import DISTANCE_THRESHOLD
-from mri2mri.train.cohort import Cohort
 
 CASES = ["held-out T1w", "T2w as T1w", "PDw as T1w", "CT-like", "bias x0.2-x5", "bias x0.33-x3"]
 

@@ -39,9 +39,9 @@ from mri2mri.benchmarks.registration.protocols import (
 )
 from mri2mri.benchmarks.registration.runner import BenchmarkConfig, run_benchmark
 from mri2mri.benchmarks.registration.stats import compare
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.registration import Registration
 from mri2mri.runtime.registration.io import save_itk
-from mri2mri.train.cohort import Cohort
 
 CENTRE = np.array([5.0, -10.0, 20.0])
 

@@ -17,9 +17,9 @@ from mri2mri.benchmarks.generalisation import loo
 from mri2mri.benchmarks.generalisation.lesion import bright_lesion_mask, volume_ml
 from mri2mri.benchmarks.generalisation.overrides import parse_overrides
 from mri2mri.benchmarks.generalisation.report import loo_table
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
-from mri2mri.train.cohort import Cohort
 from mri2mri.train.metrics import GAIN_MATCHED, LEVEL_FREE
 
 #: A recipe of about a second per fold on the tiny cohort.

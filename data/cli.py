@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from mri2mri.data.ixi.cli import ixi
 from mri2mri.runtime.core.cli_common import run_app
-from mri2mri.train.data.ixi.cli import ixi
 
 app = typer.Typer(help="Prepare BIDS datasets for mri2mri: the offline demo cohort, IXI, or "
                        "pseudo-DWIs from real T1w/T2w pairs.",
@@ -48,8 +48,8 @@ def demo(
     from mri2mri.runtime.core.errors import InputError
     from mri2mri.runtime.core.progress import progress_bar
 
-    from .demo_cohort import generate_cohort
-    from .shift import AcquisitionShift
+    from .simulate.demo_cohort import generate_cohort
+    from .simulate.shift import AcquisitionShift
 
     try:
         scanner = AcquisitionShift.parse(shift or [])
@@ -80,7 +80,7 @@ def pseudo_dwi(
     """Real T1w plus a b=0 EPI simulated from each subject's real T2w (same world space)."""
     from mri2mri.runtime.core.progress import progress_bar
 
-    from .pseudo_dwi import describe, make_pseudo_dwi
+    from .simulate.pseudo_dwi import describe, make_pseudo_dwi
 
     with progress_bar() as bar:
         task = bar.add_task("simulating b=0 EPIs", total=None)

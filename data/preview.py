@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.core.atomic import atomic_path
 from mri2mri.runtime.imaging.orientation import to_canonical
 from mri2mri.runtime.qc.figures import orthogonal_views, view_aspects
-from mri2mri.train.cohort import Cohort
 
 __all__ = ["PREVIEW_CONTRASTS", "orthogonal_views", "view_aspects", "write_preview"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mri2mri.data.cohort import SPLIT_FILE, make_splits
 from mri2mri.runtime.bids.names import dataset_description, generated_by
 from mri2mri.runtime.bids.names import write_dataset_files as write_bids_files
 from mri2mri.runtime.core.atomic import atomic_path, write_json
-from mri2mri.train.cohort import SPLIT_FILE, make_splits
 
 MARKER = ".ixi-import.json"
 QC_DIR = "qc"

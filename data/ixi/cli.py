@@ -1,4 +1,4 @@
-"""`mri2mri-data ixi`: a thin typer layer over `mri2mri.train.data.ixi.importer.import_ixi`.
+"""`mri2mri-data ixi`: a thin typer layer over `mri2mri.data.ixi.importer.import_ixi`.
 
 Only typer is imported at module level: the lead's `mri2mri-data` app imports this
 for its command table, and `--help` must stay fast.

@@ -4,7 +4,7 @@ Anatomy comes from the real MNI152 2009c template's grey- and white-matter
 probability maps that nilearn ships (CSF = brain mask minus GM minus WM).
 Each subject gets a random smooth nonlinear deformation plus a small global
 affine of that anatomy and its own tissue parameters (literature 1.5 T values
-±10 %, see `mri2mri.train.data.tissue`). Images are computed with the signal
+±10 %, see `mri2mri.data.simulate.tissue`). Images are computed with the signal
 equations of the IXI protocols, each with its own smooth multiplicative bias
 field and Rician noise, and written as a BIDS dataset.
 
@@ -20,9 +20,9 @@ and about half that over the temporal poles, with the matching intensity
 pile-up (Jacobian), 2 b=0 and 6 b=1000 s/mm² volumes (isotropic diffusion).
 
 Options: `head` (``--head``) lays CSF, skull, scalp muscle, fat and skin around
-the brain (`mri2mri.train.data.head`, tissues in `mri2mri.train.data.tissue`);
+the brain (`mri2mri.data.simulate.head`, tissues in `mri2mri.data.simulate.tissue`);
 `epi` (``--epi``) reads the DWI out with a single-shot spin-echo EPI model
-(`mri2mri.train.data.epi`: off-resonance in Hz x readout time, k-space window,
+(`mri2mri.data.simulate.epi`: off-resonance in Hz x readout time, k-space window,
 Nyquist ghost, Rician noise at a measured SNR) instead of the plain model above.
 Both draw from their own random streams; without them the files are the same as
 before they existed.
@@ -31,7 +31,7 @@ Honest limits: no vessels, so no MRA/angio contrast; no skull, scalp or eyes
 without `head` (the template is brain-extracted), so background is pure noise;
 no face, eyes or neck with it; diffusion is isotropic (mean diffusivity only);
 no motion; ghosting and k-space truncation only with `epi`; the T1w inversion
-prepulse is an assumption (see `mri2mri.train.data.tissue`).
+prepulse is an assumption (see `mri2mri.data.simulate.tissue`).
 All images of a subject share one world space: the anatomical contrasts are
 on one grid, the DWI on its own, and their affines place them correctly.
 """
@@ -104,11 +104,11 @@ class DemoConfig:
     epi_peak_displacement_mm: tuple[float, float] = (3.0, 6.0)
     dwi_tilt_deg: tuple[float, float] = (4.0, 9.0)
     bvalues: tuple[float, ...] = (0.0, 0.0) + (1000.0,) * 6
-    #: A simulated other scanner (see `mri2mri.train.data.shift`); None: the IXI protocols.
+    #: A simulated other scanner (see `mri2mri.data.simulate.shift`); None: the IXI protocols.
     shift: AcquisitionShift | None = None
-    #: A head around the brain (see `mri2mri.train.data.head`); None: brain only.
+    #: A head around the brain (see `mri2mri.data.simulate.head`); None: brain only.
     head: HeadLayers | None = None
-    #: The EPI read-out of the DWI (see `mri2mri.train.data.epi`); None: the plain model.
+    #: The EPI read-out of the DWI (see `mri2mri.data.simulate.epi`); None: the plain model.
     epi: EpiProtocol | None = None
     #: Only these images (of T1w, T2w, PDw, dwi); None: all. Fewer is faster (the
     #: simulated prior of `mri2mri.train.prior` makes only what its task needs); the
@@ -357,7 +357,7 @@ def _epi_protocol(cfg: DemoConfig) -> EpiProtocol:
 def _epi_dwi(template: Template, cfg: DemoConfig, index: int, anatomy: _Anatomy,
              tissues: dict[str, Tissue], rng: np.random.Generator
              ) -> tuple[nib.Nifti1Image, dict]:
-    """The DWI read out by a single-shot spin-echo EPI (`mri2mri.train.data.epi`).
+    """The DWI read out by a single-shot spin-echo EPI (`mri2mri.data.simulate.epi`).
 
     Tissue fractions are sampled on a grid finer along PE and through the slab,
     each map is displaced along PE by off-resonance x readout time and summed into
@@ -486,11 +486,11 @@ Not BIDS, listed in .bidsignore: `{PREVIEW_FILE}` (one subject's contrasts).
 """
 README_HEAD = """
 With `--head`: CSF, skull, scalp muscle, fat and skin shells around the brain
-(`mri2mri.train.data.head`); fat is bright on T1w and suppressed on the DWI.
+(`mri2mri.data.simulate.head`); fat is bright on T1w and suppressed on the DWI.
 """
 README_EPI = """
 With `--epi`: the DWI is read out by a simulated single-shot spin-echo EPI
-(`mri2mri.train.data.epi`): off-resonance distortion along the phase-encoding
+(`mri2mri.data.simulate.epi`): off-resonance distortion along the phase-encoding
 axis with pile-up, IXI-like k-space coverage, a Nyquist ghost and Rician noise.
 """
 
@@ -524,7 +524,7 @@ def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
         ReferencesAndLinks=[
             "Fonov VS et al., NeuroImage 2011;54:313-327 and NeuroImage 2009;47:S102 "
             "(MNI ICBM152 2009 template, via nilearn)",
-            "Tissue parameters and sequence models: see mri2mri.train.data.tissue",
+            "Tissue parameters and sequence models: see mri2mri.data.simulate.tissue",
         ],
         SimulatedPhantom=True, SimulationParameters=simulation,
         Limits=limits,
@@ -540,9 +540,9 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
     """Write a simulated BIDS cohort to `out_dir`; deterministic for a seed.
 
     `shift` images the same subjects (same seed: same anatomy and noise draws) with
-    another simulated scanner's acquisition (see `mri2mri.train.data.shift`).
-    `head` adds skull and scalp around the brain (`mri2mri.train.data.head`), `epi`
-    reads the DWI out with the EPI model of `mri2mri.train.data.epi`; `contrasts`
+    another simulated scanner's acquisition (see `mri2mri.data.simulate.shift`).
+    `head` adds skull and scalp around the brain (`mri2mri.data.simulate.head`), `epi`
+    reads the DWI out with the EPI model of `mri2mri.data.simulate.epi`; `contrasts`
     (of T1w, T2w, PDw, dwi) makes only those images.
 
     The dataset is built in a temporary sibling folder and renamed into place,

@@ -1,13 +1,13 @@
 """Pseudo-DWI cohorts from real T1w/T2w pairs: the T1w as it is, a b=0 EPI made from the T2w.
 
 A b=0 image is a T2-weighted spin echo read out by EPI, so a real T2w passed
-through the EPI model (`mri2mri.train.data.epi.pseudo_b0`) gives a b=0 with real
+through the EPI model (`mri2mri.data.simulate.epi.pseudo_b0`) gives a b=0 with real
 anatomy and contrast and simulated EPI geometry, noise and ghosting. The DWI
 lies in the T2w's world space, so the unmoved T1w/b=0 pair is aligned up to the
 EPI distortion (and the T1w/T2w co-registration of the source), which is what the
 registration benchmark's known-truth protocol assumes.
 
-Only b=0 volumes are written (their mean is what `mri2mri.train.cohort` reads as
+Only b=0 volumes are written (their mean is what `mri2mri.data.cohort` reads as
 ``b0``); no diffusion-weighted volume is made.
 """
 
@@ -40,7 +40,7 @@ README = """# mri2mri pseudo-DWI cohort
 
 Written by `mri2mri-data pseudo-dwi`: each subject's real T1w, copied unchanged,
 and a DWI whose b=0 volumes were simulated from the subject's real T2w by the EPI
-model of `mri2mri.train.data.epi` (distortion along the phase-encoding axis,
+model of `mri2mri.data.simulate.epi` (distortion along the phase-encoding axis,
 IXI-like grid and k-space coverage, Nyquist ghost, Rician noise). The DWI is in
 the T2w's world space. `dataset_description.json` holds every parameter. The
 source images keep their own licence: see the source dataset.
@@ -49,7 +49,7 @@ source images keep their own licence: see the source dataset.
 
 def _pairs(root: Path) -> list[tuple[str, Path, Path]]:
     """(subject, T1w, T2w) of every subject that has both."""
-    from mri2mri.train.cohort import Cohort
+    from mri2mri.data.cohort import Cohort
 
     found = []
     for sub in Cohort.discover(root).subjects:
