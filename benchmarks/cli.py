@@ -419,7 +419,7 @@ def training_loader(
     if min(batch, steps, repeats) < 1:
         raise InputError(None, "--batch, --steps and --repeats must be at least 1")
 
-    from mri2mri.train.trainer import resolve_device
+    from mri2mri.train.config import resolve_device
 
     from .training.loader import compare
 

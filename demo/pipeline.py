@@ -224,7 +224,8 @@ def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution:
     """
     from mri2mri.export.onnx_export import export_checkpoint
     from mri2mri.train.checkpoint import load_checkpoint
-    from mri2mri.train.trainer import TrainConfig, train
+    from mri2mri.train.config import TrainConfig
+    from mri2mri.train.trainer import train
 
     console = console or Console(stderr=True)
     out = _empty_out_dir(Path(out_dir), overwrite)

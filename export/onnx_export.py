@@ -29,7 +29,7 @@ from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.engine.devices import CHECK_DEVICES, check_device
 from mri2mri.runtime.metadata import ModelMetadata
 from mri2mri.runtime.synthesis.features import OUTPUT_NAME as FEATURES_NAME
-from mri2mri.train.checkpoint import load_checkpoint
+from mri2mri.train.checkpoint import Checkpoint, as_checkpoint, read_checkpoint
 from mri2mri.train.inference import model_from_checkpoint
 from mri2mri.train.model import UNet
 
@@ -60,12 +60,14 @@ class ExportReport:
     feature_diff: float = 0.0
 
 
-def export_metadata(state: dict[str, Any], checkpoint: Path, opset: int, fp16: bool
-                    ) -> ModelMetadata:
-    """The checkpoint's metadata plus provenance: best validation metrics, export settings."""
-    meta = ModelMetadata.from_json(state["metadata"], str(checkpoint))
+def export_metadata(state: Checkpoint | dict[str, Any], checkpoint: Path, opset: int,
+                    fp16: bool) -> ModelMetadata:
+    """The checkpoint's metadata plus provenance: best validation metrics (a run's
+    checkpoint), export settings."""
+    state = as_checkpoint(state, checkpoint)
+    meta = state.model_metadata(checkpoint)
     training = dict(meta.training)
-    best = state.get("best") or {}
+    best = state.run.best if state.run is not None else {}
     if best:
         training["best_epoch"] = best.get("epoch")
         training["validation"] = {**training.get("validation", {}),
@@ -133,8 +135,8 @@ def _max_diff(got: np.ndarray | None, expected: np.ndarray, scale: bool = False)
     return diff / max(1.0, float(np.max(np.abs(expected)))) if scale else diff
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OPSET,
-                      fp16: bool = False, *, overwrite: bool = False,
+def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int = DEFAULT_OPSET,
+                      fp16: bool = False, overwrite: bool = False,
                       check_on: str = "cpu") -> ExportReport:
     """Export a training checkpoint to ONNX with metadata; keep it only if parity holds.
 
@@ -146,11 +148,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
     if opset < MIN_OPSET:
         raise InputError(None, f"opset {opset} is too old; use {MIN_OPSET} or newer")
     check_output_path(out, overwrite=overwrite)
-    state = load_checkpoint(checkpoint)
+    state = read_checkpoint(checkpoint)
     model, _ = model_from_checkpoint(state)
-    if "parity_slices" not in state:
+    if state.parity_slices is None:
         raise InputError(checkpoint, "checkpoint has no validation slices for the parity check")
-    slices = state["parity_slices"].float().numpy()
+    slices = state.parity_slices.float().numpy()
     meta = export_metadata(state, checkpoint, opset, fp16)
     with torch.no_grad():
         expected, expected_maps = (t.numpy() for t in

@@ -29,7 +29,8 @@ def _config(tmp_path_factory, name: str) -> dict:
 
 
 def _run(tmp_path_factory):
-    from mri2mri.train.trainer import TrainConfig, train
+    from mri2mri.train.config import TrainConfig
+    from mri2mri.train.trainer import train
 
     if "run" not in _RUNS:
         _RUNS["run"] = train(TrainConfig(**_config(tmp_path_factory, "lut_residual")))
@@ -87,7 +88,8 @@ def test_mri2mri_run_of_a_lut_residual_model_matches_pytorch(tmp_path_factory, t
 
 
 def test_fine_tuning_takes_this_runs_lut(tmp_path_factory):
-    from mri2mri.train.trainer import TrainConfig, build_training, pretrained_state
+    from mri2mri.train.config import TrainConfig
+    from mri2mri.train.updates import build_training, pretrained_state
 
     pretrained = _run(tmp_path_factory).best_checkpoint
     config = TrainConfig(**{**_config(tmp_path_factory, "lut_ft"),

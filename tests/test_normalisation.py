@@ -86,7 +86,7 @@ def test_metadata_written_before_the_median_anchor_reads_as_the_percentile():
 def test_the_training_option_and_old_runs_resuming_as_they_ran():
     pytest.importorskip("torch")
     from mri2mri.train.cli_train import _train_config
-    from mri2mri.train.trainer import TrainConfig, stored_value
+    from mri2mri.train.config import TrainConfig, stored_value
 
     assert TrainConfig(data="d", sources=["T1w"], target="T2w", out="o").normalisation == \
         "percentile"

@@ -23,7 +23,8 @@ from mri2mri.runtime.imaging.resample import resample_to
 from mri2mri.runtime.registration.cli import app
 from mri2mri.runtime.registration.io import load_transform
 from mri2mri.train.checkpoint import load_checkpoint
-from mri2mri.train.trainer import TrainConfig, train
+from mri2mri.train.config import TrainConfig
+from mri2mri.train.trainer import train
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:

@@ -83,7 +83,8 @@ def tiny_cohort_dir(tmp_path_factory) -> Path:
 
 def tiny_run(tmp_path_factory, sources: tuple[str, ...] = ("T1w",), target: str = "T2w"):
     """A finished tiny training run (RunResult), trained once per session and task."""
-    from mri2mri.train.trainer import TrainConfig, train
+    from mri2mri.train.config import TrainConfig
+    from mri2mri.train.trainer import train
 
     key = "run:" + "+".join(sources) + "->" + target
     if key not in _CACHE:
@@ -101,7 +102,8 @@ def assert_resume_matches(reference, config: dict):
     import torch
 
     from mri2mri.train.checkpoint import load_checkpoint
-    from mri2mri.train.trainer import TrainConfig, train
+    from mri2mri.train.config import TrainConfig
+    from mri2mri.train.trainer import train
 
     def crash(epoch: int, row: dict) -> None:
         if epoch == 0:

@@ -20,8 +20,9 @@ from mri2mri.runtime.synthesis.cli_run import app as run_cli
 from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 from mri2mri.train import cli_train
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
+from mri2mri.train.config import TrainConfig
 from mri2mri.train.inference import model_from_checkpoint, predict_slices
-from mri2mri.train.trainer import TrainConfig, train
+from mri2mri.train.trainer import train
 from mri2mri.train.validation import SubsetValidation
 
 AUGMENTED = {**TINY, "augment": "strong,randomize=0.5", "context": 1}

@@ -36,7 +36,8 @@ def _config(tmp_path_factory, name: str, **changes) -> dict:
 
 
 def _prior_run(tmp_path_factory):
-    from mri2mri.train.trainer import TrainConfig, train
+    from mri2mri.train.config import TrainConfig
+    from mri2mri.train.trainer import train
 
     if "run" not in _RUNS:
         _RUNS["run"] = train(TrainConfig(**_config(tmp_path_factory, "prior")))
@@ -45,7 +46,7 @@ def _prior_run(tmp_path_factory):
 
 def test_the_default_recipe_trains_with_the_prior():
     from mri2mri.train.augment import AugmentSpec
-    from mri2mri.train.trainer import TrainConfig
+    from mri2mri.train.config import TrainConfig
 
     config = TrainConfig(data="d", sources=["T1w"], target="T2w", out="o")
     assert config.simulated_subjects > 0
@@ -76,7 +77,8 @@ def test_the_prior_is_simulated_at_the_cohorts_median_voxel_size(tmp_path):
 
 def test_training_adds_the_simulated_subjects_to_training_only(tmp_path_factory, capsys):
     from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
-    from mri2mri.train.trainer import TrainConfig, train
+    from mri2mri.train.config import TrainConfig
+    from mri2mri.train.trainer import train
 
     run = _prior_run(tmp_path_factory)
     state = load_checkpoint(run.best_checkpoint)
@@ -102,7 +104,8 @@ def test_training_adds_the_simulated_subjects_to_training_only(tmp_path_factory,
 
 
 def test_the_prior_cohort_is_made_once_and_reused(tmp_path_factory, capsys):
-    from mri2mri.train.trainer import TrainConfig, train
+    from mri2mri.train.config import TrainConfig
+    from mri2mri.train.trainer import train
 
     _prior_run(tmp_path_factory)
     capsys.readouterr()
@@ -116,7 +119,8 @@ def test_a_run_with_the_prior_resumes_exactly(tmp_path_factory):
 
 def test_a_task_the_simulator_cannot_image_trains_without_the_prior(tmp_path_factory, tmp_path,
                                                                      capsys):
-    from mri2mri.train.trainer import TrainConfig, train
+    from mri2mri.train.config import TrainConfig
+    from mri2mri.train.trainer import train
 
     data = tmp_path / "cohort"
     shutil.copytree(tiny_cohort_dir(tmp_path_factory), data)

@@ -17,10 +17,12 @@ from mri2mri.runtime.metadata import Normalisation
 from mri2mri.train.baseline import IntensityLUT, LUTStats
 from mri2mri.train.cache import CacheSpec, NotCached, SliceCache
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
+from mri2mri.train.config import TrainConfig
 from mri2mri.train.dataset import CachedSlices, EpochSampler, epoch_order
 from mri2mri.train.inference import synthesize_with_checkpoint
 from mri2mri.train.prepare import MIN_FOREGROUND, load_subject
-from mri2mri.train.trainer import TrainConfig, load_scaler_state, train
+from mri2mri.train.trainer import train
+from mri2mri.train.updates import load_scaler_state
 
 GEOMETRY = SliceGeometry(16)
 

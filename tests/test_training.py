@@ -17,8 +17,9 @@ from mri2mri.runtime.imaging.preprocess import prepare_sources, prepare_target
 from mri2mri.train import cli_train
 from mri2mri.train.baseline import IntensityLUT
 from mri2mri.train.checkpoint import checkpoint_metadata, load_checkpoint
+from mri2mri.train.config import TrainConfig
 from mri2mri.train.inference import synthesize_with_checkpoint
-from mri2mri.train.trainer import BestEpoch, TrainConfig, train
+from mri2mri.train.trainer import BestEpoch, train
 
 
 def test_run_writes_outputs_and_self_describing_checkpoint(tmp_path_factory):
@@ -52,7 +53,8 @@ def test_run_writes_outputs_and_self_describing_checkpoint(tmp_path_factory):
     assert all(r["val_psnr"] for r in rows) and rows[1]["full_val_psnr"]
     assert float(rows[1]["full_val_psnr"]) == pytest.approx(
         validation["model"]["psnr"])
-    assert {"optimizer_state", "scheduler_state", "rng", "epoch", "parity_slices"} <= set(state)
+    assert {"optimizer_state", "scheduler_state", "rng_ranks", "epoch",
+            "parity_slices"} <= set(state)
     assert result.best_epoch in (1, 2)
     # The best epoch is stored as a plain dict (what weights_only loading accepts).
     assert state["best"] == {"epoch": result.best_epoch, "metrics": result.best_metrics,
@@ -180,7 +182,7 @@ def test_fine_tuning_starts_from_the_given_weights_and_checks_them(tmp_path_fact
     import torch
 
     from mri2mri.runtime.qc.synthesis import model_card
-    from mri2mri.train.trainer import build_training, pretrained_state
+    from mri2mri.train.updates import build_training, pretrained_state
 
     pretrained = tiny_run(tmp_path_factory).best_checkpoint
     data = str(tiny_cohort_dir(tmp_path_factory))

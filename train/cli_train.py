@@ -14,16 +14,18 @@ from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.engine.devices import TORCH_DEVICES, check_device
 
 if TYPE_CHECKING:
-    from .trainer import RunResult, TrainConfig
+    from .config import TrainConfig
+    from .trainer import RunResult
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def _stored_config(out: Path) -> dict:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import read_checkpoint
 
     last = out / "last.pt"
-    return dict(load_checkpoint(last)["train_config"]) if last.exists() else {}
+    run = read_checkpoint(last).run if last.exists() else None
+    return dict(run.train_config) if run is not None else {}
 
 
 def _workers(text: str) -> int | str:
@@ -139,7 +141,7 @@ def _train_config(stored: dict[str, Any], optional: dict[str, Any], **given: Any
                   ) -> TrainConfig:
     """The run's `TrainConfig`: `given` options as they are; `optional` ones left out (None)
     take the resumed run's values (`stored`), else the Python API's defaults."""
-    from .trainer import TrainConfig, stored_value
+    from .config import TrainConfig, stored_value
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     picked = {name: value if value is not None

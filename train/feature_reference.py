@@ -3,7 +3,7 @@
 `mri2mri.runtime.synthesis.features` defines the figure; the runtime reads the feature
 maps from the ONNX model's second output, and this module from
 `UNet.forward_with_features` (the same tensor, before export). Training records the
-reference of its best weights from the slice cache (`_Run.record_ood_references`, through
+reference of its best weights from the slice cache (`_Run.finish`, through
 `mri2mri.train.validation.cohort_feature_vectors`); `reference_of_checkpoint` and
 `add_feature_reference` make it after the fact, from a checkpoint and its cohort's
 files, for checkpoints trained before the check existed.
@@ -30,7 +30,7 @@ from mri2mri.runtime.imaging.preprocess import PreparedSources, prepare_sources
 from mri2mri.runtime.synthesis import features
 from mri2mri.runtime.synthesis.disagreement import checked_slices
 
-from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, as_checkpoint, read_checkpoint, save_checkpoint
 from .dataset import context_stacks
 from .inference import model_from_checkpoint
 from .model import UNet
@@ -60,7 +60,7 @@ def prepared_vectors(model: UNet, prepared: PreparedSources, context: int,
     return features.measure(maps, mask[zs])
 
 
-def reference_of_checkpoint(checkpoint: str | Path | dict[str, Any],
+def reference_of_checkpoint(checkpoint: str | Path | Checkpoint | dict[str, Any],
                             data: str | Path | None = None, batch_size: int = 16,
                             device: str = "cpu") -> dict[str, Any]:
     """The feature reference of a checkpoint's weights, from its cohort's training and
@@ -68,13 +68,15 @@ def reference_of_checkpoint(checkpoint: str | Path | dict[str, Any],
 
     `data`: the cohort folder (default: the one the run was trained on, from its config).
     """
-    state = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    data = data if data is not None else (state.get("train_config") or {}).get("data")
-    split = state.get("split") or {}
+    loaded = isinstance(checkpoint, Checkpoint | dict)
+    source = None if loaded else checkpoint
+    state = as_checkpoint(checkpoint, source) if loaded else read_checkpoint(checkpoint)
+    run = state.run
+    data = data if data is not None else run.train_config.get("data") if run else None
+    split = run.split if run else {}
     if not data or not split:
-        raise InputError(None if isinstance(checkpoint, dict) else checkpoint,
-                         "the checkpoint records no cohort or split to make a feature "
-                         "reference from")
+        raise InputError(source, "the checkpoint records no cohort or split to make a "
+                                 "feature reference from")
     model, meta = model_from_checkpoint(state)
     cohort = Cohort.discover(data)
     drawn = {name: list(split.get(name, [])) for name in ("train", "validation")}
@@ -92,11 +94,11 @@ def add_feature_reference(checkpoint: str | Path, data: str | Path | None = None
                           ) -> dict[str, Any]:
     """Record `reference_of_checkpoint` in the checkpoint's metadata (an export then
     carries it); returns it."""
-    state = load_checkpoint(checkpoint)
+    state = read_checkpoint(checkpoint)
     record = reference_of_checkpoint(state, data)
-    meta = checkpoint_metadata(state, checkpoint)
+    meta = state.model_metadata(checkpoint)
     meta.ood = {**meta.ood, features.KEY: record}
-    state["metadata"] = meta.to_json()
+    state.metadata = meta.to_json()
     save_checkpoint(state, checkpoint)
     return record
 

@@ -19,22 +19,23 @@ from mri2mri.runtime.imaging.preprocess import prepare_sources, restore_image
 from mri2mri.runtime.imaging.slicing import stack_context
 from mri2mri.runtime.metadata import ModelMetadata
 
-from .checkpoint import checkpoint_metadata, load_checkpoint
+from .checkpoint import Checkpoint, as_checkpoint, read_checkpoint
 from .model import UNet, build_model
 
 
-def model_from_checkpoint(checkpoint: str | Path | dict[str, Any]
+def model_from_checkpoint(checkpoint: str | Path | Checkpoint | dict[str, Any]
                           ) -> tuple[UNet, ModelMetadata]:
     """The generator in eval mode (batch-norm uses running statistics), and its metadata."""
-    source = checkpoint if not isinstance(checkpoint, dict) else "checkpoint"
-    state = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    model = build_model(state["model_config"])
+    loaded = isinstance(checkpoint, Checkpoint | dict)
+    source = "checkpoint" if loaded else checkpoint
+    state = as_checkpoint(checkpoint, source) if loaded else read_checkpoint(checkpoint)
+    model = build_model(state.model_config)
     try:
-        model.load_state_dict(state["model_state"])
+        model.load_state_dict(state.model_state)
     except RuntimeError as exc:
         raise InputError(source, f"model weights do not match the stored architecture "
                                  f"({exception_summary(exc)})") from None
-    return model.eval(), checkpoint_metadata(state, str(source))
+    return model.eval(), state.model_metadata(source)
 
 
 @torch.no_grad()
@@ -52,7 +53,7 @@ def predict_slices(model: UNet, slices: np.ndarray, batch_size: int = 16,
     return np.concatenate(out) if out else np.zeros((0, 1) + slices.shape[2:], np.float32)
 
 
-def synthesize_with_checkpoint(checkpoint: str | Path | dict[str, Any],
+def synthesize_with_checkpoint(checkpoint: str | Path | Checkpoint | dict[str, Any],
                                images: Sequence[nib.Nifti1Image], *,
                                resample_to_first: bool = False, batch_size: int = 16,
                                device: str = "cpu") -> nib.Nifti1Image:

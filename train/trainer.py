@@ -7,178 +7,58 @@ state (dropout) is saved at every epoch end, so on CPU an interrupted run
 resumed from ``last.pt`` ends with the same weights as an uninterrupted one.
 
 A run in named steps (`_run`, in this order: the RNG draws depend on it):
-`prepare_data` (split, slice cache, LUT baseline) -> `build_training` (network,
-optimizer, schedule, loss scaler, loss) -> `Training.restore` when resuming ->
-`Training.distribute` (DDP, torch.compile) -> the loader -> per epoch `_Run.train_epoch`
-(`train_step` per batch), `validate`, `record_epoch` (best epoch, checkpoints,
-metrics.csv) -> `score_best_on_volumes` -> `record_ood_references` -> `RunResult`. Every
-option lives in `TrainConfig`; the step that needs one reads it there.
+`prepare_data` (`mri2mri.train.run_data`: split, slice cache, LUT baseline) ->
+`build_training` (`mri2mri.train.updates`: network, optimizer, schedule, loss scaler,
+loss) -> `Training.restore` when resuming -> `Training.distribute` (DDP, torch.compile)
+-> the loader -> per epoch `_Run.train_epoch` (`train_step` per batch), `validate`,
+`record_epoch` (best epoch, checkpoints, metrics.csv) -> `_Run.finish` (the best
+weights scored on whole volumes, the OOD references, the final checkpoints) ->
+`RunResult`. Every option lives in `TrainConfig` (`mri2mri.train.config`); the step
+that needs one reads it there.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 
-from mri2mri.data.cohort import Cohort, Subject
 from mri2mri.runtime import __version__
-from mri2mri.runtime.bids.names import dataset_name
 from mri2mri.runtime.core.atomic import atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.core.progress import progress_bar
-from mri2mri.runtime.engine.devices import TORCH_DEVICES, check_device
-from mri2mri.runtime.imaging.contrasts import canonical_contrast
-from mri2mri.runtime.metadata import ModelMetadata, Normalisation
+from mri2mri.runtime.metadata import ModelMetadata
 from mri2mri.runtime.synthesis import features
 from mri2mri.runtime.synthesis.disagreement import KEY as DISAGREEMENT
 from mri2mri.runtime.synthesis.disagreement import reference
-from mri2mri.runtime.synthesis.ood import combine_summaries
 
 from . import distributed
-from . import prior as simulated
-from .augment import AugmentSpec, build_transform
-from .baseline import IntensityLUT, LUTStats
-from .cache import CachedSubject, CacheSpec, SliceCache
-from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
-from .dataset import CachedSlices, EpochSampler, context_stacks
+from .augment import AugmentSpec
+from .checkpoint import Checkpoint, RunState, read_checkpoint, save_checkpoint
+from .config import TrainConfig, available_cpus, check_resume, resolve_device
 from .feature_reference import feature_maps, record_line
 from .inference import predict_slices
-from .model import Preset, UNetConfig, build_model, get_preset
-from .perceptual import PerceptualLoss
+from .run_data import RunData, prepare_data, training_loader
+from .updates import Training, build_training, pretrained_state, rng_state
 from .validation import (
     METRICS,
-    SUBSET_SLICES,
-    SubsetValidation,
     cohort_feature_vectors,
     full_validation,
     mean_metrics,
     validation_disagreement,
 )
 
-PARITY_SLICES = 4
 #: What `best.pt` is chosen by (higher is better), on the per-epoch validation slice subset.
 SELECTION_METRIC = "psnr"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run is defined by; defaults are tuned for the 2 mm demo on 2 CPU cores."""
-
-    data: str
-    sources: list[str]
-    target: str
-    out: str
-    preset: str = "small"
-    epochs: int = 12
-    #: Slices drawn per epoch, over all processes of a distributed run.
-    slices_per_epoch: int = 600
-    #: The global batch: split evenly over the processes of a distributed run.
-    batch_size: int = 8
-    #: Adam learning rate for the global batch; None: the preset's (2e-4, as in the method).
-    lr: float | None = None
-    l1_weight: float = 1.0
-    perceptual_weight: float = 1.0
-    seed: int = 0
-    #: 2.5D input: `context` neighbouring slices on each side, per source, as extra channels.
-    context: int = 0
-    #: DataLoader worker processes per training process; "auto" picks for the device.
-    workers: int | str = "auto"
-    device: str = "auto"
-    threads: int = 0  # 0: all CPU cores this process may use (shared out over processes)
-    #: Slice cache folder; None: ``<out>/cache``.
-    cache: str | None = None
-    #: Validation slices scored every epoch (a fixed, seeded subset; it selects best.pt).
-    val_slices: int = SUBSET_SLICES
-    #: Whole-volume (3D) validation every K epochs; 0: only at the end (always at the end).
-    full_eval_every: int = 0
-    #: auto (CUDA: bf16 where supported, else fp16 with loss scaling; CPU: fp32), fp32, bf16,
-    #: fp16.
-    precision: str = "auto"
-    #: torch.compile the network for training (CUDA; slow to start, faster per step).
-    compile: bool = False
-    #: Steps between updates of the running loss shown (each one syncs with the device).
-    log_every: int = 25
-    #: `mri2mri.train.augment` specification, stored in canonical form ("none": off).
-    augment: str = "none"
-    #: Stop after this many epochs without a better validation PSNR (0: never).
-    patience: int = 0
-    #: A checkpoint whose network weights start the run (fine-tuning a pretrained model,
-    #: e.g. one trained on the simulated cohort); None: random initialisation.
-    init_weights: str | None = None
-    #: Simulated subjects (`mri2mri.train.prior`) trained on beside the cohort's own, at its
-    #: voxel size; 0: none. Contrasts the simulator does not image (angio) train without.
-    simulated_subjects: int = 6
-    #: The augmentation of the simulated subjects (`augment` acts on the cohort's own).
-    simulated_augment: str = "strong,randomize=0.7"
-    #: Intensity anchor (`Normalisation.named`): percentile (the foreground's 99.5th
-    #: percentile) or median (tissue at the same value on every scanner; docs/training.md).
-    normalisation: str = "percentile"
-    #: The network corrects the LUT baseline (`mri2mri.train.model.LUTResidual`): its output
-    #: is added to the LUT's estimate, which it also sees as an input channel.
-    lut_residual: bool = False
-
-    #: What a run saved before an option existed ran with (resuming such a run keeps it,
-    #: and the leave-one-out benchmark's fold fingerprints leave the option out at it).
-    BEFORE_OPTION = {"simulated_subjects": 0, "normalisation": "percentile",
-                     "lut_residual": False}
-
-    def __post_init__(self) -> None:
-        self.sources = [canonical_contrast(s) for s in self.sources]
-        self.target = canonical_contrast(self.target)
-        if self.target in self.sources:
-            raise ValueError(f"target {self.target} is also a source")
-        if len(set(self.sources)) != len(self.sources):
-            raise ValueError("a source contrast is given twice")
-        for name in ("epochs", "slices_per_epoch", "batch_size", "val_slices", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        for name in ("context", "full_eval_every", "threads", "patience", "simulated_subjects"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be at least 0")
-        if self.l1_weight < 0 or self.perceptual_weight < 0 or \
-                self.l1_weight + self.perceptual_weight == 0:
-            raise ValueError("loss weights must be >= 0 and not both 0")
-        if self.workers != "auto" and (not isinstance(self.workers, int) or self.workers < 0):
-            raise ValueError(f"workers must be auto or a whole number >= 0 (got {self.workers!r})")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} "
-                             f"(got {self.precision!r})")
-        preset = get_preset(self.preset)  # validates the name
-        if self.lr is None:
-            self.lr = preset.lr
-        if self.lr <= 0:
-            raise ValueError("the learning rate must be positive")
-        self.augment = AugmentSpec.parse(self.augment).to_string()
-        self.simulated_augment = AugmentSpec.parse(self.simulated_augment).to_string()
-        Normalisation.named(self.normalisation)  # validates the name
-
-    #: Fields that may differ when resuming (they do not change the weights on CPU).
-    RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data", "cache",
-                         "full_eval_every", "precision", "compile", "log_every", "patience")
-
-    @property
-    def in_channels(self) -> int:
-        """Network input channels: each source with its 2.5D context slices."""
-        return len(self.sources) * (2 * self.context + 1)
-
-    def model_preset(self) -> Preset:
-        """The architecture and slice geometry, for this config's input channels."""
-        return get_preset(self.preset, in_channels=self.in_channels,
-                          lut_sources=len(self.sources) if self.lut_residual else 0)
 
 
 @dataclass
@@ -202,83 +82,6 @@ class RunResult:
     baseline_subset_metrics: dict[str, float] = field(default_factory=dict)
     #: True when `patience` epochs passed without improvement before `epochs` were done.
     stopped_early: bool = False
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    name = check_device(name, TORCH_DEVICES)  # the one validator every command uses
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "--device cuda requested but no CUDA device is available")
-    return torch.device("cuda", local_rank) if name == "cuda" else torch.device("cpu")
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def resolve_workers(workers: int | str, device: torch.device, cpus: int) -> int:
-    """DataLoader workers per process. auto: on CUDA enough to keep the GPU fed (cores - 1,
-    at most 8); on the CPU one when there are at least 4 cores, else none (the loading is
-    a small share of a CPU step, and a worker would take cores from the training threads).
-    """
-    if workers != "auto":
-        return int(workers)
-    if device.type == "cuda":
-        return max(1, min(8, cpus - 1))
-    return 1 if cpus >= 4 else 0
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. Mixed precision runs on CUDA only."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if device.type != "cuda":
-        raise InputError(None, f"--precision {precision} needs a CUDA device (CPU trains in "
-                               "fp32)")
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def load_scaler_state(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
-    """Resume a GradScaler across devices and precisions.
-
-    A disabled scaler (CPU, fp32, bf16) saves ``{}``; an enabled one (fp16 on CUDA) its
-    scale and growth tracker. Loading ``{}`` into an enabled scaler is an error in
-    torch, so an enabled scaler with nothing to resume starts afresh, and a disabled one
-    ignores whatever was saved.
-    """
-    if scaler.is_enabled() and state:
-        scaler.load_state_dict(state)
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-
-
-def _lr_factor(epochs: int) -> Callable[[int], float]:
-    """pix2pix schedule: constant for the first half, then linear decay towards zero."""
-    keep = epochs // 2
-
-    def factor(epoch: int) -> float:
-        return 1.0 if epoch < keep else 1.0 - (epoch - keep) / (epochs - keep + 1)
-
-    return factor
 
 
 def _write_metrics(history: list[dict[str, Any]], out: Path) -> None:
@@ -315,29 +118,7 @@ def _plot(history: list[dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
-def stored_value(stored: dict[str, Any], key: str) -> Any:
-    """A saved run's `TrainConfig` value of `key`; for a run saved before the option
-    existed, what it ran with (`TrainConfig.BEFORE_OPTION`, else the default)."""
-    if key in stored:
-        return stored[key]
-    if key in TrainConfig.BEFORE_OPTION:
-        return TrainConfig.BEFORE_OPTION[key]
-    return next(f.default for f in fields(TrainConfig) if f.name == key)
-
-
-def _check_resume(config: TrainConfig, stored: dict[str, Any], path: Path) -> None:
-    for key, value in asdict(config).items():
-        if key in TrainConfig.RESUMABLE_CHANGES or key == "out":
-            continue
-        if stored_value(stored, key) != value:
-            raise InputError(path, f"cannot resume: the run used {key}="
-                                   f"{stored_value(stored, key)!r}, now {value!r}")
-    if config.epochs < stored["epochs"]:
-        raise InputError(path, f"cannot resume with fewer epochs ({config.epochs}) than the "
-                               f"run was started with ({stored['epochs']})")
-
-
-def _resume_state(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any] | None:
+def _resume_state(config: TrainConfig, out: Path, resume: bool) -> Checkpoint | None:
     """The run's last.pt when resuming (checked against `config`); refuse to overwrite one."""
     last_path = out / "last.pt"
     if not resume:
@@ -345,320 +126,14 @@ def _resume_state(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any
             raise InputError(out, "already holds a run (last.pt); pass --resume to continue it "
                                   "or choose another --out")
         return None
-    state = load_checkpoint(last_path) if last_path.exists() else None
-    if state is None:
+    if not last_path.exists():
         raise InputError(last_path, "nothing to resume (no last.pt in the run directory)")
-    _check_resume(config, state["train_config"], last_path)
+    state = read_checkpoint(last_path)  # its format checked, an older one converted
+    if state.run is None:
+        raise InputError(last_path, "cannot resume: a model-only checkpoint (no training run "
+                                    "state in it)")
+    check_resume(config, state.run.train_config, last_path)
     return state
-
-
-# ---- the model and its updates ----------------------------------------------------------
-
-def build_loss(config: TrainConfig, device: torch.device) -> LossFn:
-    """The training loss: `perceptual_weight` * VGG16 conv1_1 perceptual + `l1_weight` * L1."""
-    perceptual = PerceptualLoss().to(device)
-
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        total = output.new_zeros((), dtype=torch.float32)
-        if config.perceptual_weight:
-            total = total + config.perceptual_weight * perceptual(output, target)
-        if config.l1_weight:
-            total = total + config.l1_weight * (output.float() - target).abs().mean()
-        return total
-
-    return loss
-
-
-def build_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam at the config's learning rate with pix2pix's betas."""
-    return torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.5, 0.999))
-
-
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, loss_fn: LossFn, source: torch.Tensor,
-               target: torch.Tensor, *, device: torch.device, amp_dtype: torch.dtype | None = None,
-               channels_last: bool = False) -> torch.Tensor:
-    """One optimizer step on one batch: forward (autocast to `amp_dtype`), loss, backward,
-    step. Returns the batch's loss, detached and left on the device (reading it syncs)."""
-    source = source.to(device, non_blocking=True)
-    target = target.to(device, non_blocking=True)
-    if channels_last:
-        source = source.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        output = model(source)
-    loss = loss_fn(output, target)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss.detach()
-
-
-@dataclass
-class Training:
-    """The network and what updates it; `build_training` makes one from a `TrainConfig`."""
-
-    net: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    loss_fn: LossFn
-    device: torch.device
-    #: The autocast dtype, or None for fp32.
-    amp_dtype: torch.dtype | None
-    #: What the steps run: `net`, or `net` wrapped for DDP and torch.compile (`distribute`).
-    model: torch.nn.Module | None = None
-
-    def __post_init__(self) -> None:
-        if self.model is None:
-            self.model = self.net
-
-    @property
-    def channels_last(self) -> bool:
-        return self.device.type == "cuda"
-
-    def step(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """`train_step` on this training's model, optimizer and precision."""
-        return train_step(self.model, self.optimizer, self.scaler, self.loss_fn, source, target,
-                          device=self.device, amp_dtype=self.amp_dtype,
-                          channels_last=self.channels_last)
-
-    def predict(self, batch: torch.Tensor) -> torch.Tensor:
-        """The network's float32 output for a validation batch, at the training precision."""
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype,
-                            enabled=self.amp_dtype is not None):
-            return self.net(batch).float()
-
-    def restore(self, state: dict[str, Any], ctx: distributed.Dist) -> None:
-        """Continue from a checkpoint: weights, optimizer, schedule, loss scale, RNG."""
-        self.net.load_state_dict(state["model_state"])
-        self.optimizer.load_state_dict(state["optimizer_state"])
-        self.scheduler.load_state_dict(state["scheduler_state"])
-        load_scaler_state(self.scaler, state.get("scaler_state") or {})
-        rank_states = state.get("rng_ranks") or [state["rng"]]
-        _set_rng_state(rank_states[ctx.rank] if len(rank_states) == ctx.world else state["rng"])
-
-    def distribute(self, ctx: distributed.Dist, compile: bool) -> None:
-        """Wrap the network for the steps: DDP under torchrun, then torch.compile if asked."""
-        model: torch.nn.Module = self.net
-        if ctx.enabled:
-            model = torch.nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if compile:
-            model = torch.compile(model)
-        self.model = model
-
-
-def build_training(config: TrainConfig, device: torch.device,
-                   initial: dict[str, torch.Tensor] | None = None,
-                   lut: IntensityLUT | None = None) -> Training:
-    """The network initialised from ``torch.manual_seed(config.seed)`` (then from `initial`
-    weights, if given: the seed's draws stay the same; a LUT-residual network then takes
-    this run's `lut`), its optimizer, learning-rate schedule, loss scaler (fp16 only) and
-    loss, on `device`."""
-    amp_dtype = resolve_precision(config.precision, device)
-    torch.manual_seed(config.seed)
-    net = build_model(config.model_preset().unet)
-    if initial is not None:
-        net.load_state_dict(initial)
-    if net.lut is not None:
-        if lut is None:
-            raise ValueError("a LUT-residual network needs the run's LUT")
-        net.lut.set(lut)
-    net = net.to(device)
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(net, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config.epochs))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    return Training(net=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                    loss_fn=build_loss(config, device), device=device, amp_dtype=amp_dtype)
-
-
-def pretrained_state(config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The network weights of `config.init_weights`, checked to fit this run's network.
-
-    Same task (contrasts), same architecture and input channels: anything else would
-    start from weights that mean something else, so it is an `InputError` naming the file.
-    """
-    path = Path(config.init_weights)
-    state = load_checkpoint(path)
-    meta = checkpoint_metadata(state, path)
-    wanted = "+".join(config.sources) + "->" + config.target
-    if meta.task != wanted:
-        raise InputError(path, f"--init-weights: the checkpoint is a {meta.task} model; this "
-                               f"run trains {wanted}")
-    ours = config.model_preset().unet.to_dict()
-    theirs = UNetConfig.from_dict(state["model_config"]).to_dict()  # older: fewer keys
-    if theirs != ours:
-        differ = sorted(k for k in ours if ours[k] != theirs[k])
-        raise InputError(path, "--init-weights: the checkpoint's network differs from this "
-                               f"run's ({', '.join(differ)}): use the same --preset and "
-                               "--context")
-    return state["model_state"]
-
-
-def build_loader(dataset: CachedSlices, sampler: EpochSampler, workers: int,
-                 device: torch.device, seed: int) -> torch.utils.data.DataLoader:
-    """The training DataLoader: `workers` persistent processes, pinned memory on CUDA."""
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=sampler.per_rank_batch, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        # Its own generator: creating an iterator must not draw from the global torch RNG,
-        # or a resumed run (fresh iterator) would diverge from an uninterrupted one.
-        generator=torch.Generator().manual_seed(seed))
-
-
-def _training_loader(config: TrainConfig, data: RunData, device: torch.device,
-                     ctx: distributed.Dist) -> torch.utils.data.DataLoader:
-    """This process's share of each epoch's slices (the cohort's and the simulated prior's),
-    augmented as the config says."""
-    own, sim = build_transform(config.augment), build_transform(config.simulated_augment)
-    dataset = CachedSlices(data.train_entries + data.prior_entries, context=config.context,
-                           seed=config.seed,
-                           subject_transforms=[own] * len(data.train_entries)
-                           + [sim] * len(data.prior_entries))
-    sampler = EpochSampler(len(dataset), config.slices_per_epoch, config.seed,
-                           config.batch_size, ctx.rank, ctx.world)
-    workers = resolve_workers(config.workers, device, max(1, available_cpus() // ctx.world))
-    return build_loader(dataset, sampler, workers, device, config.seed)
-
-
-# ---- the data -----------------------------------------------------------------------------
-
-@dataclass
-class RunData:
-    """The cohort side of a run: its split, cached slices, normalisation, LUT baseline and
-    the per-epoch validation subset."""
-
-    split: dict[str, list[str]]
-    cache: SliceCache
-    train_entries: list[CachedSubject]
-    val_entries: list[CachedSubject]
-    val_subjects: list[Subject]
-    norm: Normalisation
-    #: What the model is trained on, for the run-time "unlike the training data" check.
-    summary: dict[str, Any]
-    lut: IntensityLUT
-    subset: SubsetValidation
-    #: The LUT baseline on `subset` (rank 0 only; {} elsewhere).
-    lut_subset: dict[str, float]
-    #: A few validation input slices stored with each checkpoint for export's parity check.
-    parity: np.ndarray
-    #: How the split was chosen, in words (`Cohort.split_rule`), for the model card.
-    split_rule: str = ""
-    #: The simulated prior's cached subjects (trained on, never validated on).
-    prior_entries: list[CachedSubject] = field(default_factory=list)
-    #: What the prior was ({} without one): subjects, resolution_mm, augment.
-    prior: dict[str, Any] = field(default_factory=dict)
-
-
-def _split(config: TrainConfig, cohort: Cohort, resume_state: dict[str, Any] | None
-           ) -> dict[str, list[str]]:
-    """Subject ids per split among those with every contrast the run needs."""
-    usable = {s.id for s in cohort.with_contrasts(*config.sources, config.target)}
-    split = {name: [s.id for s in cohort.split(name, config.seed) if s.id in usable]
-             for name in ("train", "validation", "test")}
-    if resume_state is not None and resume_state["split"] != split:
-        raise InputError(config.data, "cannot resume: the cohort's subject split changed")
-    if not split["train"] or not split["validation"]:
-        raise InputError(config.data, f"need training and validation subjects with "
-                                      f"{', '.join(config.sources)} and {config.target}; found "
-                                      f"{len(split['train'])} and {len(split['validation'])} "
-                                      "(at least 3 subjects with these contrasts)")
-    return split
-
-
-def _prepare_cache(cache: SliceCache, subjects: list[Subject],
-                   ctx: distributed.Dist, console: Console) -> list[CachedSubject]:
-    """Check the cache and build what is missing: each rank a share, then everyone checks."""
-    jobs = max(1, min(4, available_cpus() // ctx.world))
-    notes: list[str] = []
-    with progress_bar("{task.fields[note]}", console=console) as progress:
-        task = progress.add_task("preparing subjects", total=None, note="")
-
-        def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, refresh=True)
-
-        if ctx.enabled:
-            cache.ensure(subjects[ctx.rank::ctx.world], jobs, notes.append, advance)
-            ctx.barrier()
-        entries = cache.ensure(subjects, jobs, notes.append, advance)
-    for note in notes:
-        console.print(f"[yellow]slice cache[/]: {note}")
-    console.print(f"slice cache {cache.root}: {len(subjects)} subjects, {cache.built} "
-                  f"prepared now, {len(subjects) - cache.built} reused")
-    return entries
-
-
-def _parity_slices(subject: CachedSubject, context: int) -> np.ndarray:
-    """`PARITY_SLICES` network inputs from the middle of `subject`."""
-    centre = subject.n_slices // 2
-    return context_stacks(subject.array("sources"),
-                          range(max(0, centre - PARITY_SLICES // 2),
-                                min(subject.n_slices, centre + PARITY_SLICES // 2)), context)
-
-
-def prepare_data(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.Dist,
-                 console: Console, resume_state: dict[str, Any] | None = None) -> RunData:
-    """Split the cohort, cache its slices, fit (or, resuming, reload) the LUT baseline."""
-    cohort = Cohort.discover(config.data)
-    split = _split(config, cohort, resume_state)
-    if config.batch_size % ctx.world:
-        raise InputError(None, f"--batch-size {config.batch_size} (the global batch) must be a "
-                               f"multiple of the number of processes ({ctx.world})")
-    norm = Normalisation.named(config.normalisation)
-    cache = SliceCache(config.cache or out / "cache", CacheSpec.of(
-        config.sources, config.target, config.model_preset().geometry, norm))
-    train_ids, val_ids = split["train"], split["validation"]
-    sim_subjects, sim_info = _simulated_prior(config, [cohort.subject(i) for i in train_ids],
-                                              Path(cache.root).parent, ctx, console)
-    entries = _prepare_cache(cache, [cohort.subject(i) for i in train_ids + val_ids]
-                             + sim_subjects, ctx, console)
-    n_own = len(train_ids) + len(val_ids)
-    train_entries, val_entries = entries[:len(train_ids)], entries[len(train_ids):n_own]
-    norm.target_scale = float(np.median([e.target_scale for e in train_entries]))
-    summary = combine_summaries([e.summary for e in train_entries],
-                                name=dataset_name(config.data))
-    if resume_state is not None:
-        lut = IntensityLUT.from_dict(resume_state["baseline"])
-    else:
-        lut = IntensityLUT.from_stats(LUTStats.total(e.lut_stats() for e in train_entries))
-    subset = SubsetValidation(val_entries, config.val_slices, config.seed, config.context)
-    return RunData(split=split, cache=cache, train_entries=train_entries,
-                   val_entries=val_entries, val_subjects=[cohort.subject(i) for i in val_ids],
-                   norm=norm, summary=summary, lut=lut, subset=subset,
-                   lut_subset=subset.evaluate_lut(lut, device) if ctx.is_main else {},
-                   parity=_parity_slices(val_entries[0], config.context),
-                   split_rule=cohort.split_rule(), prior_entries=entries[n_own:], prior=sim_info)
-
-
-def _simulated_prior(config: TrainConfig, train_subjects: list[Subject], root: Path,
-                     ctx: distributed.Dist, console: Console
-                     ) -> tuple[list[Subject], dict[str, Any]]:
-    """The simulated prior's subjects for this run (`mri2mri.train.prior`), and what they are."""
-    contrasts = [*config.sources, config.target]
-    if config.simulated_subjects == 0:
-        return [], {}
-    if not simulated.supports(contrasts):
-        console.print(f"[yellow]simulated prior[/]: the simulator does not image "
-                      f"{', '.join(sorted(set(contrasts) - simulated.SIMULATED_CONTRASTS))}; "
-                      "training on the cohort alone")
-        return [], {}
-    resolution = simulated.prior_resolution(train_subjects, config.sources[0])
-    folder = root / "simulated"
-    if ctx.enabled and not ctx.is_main:
-        ctx.barrier()  # rank 0 generates; the others read what it wrote
-    subjects = simulated.prior_subjects(config.simulated_subjects, config.seed, resolution,
-                                        folder, console, contrasts,
-                                        jobs=max(1, available_cpus() // ctx.world))
-    if ctx.enabled and ctx.is_main:
-        ctx.barrier()
-    return subjects, {"subjects": len(subjects), "resolution_mm": resolution,
-                      "augment": config.simulated_augment}
 
 
 # ---- the run ------------------------------------------------------------------------------
@@ -710,9 +185,9 @@ class RunProgress:
     next_epoch: int = 0
 
     @classmethod
-    def from_checkpoint(cls, state: dict[str, Any]) -> RunProgress:
-        return cls(history=list(state["history"]), best=BestEpoch.from_dict(state["best"]),
-                   lut_full=state.get("lut_full"), next_epoch=int(state["epoch"]) + 1)
+    def from_checkpoint(cls, run: RunState) -> RunProgress:
+        return cls(history=list(run.history), best=BestEpoch.from_dict(run.best),
+                   lut_full=run.lut_full, next_epoch=run.epoch + 1)
 
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
@@ -751,8 +226,9 @@ def train(config: TrainConfig, *, resume: bool = False, console: Console | None 
     else:
         torch.backends.cudnn.benchmark = True  # fixed slice sizes: pick the fastest kernels
     try:
-        return _run(config, out, device, ctx, resume_state, initial, console, on_epoch_end,
-                    started)
+        return _run(config, out, device=device, ctx=ctx, resume_state=resume_state,
+                    initial=initial, console=console, on_epoch_end=on_epoch_end,
+                    started=started)
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic)
@@ -760,39 +236,42 @@ def train(config: TrainConfig, *, resume: bool = False, console: Console | None 
         distributed.shutdown(ctx)
 
 
-def _run(config: TrainConfig, out: Path, device: torch.device, ctx: distributed.Dist,
-         resume_state: dict[str, Any] | None, initial: dict[str, torch.Tensor] | None,
-         console: Console,
-         on_epoch_end: EpochCallback | None, started: float) -> RunResult:
+def _run(config: TrainConfig, out: Path, *, device: torch.device, ctx: distributed.Dist,
+         resume_state: Checkpoint | None, initial: dict[str, torch.Tensor] | None,
+         console: Console, on_epoch_end: EpochCallback | None, started: float) -> RunResult:
     """The steps of a run, in order (the RNG draws depend on it)."""
-    data = prepare_data(config, out, device, ctx, console, resume_state)
+    resumed = resume_state.run if resume_state is not None else None
+    data = prepare_data(config, out, device=device, ctx=ctx, console=console, resume=resumed)
     training = build_training(config, device, initial, data.lut)
     progress = RunProgress()
-    if resume_state is not None:
+    if resume_state is not None and resumed is not None:
         training.restore(resume_state, ctx)
-        progress = RunProgress.from_checkpoint(resume_state)
+        progress = RunProgress.from_checkpoint(resumed)
     elif ctx.rank:
         torch.manual_seed(config.seed + ctx.rank)  # dropout masks differ between ranks
     training.distribute(ctx, config.compile)
-    run = _Run(config, out, ctx, console, data, training,
-               _training_loader(config, data, device, ctx), progress, started)
+    run = _Run(config, out, ctx=ctx, console=console, data=data, training=training,
+               loader=training_loader(config, data, device, ctx), progress=progress,
+               started=started, last=resume_state if ctx.is_main else None)
     run.announce()
     stopped_early = run.train_epochs(on_epoch_end)
-    run.score_best_on_volumes()
-    run.record_ood_references()
+    run.finish()
     return run.result(stopped_early)
 
 
 class _Run:
     """One run's state from epoch to epoch, and the steps that advance and record it."""
 
-    def __init__(self, config: TrainConfig, out: Path, ctx: distributed.Dist,
+    def __init__(self, config: TrainConfig, out: Path, *, ctx: distributed.Dist,
                  console: Console, data: RunData, training: Training,
                  loader: torch.utils.data.DataLoader, progress: RunProgress,
-                 started: float) -> None:
+                 started: float, last: Checkpoint | None = None) -> None:
         self.config, self.out, self.ctx, self.console = config, out, ctx, console
         self.data, self.training, self.loader, self.progress = data, training, loader, progress
         self.started = started
+        #: Rank 0: last.pt as last written (the resumed one before an epoch is trained); its
+        #: tensors are the training's own, which no longer change once the epochs are done.
+        self.last = last
         self.preset = config.model_preset()
         self.device = training.device
         # Validation predicts at the training batch: what fits for training fits for
@@ -863,19 +342,21 @@ class _Run:
         return record
 
     def checkpoint(self, epoch: int, validation: dict[str, Any], rng: list[dict[str, Any]]
-                   ) -> dict[str, Any]:
-        """Everything a checkpoint holds after `epoch` (0-based): see `checkpoint`'s keys."""
+                   ) -> Checkpoint:
+        """The run after `epoch` (0-based), `rng` its processes' RNG states."""
         training, progress = self.training, self.progress
-        return {"metadata": self.metadata(epoch, validation).to_json(),
-                "model_config": self.preset.unet.to_dict(),
-                "model_state": {k: v.detach().cpu() for k, v in training.net.state_dict().items()},
-                "train_config": asdict(self.config), "split": self.data.split, "epoch": epoch,
-                "history": progress.history, "best": progress.best.to_dict(),
-                "baseline": self.data.lut.to_dict(), "lut_full": progress.lut_full,
-                "optimizer_state": training.optimizer.state_dict(),
-                "scheduler_state": training.scheduler.state_dict(),
-                "scaler_state": training.scaler.state_dict(), "rng": rng[0], "rng_ranks": rng,
-                "parity_slices": torch.from_numpy(self.data.parity)}
+        run = RunState(
+            train_config=asdict(self.config), split=self.data.split, epoch=epoch,
+            history=progress.history, best=progress.best.to_dict(),
+            baseline=self.data.lut.to_dict(), lut_full=progress.lut_full,
+            optimizer_state=training.optimizer.state_dict(),
+            scheduler_state=training.scheduler.state_dict(),
+            scaler_state=training.scaler.state_dict(), rng_ranks=rng)
+        return Checkpoint(
+            metadata=self.metadata(epoch, validation).to_json(),
+            model_config=self.preset.unet.to_dict(),
+            model_state={k: v.detach().cpu() for k, v in training.net.state_dict().items()},
+            parity_slices=torch.from_numpy(self.data.parity), run=run)
 
     def write_history(self) -> None:
         _write_metrics(self.progress.history, self.out / "metrics.csv")
@@ -894,9 +375,9 @@ class _Run:
             row = self.epoch_row(epoch, train_loss, metrics, full)
             progress.history.append(row)
             stop = False
-            rng = ctx.all_gather(_rng_state())
+            rng = ctx.all_gather(rng_state())
             if ctx.is_main:
-                stop = self.record_epoch(epoch, row, metrics, full, rng)
+                stop = self.record_epoch(epoch, row, metrics=metrics, full=full, rng=rng)
             ctx.barrier()
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
@@ -944,10 +425,12 @@ class _Run:
             full, _ = self.validate_volumes()
         return metrics, full
 
-    def validate_volumes(self) -> tuple[dict[str, float], dict[str, float]]:
-        """The network's and the LUT's whole-volume metrics (the LUT's measured once)."""
+    def validate_volumes(self, net: torch.nn.Module | None = None
+                         ) -> tuple[dict[str, float], dict[str, float]]:
+        """`net`'s (default: the training network's) and the LUT's whole-volume metrics
+        (the LUT's measured once)."""
         config, ctx, data, progress = self.config, self.ctx, self.data, self.progress
-        net = self.training.net
+        net = self.training.net if net is None else net
         rows = full_validation(lambda s: predict_slices(net, s, self.eval_batch, self.device),
                                data.val_subjects, config.sources, config.target,
                                self.preset.geometry, data.norm, config.context,
@@ -971,7 +454,7 @@ class _Run:
             **{f"full_lut_{k}": None if full is None else lut_full[k] for k in METRICS},
             "seconds": time.perf_counter() - self.started}
 
-    def record_epoch(self, epoch: int, row: dict[str, Any], metrics: dict[str, float],
+    def record_epoch(self, epoch: int, row: dict[str, Any], *, metrics: dict[str, float],
                      full: dict[str, float] | None, rng: list[dict[str, Any]]) -> bool:
         """Rank 0: update the best epoch, write the checkpoints, metrics and plot, print the
         epoch; True when patience is spent."""
@@ -985,7 +468,7 @@ class _Run:
         stop = progress.best.patience_spent(config.patience, epoch + 1) and \
             epoch + 1 < config.epochs
         row["early_stop"] = int(stop)
-        state = self.checkpoint(epoch, self.validation_record(metrics, full), rng)
+        self.last = state = self.checkpoint(epoch, self.validation_record(metrics, full), rng)
         if is_best:
             save_checkpoint(state, self.out / "best.pt")
         save_checkpoint(state, self.out / "last.pt")
@@ -998,79 +481,89 @@ class _Run:
 
     # -- the end --
 
-    def score_best_on_volumes(self) -> None:
-        """Score the best epoch's weights on whole volumes if it was not; update the files."""
-        ctx, out, net = self.ctx, self.out, self.training.net
-        self.progress.best = best = ctx.broadcast(self.progress.best)
-        self.progress.history = history = ctx.broadcast(self.progress.history)
-        best_row = history[best.epoch - 1]
-        if best_row.get("full_val_psnr") is not None:
+    def finish(self) -> None:
+        """The one step after the epochs. The best weights, loaded once from best.pt into a
+        network of their own (the training one keeps the last epoch's, last.pt's), are
+        scored on whole volumes unless their epoch was, and measured for `mri2mri-run`'s
+        model-based checks; then best.pt and last.pt are written in their final form, each
+        once (rank 0)."""
+        ctx, progress = self.ctx, self.progress
+        progress.best = best = ctx.broadcast(progress.best)
+        progress.history = ctx.broadcast(progress.history)
+        best_row = progress.history[best.epoch - 1]
+        unscored = best_row.get("full_val_psnr") is None
+        if not (unscored or ctx.is_main):
+            ctx.barrier()
             return
-        last_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        best_state = load_checkpoint(out / "best.pt")
-        net.load_state_dict(best_state["model_state"])
-        full, lut_metrics = self.validate_volumes()
-        net.load_state_dict(last_weights)
-        best_row.update({**{f"full_val_{k}": full[k] for k in METRICS},
-                         **{f"full_lut_{k}": lut_metrics[k] for k in METRICS}})
-        best.metrics = full
+        best_state = read_checkpoint(self.out / "best.pt")
+        net = self.network(best_state)
+        full: dict[str, float] | None = None
+        if unscored:  # every rank scores its share
+            full, lut_metrics = self.validate_volumes(net)
+            best_row.update({**{f"full_val_{k}": full[k] for k in METRICS},
+                             **{f"full_lut_{k}": lut_metrics[k] for k in METRICS}})
+            best.metrics = full
         if ctx.is_main:
-            best_state["metadata"] = self.metadata(
-                best.epoch - 1, self.validation_record(best.subset, full)).to_json()
-            for path, state in ((out / "best.pt", best_state),
-                                (out / "last.pt", load_checkpoint(out / "last.pt"))):
-                state.update(best=best.to_dict(), history=history,
-                             lut_full=self.progress.lut_full)
-                save_checkpoint(state, path)
-            self.write_history()
+            self.write_final(best_state, full, self.ood_references(net))
         ctx.barrier()
 
-    def record_ood_references(self) -> None:
-        """The references of `mri2mri-run`'s model-based checks, measured with the best
-        weights and written (rank 0) into best.pt's metadata, and last.pt's when they are
-        the same weights: the disagreement figure of each validation subject
+    def network(self, state: Checkpoint) -> torch.nn.Module:
+        """A copy of the training network (same device and memory format; no RNG drawn)
+        holding `state`'s weights, in eval mode."""
+        net = copy.deepcopy(self.training.net)
+        net.load_state_dict(state.model_state)
+        return net.eval()
+
+    def ood_references(self, net: torch.nn.Module) -> dict[str, Any]:
+        """The references of `mri2mri-run`'s model-based checks, measured with `net` (the best
+        weights) and printed: the disagreement figure of each validation subject
         (`mri2mri.runtime.synthesis.disagreement`) and the feature statistics of the
         cohort's training and validation subjects (`mri2mri.runtime.synthesis.features`;
         not the simulated prior's, see `mri2mri.train.feature_reference`)."""
-        if self.ctx.is_main:
-            self._write_ood_references()
-        self.ctx.barrier()
-
-    def _write_ood_references(self) -> None:
-        out, net, data = self.out, self.training.net, self.data
-        best_state = load_checkpoint(out / "best.pt")
-        last_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        net.load_state_dict(best_state["model_state"])
+        data = self.data
         figures = validation_disagreement(
             lambda s: predict_slices(net, s, self.eval_batch, self.device),
             data.val_entries, self.config.context)
         vectors = cohort_feature_vectors(
             lambda s: feature_maps(net, s, self.eval_batch, self.device),
             data.train_entries + data.val_entries, self.config.context)
-        net.load_state_dict(last_weights)
         records = {}
         if figures:  # no validation foreground: nothing to compare inputs with
             records[DISAGREEMENT] = reference(figures)
-        if sum(len(v) > 0 for v in vectors) >= 2:
-            records[features.KEY] = features.reference(vectors, drawn_from={
-                "train": len(data.train_entries), "validation": len(data.val_entries)})
-        if not records:
-            return
-        last_state = load_checkpoint(out / "last.pt")
-        states = [(out / "best.pt", best_state)]
-        if last_state["epoch"] == best_state["epoch"]:
-            states.append((out / "last.pt", last_state))
-        for path, state in states:
-            meta = checkpoint_metadata(state, path)
-            meta.ood = {**meta.ood, **records}
-            state["metadata"] = meta.to_json()
-            save_checkpoint(state, path)
-        if figures:
             self.console.print(f"disagreement under small input changes (validation "
                                f"subjects): {', '.join(f'{f:.4f}' for f in figures)}; "
                                f"threshold {records[DISAGREEMENT]['threshold']:.4g}")
-        if features.KEY in records:
+        if sum(len(v) > 0 for v in vectors) >= 2:
+            records[features.KEY] = features.reference(vectors, drawn_from={
+                "train": len(data.train_entries), "validation": len(data.val_entries)})
             self.console.print(record_line(records[features.KEY]))
+        return records
+
+    def write_final(self, best_state: Checkpoint, full: dict[str, float] | None,
+                    records: dict[str, Any]) -> None:
+        """Rank 0: best.pt and last.pt in their final form, each written once: with the
+        best epoch's whole-volume scores when `finish` measured them (`full`), and the
+        OOD `records` in the metadata of the best weights (last.pt's too when they are
+        the same epoch's)."""
+        progress, last = self.progress, self.last
+        if last is None or last.run is None or best_state.run is None:
+            raise ValueError("finishing a run that saved no checkpoint")
+        if full is not None:
+            best_state.metadata = self.metadata(
+                progress.best.epoch - 1,
+                self.validation_record(progress.best.subset, full)).to_json()
+            for run in (best_state.run, last.run):
+                run.best, run.history = progress.best.to_dict(), progress.history
+                run.lut_full = progress.lut_full
+        same = last.run.epoch == best_state.run.epoch
+        for state in ((best_state, last) if same else (best_state,)) if records else ():
+            meta = state.model_metadata(self.out / "best.pt")
+            meta.ood = {**meta.ood, **records}
+            state.metadata = meta.to_json()
+        save_checkpoint(best_state, self.out / "best.pt")
+        save_checkpoint(last, self.out / "last.pt")
+        if full is not None:
+            self.write_history()
 
     def result(self, stopped_early: bool) -> RunResult:
         """Print the outcome (rank 0) and return it."""

@@ -43,6 +43,7 @@ from mri2mri.runtime import __version__
 from mri2mri.runtime.bids.names import dataset_description, dataset_name, generated_by
 from mri2mri.runtime.core.atomic import atomic_dir, atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
+from mri2mri.train.config import TrainConfig, available_cpus
 from mri2mri.train.metrics import (
     GAIN_MATCHED,
     LEVEL_FREE,
@@ -51,7 +52,7 @@ from mri2mri.train.metrics import (
     level_free_scores,
 )
 from mri2mri.train.prepare import SubjectData
-from mri2mri.train.trainer import TrainConfig, available_cpus, train
+from mri2mri.train.trainer import train
 
 from .evaluate import ScoredRun, predict_subject, score_regions
 from .lesion import bright_lesion_mask, volume_ml

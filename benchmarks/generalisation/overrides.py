@@ -13,7 +13,7 @@ from dataclasses import fields
 from typing import Any
 
 from mri2mri.runtime.core.errors import InputError
-from mri2mri.train.trainer import TrainConfig
+from mri2mri.train.config import TrainConfig
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")

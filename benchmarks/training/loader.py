@@ -27,14 +27,10 @@ import torch
 from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.metadata import Normalisation
 from mri2mri.train.cache import CacheSpec, SliceCache
+from mri2mri.train.config import TrainConfig, available_cpus, resolve_workers
 from mri2mri.train.dataset import CachedSlices, EpochSampler
-from mri2mri.train.trainer import (
-    TrainConfig,
-    available_cpus,
-    build_loader,
-    build_training,
-    resolve_workers,
-)
+from mri2mri.train.run_data import build_loader
+from mri2mri.train.updates import build_training
 
 
 def _sync(device: torch.device) -> None:
@@ -57,7 +53,7 @@ def measure(data: Path, cache: Path, preset: str, device: torch.device, precisio
     dataset = CachedSlices(entries)
     sampler = EpochSampler(len(dataset), steps * batch, seed=0, batch_size=batch)
     n_workers = resolve_workers(workers, device, available_cpus())
-    loader = build_loader(dataset, sampler, n_workers, device, seed=0)
+    loader = build_loader(dataset, sampler, workers=n_workers, device=device, seed=0)
     in_memory = list(loader)
     if device.type == "cuda":
         in_memory = [(s.pin_memory(), t.pin_memory()) for s, t in in_memory]
