@@ -164,6 +164,18 @@ def test_bad_config_values():
                        preset="reference").lr == 2e-4
 
 
+def test_available_cpus_is_this_process_affinity():
+    """What the threads, loader workers and cache jobs share out: the CPUs this process may
+    use (its affinity mask), as before `os.process_cpu_count` existed."""
+    import os
+
+    from mri2mri.train.config import available_cpus
+
+    expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count()
+    assert available_cpus() == expected >= 1
+
+
 def test_missing_contrast_is_a_clear_error(tmp_path_factory, tmp_path):
     with pytest.raises(InputError, match="angio"):
         train(TrainConfig(data=str(tiny_cohort_dir(tmp_path_factory)), sources=["T1w"],
