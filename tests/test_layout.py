@@ -106,6 +106,22 @@ def test_no_product_function_is_longer_than_the_limit() -> None:
     assert not long, f"functions longer than {MAX_FUNCTION_LINES} lines: {long}"
 
 
+#: Product modules stay readable as a whole too: no module longer than this (issue 33).
+MAX_MODULE_LINES = 600
+
+
+def test_no_product_module_is_longer_than_the_limit() -> None:
+    long = []
+    for folder in ("runtime", "data", "train", "export", "demo", "benchmarks"):
+        for path in (REPO / folder).rglob("*.py"):
+            if "perf" in path.relative_to(REPO).parts:
+                continue
+            lines = len(path.read_text().splitlines())
+            if lines > MAX_MODULE_LINES:
+                long.append(f"{path.relative_to(REPO)} ({lines} lines)")
+    assert not long, f"modules longer than {MAX_MODULE_LINES} lines: {long}"
+
+
 #: The rooms from the bottom up: each may import only itself and the rooms before it.
 ROOMS = ("runtime", "data", "train", "export")
 
