@@ -43,6 +43,11 @@ def demo(
              "T1w.gm_wm_contrast=0.5, T1w.snr=10, dwi.te=60, T2w.bias_peak=0.4, "
              "T1w.blur_fwhm_mm=4; fields tr, te, ti, flip, shot_interval (ms, degrees), "
              "gm_wm_contrast, snr, bias_peak, blur_fwhm_mm.")] = None,
+    variety: Annotated[str, typer.Option(
+        help="Per-subject variety: 'starter' (what starter models train on), or "
+             "scanners=P,lesions=P,max_lesions=N,skull_strip=P (P: probability per subject): "
+             "a random scanner, tumour/oedema/necrosis lesions, an imperfect skull "
+             "stripping with zero background.")] = "none",
 ) -> None:
     """Simulate a multi-contrast cohort (T1w, T2w, PDw, DWI) from the MNI152 2009 template."""
     from mri2mri.runtime.core.errors import InputError
@@ -50,9 +55,11 @@ def demo(
 
     from .simulate.demo_cohort import generate_cohort
     from .simulate.shift import AcquisitionShift
+    from .simulate.variety import Variety
 
     try:
         scanner = AcquisitionShift.parse(shift or [])
+        varied = Variety.parse(variety)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
 
@@ -61,7 +68,7 @@ def demo(
         out = generate_cohort(out_dir, subjects=subjects, seed=seed, resolution=resolution,
                               preview=preview, jobs=jobs, overwrite=overwrite,
                               progress=lambda done, total: bar.update(task, completed=done),
-                              shift=scanner, head=head, epi=epi)
+                              shift=scanner, head=head, epi=epi, variety=varied)
     typer.echo(f"wrote {subjects} simulated subjects to {out}")
     if preview:
         typer.echo(f"preview: {out / 'preview.png'}")

@@ -75,6 +75,7 @@ from .tissue import (
     signal,
     subject_tissues,
 )
+from .variety import SubjectVariety, Variety
 
 ANAT_CONTRASTS = ("T1w", "T2w", "PDw")
 DWI_VOXEL_MM = (1.75, 1.75, 2.35)
@@ -110,6 +111,8 @@ class DemoConfig:
     head: HeadLayers | None = None
     #: The EPI read-out of the DWI (see `mri2mri.data.simulate.epi`); None: the plain model.
     epi: EpiProtocol | None = None
+    #: Per-subject random scanners, lesions and skull stripping (`variety`); None: none.
+    variety: Variety | None = None
     #: Only these images (of T1w, T2w, PDw, dwi); None: all. Fewer is faster (the
     #: simulated prior of `mri2mri.train.prior` makes only what its task needs); the
     #: images made draw other random numbers than in a full cohort.
@@ -206,10 +209,16 @@ class _Anatomy:
                        "scaling": scale.round(4).tolist(),
                        "translation_mm": self.shift.round(3).tolist()}
 
-    def fractions(self, points: np.ndarray) -> dict[str, np.ndarray]:
-        """Tissue fractions (GM/WM/CSF, and the head's) at subject-world points (N, 3)."""
+    def warp(self, points: np.ndarray) -> np.ndarray:
+        """Template-world positions (N, 3) of subject-world points (N, 3)."""
         disp = np.stack([f(points) for f in self.displacement], axis=1)
-        warped = (points + disp - self.centre) @ self.linear.T + self.centre + self.shift
+        return (points + disp - self.centre) @ self.linear.T + self.centre + self.shift
+
+    def fractions(self, points: np.ndarray, warped: np.ndarray | None = None
+                  ) -> dict[str, np.ndarray]:
+        """Tissue fractions (GM/WM/CSF, and the head's) at subject-world points (N, 3);
+        `warped`: their template-world positions, when already known."""
+        warped = self.warp(points) if warped is None else warped
         inv = np.linalg.inv(self.template.affine)
         idx = (warped @ inv[:3, :3].T + inv[:3, 3]).T
         t = self.template
@@ -249,8 +258,8 @@ def _rician(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
 
 
 def _bias(rng: np.random.Generator, points: np.ndarray, template: Template,
-          cfg: DemoConfig, contrast: str) -> np.ndarray:
-    peak = cfg.scanner().bias_peak.get(contrast, cfg.bias_peak)
+          cfg: DemoConfig, contrast: str, scanner: AcquisitionShift) -> np.ndarray:
+    peak = scanner.bias_peak.get(contrast, cfg.bias_peak)
     field_ = random_field(rng, template.box_lo - 30, template.box_hi + 30, 10.0,
                           cfg.bias_correlation_mm, peak)
     return np.exp(field_(points))
@@ -282,31 +291,38 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     """All images of subject `index` (0-based) plus the parameters that made them."""
     rng, tissues, anatomy = subject_anatomy(template, cfg, index)
     images: dict[str, nib.Nifti1Image] = {}
+    variety = SubjectVariety.draw(cfg.variety, [cfg.seed, index, 3], template, cfg.scanner())
+    tissues, anatomy = variety.tissues(tissues), variety.anatomy(anatomy)
 
     shape, affine = _anat_grid(template, cfg.resolution,
                                cfg.head.thickness_mm if cfg.head is not None else 0.0)
     points = grid_points(shape, affine)
     frac = anatomy.fractions(points)
     wm_voxels = frac["wm"] > 0.9
-    scanner = cfg.scanner()
+    scanner = variety.scanner
+    strip = variety.strip_mask(frac, shape, cfg.resolution)
     for contrast in ANAT_CONTRASTS:
         if not cfg.makes(contrast):
             continue
         values = _tissue_signals(contrast, tissues, scanner)
-        clean = sum(frac[t] * values[t] for t in template.tissues)
+        clean = sum(frac[t] * values[t] for t in frac)
         clean = _blur(clean.reshape(shape), affine,
                       scanner.blur_fwhm_mm.get(contrast)).ravel()
-        clean = clean * _bias(rng, points, template, cfg, contrast)
+        clean = clean * _bias(rng, points, template, cfg, contrast, scanner)
         sigma = float(clean[wm_voxels].mean()) / scanner.snr.get(contrast, cfg.snr[contrast])
         noisy = _rician(clean, sigma, rng).reshape(shape)
+        if strip is not None:
+            noisy = noisy * strip
         peak = max(_tissue_signals(contrast, LITERATURE_1P5T, scanner).values())
         images[contrast] = _to_int16_image(noisy / peak, affine, 1000.0)
 
-    params = {"tissues": {k: asdict(v) for k, v in tissues.items()}, **anatomy.params}
+    params = {"tissues": {k: asdict(v) for k, v in tissues.items()}, **anatomy.params,
+              **variety.params()}
     if not cfg.makes("dwi"):
         return images, params
     if cfg.epi is not None:
-        images["dwi"], params["epi"] = _epi_dwi(template, cfg, index, anatomy, tissues, rng)
+        images["dwi"], params["epi"] = _epi_dwi(template, cfg, index, anatomy, tissues, rng,
+                                                scanner)
         return images, params
 
     dshape, daffine = _dwi_grid(template, cfg.resolution, rng, cfg)
@@ -322,12 +338,12 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     dfrac = anatomy.fractions(dpoints + shift[:, None] * pe_dir)
     jac = 1.0 + np.gradient(shift.reshape(dshape), axis=1) / nib.affines.voxel_sizes(daffine)[1]
     jac = np.clip(jac, 0.2, None).ravel()
-    bias = _bias(rng, dpoints, template, cfg, "dwi")
+    bias = _bias(rng, dpoints, template, cfg, "dwi", scanner)
     blur = scanner.blur_fwhm_mm.get("dwi")
 
     def dwi_clean(b: float) -> np.ndarray:
         values = _tissue_signals("dwi", tissues, scanner, b)
-        clean = sum(dfrac[t] * values[t] for t in template.tissues) * jac
+        clean = sum(dfrac[t] * values[t] for t in dfrac) * jac
         return _blur(clean.reshape(dshape), daffine, blur).ravel() * bias
 
     b0_clean = dwi_clean(0.0)
@@ -355,8 +371,8 @@ def _epi_protocol(cfg: DemoConfig) -> EpiProtocol:
 
 
 def _epi_dwi(template: Template, cfg: DemoConfig, index: int, anatomy: _Anatomy,
-             tissues: dict[str, Tissue], rng: np.random.Generator
-             ) -> tuple[nib.Nifti1Image, dict]:
+             tissues: dict[str, Tissue], rng: np.random.Generator,
+             scanner: AcquisitionShift) -> tuple[nib.Nifti1Image, dict]:
     """The DWI read out by a single-shot spin-echo EPI (`mri2mri.data.simulate.epi`).
 
     Tissue fractions are sampled on a grid finer along PE and through the slab,
@@ -382,14 +398,14 @@ def _epi_dwi(template: Template, cfg: DemoConfig, index: int, anatomy: _Anatomy,
     fine = anatomy.fractions(fpoints)
     del fpoints
     dfrac = {t: block_mean(displace(fine.pop(t).reshape(fshape), shift, protocol.pe_axis), os_)
-             for t in template.tissues}
-    bias = _bias(rng, grid_points(dshape, daffine), template, cfg, "dwi").reshape(dshape)
-    scanner = cfg.scanner()
+             for t in list(fine)}
+    bias = _bias(rng, grid_points(dshape, daffine), template, cfg, "dwi",
+                 scanner).reshape(dshape)
     blur = scanner.blur_fwhm_mm.get("dwi")
 
     def clean(b: float) -> np.ndarray:
         values = _tissue_signals("dwi", tissues, scanner, b, protocol.fat_residual)
-        volume = sum(dfrac[t] * values[t] for t in template.tissues)
+        volume = sum(dfrac[t] * values[t] for t in dfrac)
         return _blur(volume, daffine, blur) * bias
 
     b0 = clean(0.0)
@@ -508,7 +524,8 @@ def cohort_name(cfg: DemoConfig) -> str:
 
 def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
     simulation = asdict(cfg)
-    for key in ("shift", "head", "epi", "contrasts"):  # defaults: the same as before them
+    # Options at their defaults: the description stays as it was before they existed.
+    for key in ("shift", "head", "epi", "contrasts", "variety"):
         if getattr(cfg, key) is None:
             del simulation[key]
     if cfg.epi is not None:
@@ -536,14 +553,16 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
                     overwrite: bool = False,
                     progress: Callable[[int, int], None] | None = None,
                     shift: AcquisitionShift | None = None, head: bool = False,
-                    epi: bool = False, contrasts: Sequence[str] | None = None) -> Path:
+                    epi: bool = False, contrasts: Sequence[str] | None = None,
+                    variety: Variety | None = None) -> Path:
     """Write a simulated BIDS cohort to `out_dir`; deterministic for a seed.
 
     `shift` images the same subjects (same seed: same anatomy and noise draws) with
     another simulated scanner's acquisition (see `mri2mri.data.simulate.shift`).
     `head` adds skull and scalp around the brain (`mri2mri.data.simulate.head`), `epi`
     reads the DWI out with the EPI model of `mri2mri.data.simulate.epi`; `contrasts`
-    (of T1w, T2w, PDw, dwi) makes only those images.
+    (of T1w, T2w, PDw, dwi) makes only those images; `variety` draws a random scanner,
+    lesions and skull stripping per subject (`mri2mri.data.simulate.variety`).
 
     The dataset is built in a temporary sibling folder and renamed into place,
     so an interrupted run leaves nothing behind.
@@ -563,7 +582,8 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
     cfg = DemoConfig(subjects=subjects, seed=seed, resolution=float(resolution),
                      shift=None if shift is None or shift.empty else shift,
                      head=HeadLayers() if head else None, epi=EpiProtocol() if epi else None,
-                     contrasts=None if contrasts is None else tuple(contrasts))
+                     contrasts=None if contrasts is None else tuple(contrasts),
+                     variety=variety if variety is not None and variety.active else None)
     with atomic_dir(out) as tmp:
         tasks = [(cfg, i, str(tmp)) for i in range(subjects)]
         params = dict(map_jobs(_subject_job, tasks, jobs, progress))
