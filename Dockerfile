@@ -11,6 +11,7 @@ COPY data data
 COPY train train
 COPY export export
 COPY demo demo
+COPY starters starters
 COPY benchmarks benchmarks
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: Folders whose modules the layout names one by one.
 NAMED = ("runtime", "runtime/core", "runtime/imaging", "runtime/engine", "runtime/synthesis",
          "runtime/bids", "runtime/registration", "runtime/qc", "data", "data/simulate", "train",
-         "benchmarks/registration")
+         "starters", "benchmarks/registration")
 #: The runtime's entry points: every runtime module must serve one of them.
 RUNTIME_ENTRIES = ("mri2mri.runtime.synthesis.cli_run", "mri2mri.runtime.registration.cli")
 

@@ -1,0 +1,146 @@
+"""Build a starter model from its recipe: simulate, train, export, score, (install).
+
+One function, `build_starter`, so that every shipped model is rebuilt by one command
+and its card says exactly how it was made and what it scores:
+
+1. simulate the recipe's cohort (`generate_cohort` with per-subject variety);
+2. train on it alone (`mri2mri.train`), export best.pt to ONNX (parity-checked);
+3. score it, level-free, on the cohort's held-out simulated subjects against the LUT
+   fitted on the other held-out ones, and, given real pairs (`real`), zero-shot on
+   every real subject (`mri2mri-bench zero-shot`);
+4. write the model card; with `install`, add the model to the runtime's registry.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mri2mri.runtime.core.atomic import write_json
+from mri2mri.runtime.core.errors import InputError
+
+from .card import write_card
+from .recipes import Recipe, recipe
+
+
+@dataclass
+class StarterBuild:
+    """Where a build put everything, and what it measured."""
+
+    recipe: Recipe
+    out: Path
+    model: Path
+    card: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    simulated: dict[str, Any] = field(default_factory=dict)
+    real: dict[str, Any] | None = None
+    installed: Path | None = None
+
+
+def _fresh_dir(out: Path, overwrite: bool) -> Path:
+    if not out.parent.is_dir():
+        raise InputError(out, f"parent directory {out.parent} does not exist")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(out, "exists and is not empty; pass --overwrite to start afresh")
+        shutil.rmtree(out)
+    out.mkdir(exist_ok=True)
+    return out
+
+
+def _simulate(r: Recipe, out: Path, jobs: int) -> Path:
+    from mri2mri.data.simulate.demo_cohort import generate_cohort
+    from mri2mri.data.simulate.variety import Variety
+
+    return generate_cohort(out, subjects=r.subjects, seed=r.seed, resolution=r.resolution,
+                           jobs=jobs, contrasts=r.images(), variety=Variety.parse(r.variety))
+
+
+def _train(r: Recipe, data: Path, out: Path, console: Console) -> Path:
+    from mri2mri.train.config import TrainConfig
+    from mri2mri.train.trainer import train
+
+    config = TrainConfig(data=str(data), sources=list(r.sources), target=r.target,
+                         out=str(out), seed=r.seed, **r.train)
+    return Path(train(config, console=console).best_checkpoint)
+
+
+def held_out_view(data: Path, run: Path, out: Path) -> Path:
+    """A cohort folder of the run's validation and test subjects only (symbolic links),
+    so that scoring on it never touches a subject the network was trained on."""
+    split = json.loads((run / "config.json").read_text())["split"]
+    held = sorted(split.get("validation", []) + split.get("test", []))
+    if len(held) < 2:
+        raise InputError(data, "the cohort holds fewer than 2 held-out subjects to score on")
+    view = out / "held-out"
+    view.mkdir()
+    for name in ("dataset_description.json", "participants.tsv"):
+        shutil.copy(data / name, view / name)
+    for sub in held:
+        (view / sub).symlink_to((data / sub).resolve(), target_is_directory=True)
+    return view
+
+
+def _score(model: Path, cohort: Path, out: Path, r: Recipe, console: Console
+           ) -> dict[str, Any]:
+    from mri2mri.benchmarks.generalisation.zero_shot import zero_shot
+
+    return zero_shot(model, cohort, out, source=r.sources[0], target=r.target,
+                     progress=lambda line: console.print(f"  {line}"))
+
+
+def build_starter(name: str, out: str | Path, *, real: str | Path | None = None,
+                  install: bool = False, overwrite: bool = False, jobs: int = 2,
+                  console: Console | None = None) -> StarterBuild:
+    """Build starter `name` into `out` from its recipe (see the module docstring)."""
+    r = recipe(name)
+    if len(r.sources) != 1:
+        raise InputError(None, f"{name}: the zero-shot scores need a one-source task")
+    if real is not None and not Path(real).is_dir():
+        raise InputError(real, "is not a folder of real subjects")
+    console = console or Console(stderr=True)
+    out = _fresh_dir(Path(out), overwrite)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step], clock = round(now - clock, 1), now
+
+    console.rule(f"{name}: simulating {r.subjects} subjects at {r.resolution:g} mm "
+                 f"(variety {r.variety})")
+    data = _simulate(r, out / "data", jobs)
+    lap("simulate")
+    console.rule(f"{name}: training {'+'.join(r.sources)} -> {r.target}")
+    best = _train(r, data, out / "run", console)
+    lap("train")
+    from mri2mri.export.onnx_export import export_checkpoint
+
+    model = export_checkpoint(best, out / f"{name}.onnx").path
+    lap("export")
+    console.rule(f"{name}: scoring on held-out simulated subjects")
+    simulated = _score(model, held_out_view(data, out / "run", out), out / "simulated", r,
+                       console)
+    lap("score simulated")
+    real_summary = None
+    if real is not None:
+        console.rule(f"{name}: zero-shot on the real subjects of {real}")
+        real_summary = _score(model, Path(real), out / "zero-shot", r, console)
+        lap("score real")
+    build = StarterBuild(r, out, model, out / f"{name}.md", seconds, simulated, real_summary)
+    write_card(build)
+    write_json(out / "build.json", {"recipe": r.to_dict(), "seconds": seconds,
+                                    "model": model.name, "card": build.card.name})
+    if install:
+        from mri2mri.runtime.models import add_starter, models_dir
+
+        entry = add_starter(model, name, r.summary, build.card)
+        build.installed = models_dir() / entry.file
+    return build

@@ -1,0 +1,63 @@
+"""What each starter model is made from: a simulated cohort and a training recipe.
+
+Why kept as data in the repository: a shipped model must be rebuilt by anyone, to the
+same scores, from one command (``mri2mri-starter build NAME``); its card records the
+recipe it came from. Nothing here reads a real scan: the training data are simulated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mri2mri.runtime.core.errors import InputError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One starter model: its task, the simulated cohort and the training options."""
+
+    name: str
+    sources: tuple[str, ...]
+    target: str
+    summary: str
+    #: The simulated cohort (`mri2mri.data.simulate.demo_cohort.generate_cohort`).
+    subjects: int = 12
+    resolution: float = 2.0
+    seed: int = 0
+    variety: str = "starter"
+    #: `TrainConfig` fields; the cohort is simulated, so no extra simulated prior.
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def images(self) -> tuple[str, ...]:
+        """The images the cohort needs (the simulator's names: dwi for b0)."""
+        return tuple(sorted({"dwi" if c == "b0" else c for c in (*self.sources, self.target)}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Training options shared by the anatomical starters: the default recipe's budget
+#: (12 epochs of 600 slices), contrast randomisation of the sources, one CPU thread so
+#: that a rebuild gives the same numbers on any machine.
+ANATOMICAL = {"epochs": 12, "slices_per_epoch": 600, "augment": "strong,randomize=0.7",
+              "simulated_subjects": 0, "threads": 1, "workers": 0}
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("T1w-to-T2w", ("T1w",), "T2w",
+           "T2w from a T1w; trained on simulated brains only (random scanners, lesions, "
+           "skull stripping)", train=ANATOMICAL),
+    Recipe("T2w-to-T1w", ("T2w",), "T1w",
+           "T1w from a T2w; trained on simulated brains only (random scanners, lesions, "
+           "skull stripping)", train=ANATOMICAL),
+    Recipe("T1w-to-PDw", ("T1w",), "PDw",
+           "PDw from a T1w; trained on simulated brains only (random scanners, lesions, "
+           "skull stripping)", train=ANATOMICAL),
+)}
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe called `name`; a one-line error listing the known ones otherwise."""
+    if name not in RECIPES:
+        raise InputError(None, f"no starter recipe {name!r}; known: {', '.join(RECIPES)}")
+    return RECIPES[name]
