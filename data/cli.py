@@ -24,6 +24,7 @@ def _group() -> None:
 @app.command("demo")
 def demo(
     out_dir: Annotated[Path, typer.Argument(help="Where to write the BIDS dataset.")],
+    *,
     subjects: Annotated[int, typer.Option(help="Number of subjects.")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
     resolution: Annotated[float, typer.Option(help="Anatomical voxel size in mm (1 = like "
@@ -79,6 +80,7 @@ def pseudo_dwi(
     source: Annotated[Path, typer.Argument(help="BIDS folder of real subjects with T1w and "
                                                 "T2w images.")],
     out_dir: Annotated[Path, typer.Argument(help="Where to write the pseudo-DWI cohort.")],
+    *,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
     b0_volumes: Annotated[int, typer.Option(help="b=0 volumes per DWI (own noise each).")] = 2,
     jobs: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,

@@ -15,6 +15,7 @@ _SOURCE = "IXI-{}.tar archive or a folder of its extracted files."
 
 
 def ixi(
+    *,
     out: Annotated[Path, typer.Option("--out", help="Where to write the BIDS-like cohort.")],
     t1: Annotated[Path | None, typer.Option("--t1", help=_SOURCE.format("T1"))] = None,
     t2: Annotated[Path | None, typer.Option("--t2", help=_SOURCE.format("T2"))] = None,

@@ -225,8 +225,8 @@ def process_subject(job: SubjectJob) -> SubjectResult:
             raise ValueError("nothing could be imported")
         write_qc(job.out / QC_DIR / f"sub-{job.subject}_qc.png",
                  aligned.images if anat_images else {},
-                 aligned.reference if anat_images else "", b0,
-                 f"sub-{job.subject} ({job.site} {job.session})")
+                 reference=aligned.reference if anat_images else "", b0=b0,
+                 title=f"sub-{job.subject} ({job.site} {job.session})")
         write_json(tmp / MARKER, asdict(result))
         final = job.out / f"sub-{job.subject}"
         if final.exists():
@@ -253,10 +253,10 @@ def _complete_records(out: Path) -> list[dict]:
     return records
 
 
-def import_ixi(t1: str | Path | None = None, t2: str | Path | None = None,
+def import_ixi(*, t1: str | Path | None = None, t2: str | Path | None = None,
                pd: str | Path | None = None, mra: str | Path | None = None,
                dti: str | Path | None = None, bvals: str | Path | None = None,
-               bvecs: str | Path | None = None, *, out: str | Path, jobs: int = 1,
+               bvecs: str | Path | None = None, out: str | Path, jobs: int = 1,
                overwrite: bool = False, settings: str | RegistrationSettings = "fast",
                seed: int = 0,
                progress: Callable[[int, int], None] | None = None) -> ImportReport:

@@ -37,7 +37,7 @@ def _edges(data: np.ndarray) -> np.ndarray:
     return (mag > np.percentile(mag[head], 92)) & ndimage.binary_dilation(head)
 
 
-def write_qc(path: str | Path, anatomy: dict[str, nib.Nifti1Image], reference: str,
+def write_qc(path: str | Path, anatomy: dict[str, nib.Nifti1Image], *, reference: str,
              b0: nib.Nifti1Image | None, title: str) -> Path:
     """Write a PNG: rows = contrasts (+ b=0), columns = axial, coronal, sagittal."""
     import matplotlib

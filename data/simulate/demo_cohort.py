@@ -125,7 +125,7 @@ class DemoConfig:
         return self.shift if self.shift is not None else AcquisitionShift()
 
 
-def _tissue_signals(contrast: str, tissues: dict[str, Tissue], shift: AcquisitionShift,
+def _tissue_signals(contrast: str, tissues: dict[str, Tissue], shift: AcquisitionShift, *,
                     bvalue: float = 0.0, fat_residual: float = FAT_RESIDUAL
                     ) -> dict[str, float]:
     """Pure-tissue signals of one acquisition, with the shift's protocol and GM/WM contrast."""
@@ -203,8 +203,9 @@ class _Anatomy:
         self.centre = (template.box_lo + template.box_hi) / 2
         self.shift = rng.uniform(-cfg.max_translation_mm, cfg.max_translation_mm, 3)
         lo, hi = template.box_lo - 30, template.box_hi + 30
-        self.displacement = [random_field(rng, lo, hi, 5.0, cfg.deformation_correlation_mm,
-                                          cfg.deformation_mm) for _ in range(3)]
+        self.displacement = [random_field(rng, lo, hi, spacing=5.0,
+                                          smoothness=cfg.deformation_correlation_mm,
+                                          amplitude=cfg.deformation_mm) for _ in range(3)]
         self.params = {"rotation_deg": np.rad2deg(angles).round(3).tolist(),
                        "scaling": scale.round(4).tolist(),
                        "translation_mm": self.shift.round(3).tolist()}
@@ -258,10 +259,10 @@ def _rician(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
 
 
 def _bias(rng: np.random.Generator, points: np.ndarray, template: Template,
-          cfg: DemoConfig, contrast: str, scanner: AcquisitionShift) -> np.ndarray:
+          cfg: DemoConfig, *, contrast: str, scanner: AcquisitionShift) -> np.ndarray:
     peak = scanner.bias_peak.get(contrast, cfg.bias_peak)
-    field_ = random_field(rng, template.box_lo - 30, template.box_hi + 30, 10.0,
-                          cfg.bias_correlation_mm, peak)
+    field_ = random_field(rng, template.box_lo - 30, template.box_hi + 30, spacing=10.0,
+                          smoothness=cfg.bias_correlation_mm, amplitude=peak)
     return np.exp(field_(points))
 
 
@@ -308,7 +309,7 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
         clean = sum(frac[t] * values[t] for t in frac)
         clean = _blur(clean.reshape(shape), affine,
                       scanner.blur_fwhm_mm.get(contrast)).ravel()
-        clean = clean * _bias(rng, points, template, cfg, contrast, scanner)
+        clean = clean * _bias(rng, points, template, cfg, contrast=contrast, scanner=scanner)
         sigma = float(clean[wm_voxels].mean()) / scanner.snr.get(contrast, cfg.snr[contrast])
         noisy = _rician(clean, sigma, rng).reshape(shape)
         if strip is not None:
@@ -321,8 +322,8 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     if not cfg.makes("dwi"):
         return images, params
     if cfg.epi is not None:
-        images["dwi"], params["epi"] = _epi_dwi(template, cfg, index, anatomy, tissues, rng,
-                                                scanner)
+        images["dwi"], params["epi"] = _epi_dwi(template, cfg, index, anatomy=anatomy,
+                                                tissues=tissues, rng=rng, scanner=scanner)
         return images, params
 
     dshape, daffine = _dwi_grid(template, cfg.resolution, rng, cfg)
@@ -338,11 +339,11 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     dfrac = anatomy.fractions(dpoints + shift[:, None] * pe_dir)
     jac = 1.0 + np.gradient(shift.reshape(dshape), axis=1) / nib.affines.voxel_sizes(daffine)[1]
     jac = np.clip(jac, 0.2, None).ravel()
-    bias = _bias(rng, dpoints, template, cfg, "dwi", scanner)
+    bias = _bias(rng, dpoints, template, cfg, contrast="dwi", scanner=scanner)
     blur = scanner.blur_fwhm_mm.get("dwi")
 
     def dwi_clean(b: float) -> np.ndarray:
-        values = _tissue_signals("dwi", tissues, scanner, b)
+        values = _tissue_signals("dwi", tissues, scanner, bvalue=b)
         clean = sum(dfrac[t] * values[t] for t in dfrac) * jac
         return _blur(clean.reshape(dshape), daffine, blur).ravel() * bias
 
@@ -370,7 +371,7 @@ def _epi_protocol(cfg: DemoConfig) -> EpiProtocol:
                    total_readout_time=protocol.total_readout_time / factor)
 
 
-def _epi_dwi(template: Template, cfg: DemoConfig, index: int, anatomy: _Anatomy,
+def _epi_dwi(template: Template, cfg: DemoConfig, index: int, *, anatomy: _Anatomy,
              tissues: dict[str, Tissue], rng: np.random.Generator,
              scanner: AcquisitionShift) -> tuple[nib.Nifti1Image, dict]:
     """The DWI read out by a single-shot spin-echo EPI (`mri2mri.data.simulate.epi`).
@@ -391,20 +392,21 @@ def _epi_dwi(template: Template, cfg: DemoConfig, index: int, anatomy: _Anatomy,
     fshape, faffine = fine_grid(dshape, daffine, os_)
     fpoints = grid_points(fshape, faffine)
     peak_hz = float(erng.uniform(*protocol.frontal_peak_hz))
-    hz = off_resonance_hz(fpoints, list(MNI_HOTSPOTS), peak_hz, protocol, erng,
-                          (template.box_lo, template.box_hi))
+    hz = off_resonance_hz(fpoints, list(MNI_HOTSPOTS), peak_hz=peak_hz, protocol=protocol,
+                          rng=erng, box=(template.box_lo, template.box_hi))
     shift = (protocol.pe_sign * hz * protocol.total_readout_time
              * os_[protocol.pe_axis]).reshape(fshape)
     fine = anatomy.fractions(fpoints)
     del fpoints
     dfrac = {t: block_mean(displace(fine.pop(t).reshape(fshape), shift, protocol.pe_axis), os_)
              for t in list(fine)}
-    bias = _bias(rng, grid_points(dshape, daffine), template, cfg, "dwi",
-                 scanner).reshape(dshape)
+    bias = _bias(rng, grid_points(dshape, daffine), template, cfg, contrast="dwi",
+                 scanner=scanner).reshape(dshape)
     blur = scanner.blur_fwhm_mm.get("dwi")
 
     def clean(b: float) -> np.ndarray:
-        values = _tissue_signals("dwi", tissues, scanner, b, protocol.fat_residual)
+        values = _tissue_signals("dwi", tissues, scanner, bvalue=b,
+                                 fat_residual=protocol.fat_residual)
         volume = sum(dfrac[t] * values[t] for t in dfrac)
         return _blur(volume, daffine, blur) * bias
 
@@ -593,7 +595,7 @@ def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
         (tmp / "participants.tsv").write_text(
             "participant_id\tsimulated\n" + "".join(f"{s}\tyes\n" for s in sorted(params)))
         if preview:
-            from .preview import write_preview
+            from ..preview import write_preview
 
             write_preview(tmp, subject_label(0), tmp / PREVIEW_FILE)
     return out

@@ -167,8 +167,9 @@ def off_resonance_hz(points: np.ndarray, hotspots: list[tuple[np.ndarray, float]
         d2 = ((points - np.asarray(centre)) ** 2).sum(1)
         field += weight * peak_hz * np.exp(-d2 / (2 * protocol.hotspot_sigma_mm ** 2))
     if protocol.background_hz > 0:
-        shim = random_field(rng, box[0] - 30, box[1] + 30, 10.0,
-                            protocol.background_correlation_mm, protocol.background_hz)
+        shim = random_field(rng, box[0] - 30, box[1] + 30, spacing=10.0,
+                            smoothness=protocol.background_correlation_mm,
+                            amplitude=protocol.background_hz)
         field += shim(points)
     return field
 
@@ -303,7 +304,8 @@ def pseudo_b0(t2w: nib.Nifti1Image, rng: np.random.Generator | int = 0,
     idx = nib.affines.apply_affine(np.linalg.inv(t2w.affine), points).T
     obj = ndimage.map_coordinates(data, idx, order=1, mode="constant", cval=0.0)
     inside = ndimage.map_coordinates(brain.astype(np.float32), idx, order=1, mode="constant")
-    field = off_resonance_hz(points, hotspots_for_box(lo, hi), peak_hz, protocol, rng, (lo, hi))
+    field = off_resonance_hz(points, hotspots_for_box(lo, hi), peak_hz=peak_hz,
+                             protocol=protocol, rng=rng, box=(lo, hi))
     del points, idx
     shift = (protocol.pe_sign * field * protocol.total_readout_time
              * os_[protocol.pe_axis]).reshape(fshape)

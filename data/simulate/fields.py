@@ -27,7 +27,7 @@ class LatticeField:
         return ndimage.map_coordinates(self.values, idx.T, order=3, mode="nearest")
 
 
-def random_field(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, spacing: float,
+def random_field(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, *, spacing: float,
                  smoothness: float, amplitude: float) -> LatticeField:
     """Gaussian random field over the box [lo, hi], max |value| = `amplitude`.
 

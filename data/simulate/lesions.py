@@ -65,7 +65,8 @@ def draw_lesions(rng: np.random.Generator, wm: np.ndarray, affine: np.ndarray,
         core = float(rng.uniform(0.3, 0.75)) if rng.random() < 0.6 else 0.0
         oedema = float(rng.uniform(1.2, 2.6))
         reach = radius * oedema + 3 * EDGE_MM
-        shape = random_field(rng, centre - reach, centre + reach, 3.0, 6.0, 0.3)
+        shape = random_field(rng, centre - reach, centre + reach, spacing=3.0, smoothness=6.0,
+                             amplitude=0.3)
         lesions.append(Lesion(centre, radius, core, oedema, shape))
     return lesions
 

@@ -93,7 +93,7 @@ def _subject(args: tuple[str, str, str, str, int, int, EpiProtocol, int]) -> tup
     return sub, params
 
 
-def make_pseudo_dwi(source: str | Path, out_dir: str | Path, seed: int = 0,
+def make_pseudo_dwi(source: str | Path, out_dir: str | Path, *, seed: int = 0,
                     b0_volumes: int = 2, protocol: EpiProtocol | None = None,
                     jobs: int = 1, overwrite: bool = False,
                     progress: Callable[[int, int], None] | None = None) -> Path:

@@ -104,13 +104,14 @@ def find_units(root: str | Path, sources: list[str], participants: list[str] | N
                 seen_sessions.add(session)
             if wanted_sessions is not None and session not in wanted_sessions:
                 continue
-            _add_units(result, subject.name, session, _images(folder, sources), sources)
+            _add_units(result, subject.name, session, images=_images(folder, sources),
+                       sources=sources)
     if wanted_sessions is not None and (unknown := sorted(wanted_sessions - seen_sessions)):
         raise InputError(root, f"no session {', '.join(unknown)} in the selected participants")
     return result
 
 
-def _add_units(result: Found, participant: str, session: str | None,
+def _add_units(result: Found, participant: str, session: str | None, *,
                images: dict[str, list[tuple[dict[str, str], Path]]], sources: list[str]) -> None:
     where = participant + (f"_{session}" if session else "")
     firsts = images[sources[0]]

@@ -85,7 +85,7 @@ def _display(view: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray
     return np.flipud(out)
 
 
-def _panel(view: np.ndarray, shape: tuple[int, int], low: float, high: float,
+def _panel(view: np.ndarray, shape: tuple[int, int], *, low: float, high: float,
            edges: np.ndarray | None) -> np.ndarray:
     """One view at `shape` pixels, padded to VIEW_HEIGHT rows, edges outlined."""
     grey = _display(view, shape, order=1)
@@ -117,7 +117,7 @@ def three_views(img: nib.spatialimages.SpatialImage, edges: np.ndarray | None = 
     data, affine = canonical(img)
     low, high = display_range(data)
     edge_views = orthogonal_views(edges) if edges is not None else [None] * 3
-    panels = [_panel(v, shape, low, high, e) for v, shape, e in
+    panels = [_panel(v, shape, low=low, high=high, edges=e) for v, shape, e in
               zip(orthogonal_views(data), _view_shapes(data.shape, affine), edge_views,
                   strict=True)]
     gap = np.zeros((VIEW_HEIGHT, 6, 3), np.uint8)
