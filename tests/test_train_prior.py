@@ -152,7 +152,8 @@ def test_a_broken_simulation_names_the_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr("mri2mri.data.simulate.demo_cohort.generate_cohort", fail)
     with pytest.raises(InputError, match="simulated-2mm-1-seed.*could not simulate"):
-        prior.prior_subjects(1, 0, 2.0, tmp_path, Console(quiet=True))
+        prior.prior_subjects(1, seed=0, resolution=2.0, root=tmp_path,
+                             console=Console(quiet=True))
 
 
 def test_each_training_subject_gets_its_own_transform():

@@ -175,9 +175,10 @@ def test_sampler_shards_each_global_batch():
     for step in range(3):  # each global step = rank 0's 4 items then rank 1's 4 items
         assert parts[0][4 * step: 4 * step + 4] + parts[1][4 * step: 4 * step + 4] == \
             keys[8 * step: 8 * step + 8]
-    assert len(EpochSampler(50, 20, 1, 8, 0, 2)) == 8  # the incomplete global batch is dropped
+    # the incomplete global batch is dropped
+    assert len(EpochSampler(50, 20, seed=1, batch_size=8, rank=0, world=2)) == 8
     with pytest.raises(ValueError, match="multiple"):
-        EpochSampler(50, 20, 1, 7, 0, 2)
+        EpochSampler(50, 20, seed=1, batch_size=7, rank=0, world=2)
 
 
 @pytest.mark.parametrize("saved_enabled", [True, False])

@@ -57,6 +57,7 @@ HELP = {
 
 @app.command()
 def main_command(
+    *,
     data: Annotated[Path, typer.Option("--data", help="BIDS cohort directory.")],
     source: Annotated[list[str], typer.Option("--source", help="Source contrast; repeat for "
                                               "many-to-one (channel order = option order).")],

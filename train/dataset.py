@@ -56,7 +56,7 @@ class CachedSlices(torch.utils.data.Dataset):
     is called and nothing is drawn.
     """
 
-    def __init__(self, subjects: Sequence[CachedSubject], context: int = 0,
+    def __init__(self, subjects: Sequence[CachedSubject], *, context: int = 0,
                  transform: Transform | None = None, seed: int = 0,
                  subject_transforms: Sequence[Transform | None] | None = None) -> None:
         if not subjects:
@@ -144,7 +144,7 @@ class EpochSampler(torch.utils.data.Sampler):
     before iterating.
     """
 
-    def __init__(self, n_slices: int, n_samples: int, seed: int, batch_size: int,
+    def __init__(self, n_slices: int, n_samples: int, *, seed: int, batch_size: int,
                  rank: int = 0, world: int = 1) -> None:
         if batch_size % world:
             raise ValueError(f"the batch size ({batch_size}) must be a multiple of the number "

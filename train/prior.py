@@ -50,7 +50,7 @@ def supports(contrasts: Sequence[str]) -> bool:
     return set(contrasts) <= SIMULATED_CONTRASTS
 
 
-def prior_subjects(count: int, seed: int, resolution: float, root: Path,
+def prior_subjects(count: int, *, seed: int, resolution: float, root: Path,
                    console: Console, contrasts: Sequence[str] = ("T1w", "T2w", "PDw", "b0"),
                    jobs: int = 1) -> list[Subject]:
     """`count` simulated subjects at `resolution` mm with (at least) `contrasts`, generated

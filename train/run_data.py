@@ -165,8 +165,9 @@ def _simulated_prior(config: TrainConfig, train_subjects: list[Subject], *, root
     folder = root / "simulated"
     if ctx.enabled and not ctx.is_main:
         ctx.barrier()  # rank 0 generates; the others read what it wrote
-    subjects = simulated.prior_subjects(config.simulated_subjects, config.seed, resolution,
-                                        folder, console, contrasts,
+    subjects = simulated.prior_subjects(config.simulated_subjects, seed=config.seed,
+                                        resolution=resolution, root=folder, console=console,
+                                        contrasts=contrasts,
                                         jobs=max(1, available_cpus() // ctx.world))
     if ctx.enabled and ctx.is_main:
         ctx.barrier()
@@ -195,7 +196,7 @@ def training_loader(config: TrainConfig, data: RunData, device: torch.device,
                            seed=config.seed,
                            subject_transforms=[own] * len(data.train_entries)
                            + [sim] * len(data.prior_entries))
-    sampler = EpochSampler(len(dataset), config.slices_per_epoch, config.seed,
-                           config.batch_size, ctx.rank, ctx.world)
+    sampler = EpochSampler(len(dataset), config.slices_per_epoch, seed=config.seed,
+                           batch_size=config.batch_size, rank=ctx.rank, world=ctx.world)
     workers = resolve_workers(config.workers, device, max(1, available_cpus() // ctx.world))
     return build_loader(dataset, sampler, workers=workers, device=device, seed=config.seed)

@@ -432,10 +432,11 @@ class _Run:
         config, ctx, data, progress = self.config, self.ctx, self.data, self.progress
         net = self.training.net if net is None else net
         rows = full_validation(lambda s: predict_slices(net, s, self.eval_batch, self.device),
-                               data.val_subjects, config.sources, config.target,
-                               self.preset.geometry, data.norm, config.context,
-                               data.lut if progress.lut_full is None else None,
-                               ctx.rank, ctx.world)
+                               data.val_subjects, sources=config.sources, target=config.target,
+                               geometry=self.preset.geometry, norm=data.norm,
+                               context=config.context,
+                               lut=data.lut if progress.lut_full is None else None,
+                               rank=ctx.rank, world=ctx.world)
         rows = [r for part in ctx.all_gather(rows) for r in part]
         if progress.lut_full is None:
             progress.lut_full = mean_metrics([b for _, b in rows])

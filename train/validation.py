@@ -114,7 +114,7 @@ class SubsetValidation:
             stacks, target, mask = self._read(subject, zs)
             out = torch.cat([predict(torch.from_numpy(stacks[b:b + batch_size]).to(device))
                              .float() for b in range(0, len(zs), batch_size)])
-            rows.append(self._score(out, target, mask, subject.target_scale, device))
+            rows.append(self._score(out, target, mask, scale=subject.target_scale, device=device))
         return mean_metrics(rows)
 
     def evaluate_lut(self, lut: IntensityLUT, device: torch.device) -> dict[str, float]:
@@ -126,11 +126,11 @@ class SubsetValidation:
             subject = self.subjects[i]
             stacks, target, mask = self._read(subject, zs)
             out = torch.from_numpy(lut.predict(stacks[:, centre])).to(device)
-            rows.append(self._score(out, target, mask, subject.target_scale, device))
+            rows.append(self._score(out, target, mask, scale=subject.target_scale, device=device))
         return mean_metrics(rows)
 
     @staticmethod
-    def _score(out: torch.Tensor, target: np.ndarray, mask: np.ndarray, scale: float,
+    def _score(out: torch.Tensor, target: np.ndarray, mask: np.ndarray, *, scale: float,
                device: torch.device) -> dict[str, float]:
         # Restore both to the subject's target scale, as `restore_volume` does (clip at 0).
         pred = ((out + 1) * (scale / 2)).clamp_min(0)
@@ -139,7 +139,7 @@ class SubsetValidation:
 
 
 def full_validation(predict: Callable[[np.ndarray], np.ndarray], subjects: Sequence[Subject],
-                    sources: Sequence[str], target: str, geometry: SliceGeometry,
+                    *, sources: Sequence[str], target: str, geometry: SliceGeometry,
                     norm: Normalisation, context: int, lut: IntensityLUT | None = None,
                     rank: int = 0, world: int = 1
                     ) -> list[tuple[dict[str, float], dict[str, float] | None]]:
