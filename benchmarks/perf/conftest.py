@@ -91,7 +91,8 @@ def gemm_peak() -> dict:
     _PEAKS.update({str(t): gemm_gflops(t) for t in range(1, physical_cores() + 1)})
     if torch.cuda.is_available():
         for dtype in ("float32", "float16"):
-            _PEAKS[f"cuda-fp{dtype[-2:]}"] = gemm_gflops(1, 8192, 10, "cuda", dtype)
+            _PEAKS[f"cuda-fp{dtype[-2:]}"] = gemm_gflops(1, n=8192, repeats=10, device="cuda",
+                                                             dtype=dtype)
     return _PEAKS
 
 

@@ -121,7 +121,7 @@ def jenkinson_rms(estimate: np.ndarray, reference: np.ndarray, centre: np.ndarra
     return float(np.sqrt(radius ** 2 / 5.0 * np.trace(a.T @ a) + shift @ shift))
 
 
-def errors(estimate: np.ndarray, reference: np.ndarray, centre: np.ndarray,
+def errors(estimate: np.ndarray, reference: np.ndarray, *, centre: np.ndarray,
            brain_points: np.ndarray, surface_points: np.ndarray,
            surface_normals: np.ndarray) -> Errors:
     """All metrics of one estimate against one reference.

@@ -57,7 +57,7 @@ def surface_points(img: nib.spatialimages.SpatialImage, mask: np.ndarray | None 
     return nib.affines.apply_affine(img.affine, idx), normals / np.maximum(length, 1e-12)
 
 
-def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, motion: np.ndarray,
+def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, *, motion: np.ndarray,
                   methods: Sequence[tuple[str, Method]],
                   on_found: Callable[[str, nib.Nifti1Image, np.ndarray, float], None] | None
                   = None) -> list[dict[str, object]]:
@@ -83,6 +83,7 @@ def evaluate_pair(moving: nib.Nifti1Image, static: nib.Nifti1Image, motion: np.n
             row: dict[str, object] = {"method": name, "protocol": protocol,
                                       "seconds": seconds, "cpu_seconds": cpu_seconds,
                                       "seconds_unmoved": seconds_unmoved}
-            row.update(errors(found, reference, centre, points, surface, normals).as_dict())
+            row.update(errors(found, reference, centre=centre, brain_points=points,
+                              surface_points=surface, surface_normals=normals).as_dict())
             rows.append(row)
     return rows

@@ -43,7 +43,8 @@ def page_name(subject_id: str, method: str) -> str:
     return f"{subject_id}_{method}.html"
 
 
-def write_pair_report(report_dir: Path, subject_id: str, method: str, moving: nib.Nifti1Image,
+def write_pair_report(report_dir: Path, subject_id: str, method: str, *,
+                      moving: nib.Nifti1Image,
                       moved: nib.Nifti1Image, found: np.ndarray, seconds: float,
                       params: dict[str, object]) -> Path:
     """One method's registration of a subject's moving image to its moved static image."""

@@ -136,10 +136,11 @@ def run_subject(subject: Subject, config: BenchmarkConfig, report_dir: str | Non
                                                 f"{np.round(motion.translation, 2).tolist()}"}
 
         def on_found(method: str, moved: object, found: np.ndarray, seconds: float) -> None:
-            write_pair_report(Path(report_dir), subject.id, method, moving, moved, found,
-                              seconds, params)
+            write_pair_report(Path(report_dir), subject.id, method, moving=moving, moved=moved,
+                              found=found, seconds=seconds, params=params)
 
-    rows = evaluate_pair(moving, static, motion.matrix, _methods(config), on_found)
+    rows = evaluate_pair(moving, static, motion=motion.matrix, methods=_methods(config),
+                         on_found=on_found)
     for row in rows:
         row.update({"subject": subject.id, "moving_contrast": config.moving_contrast,
                     "static_contrast": config.static_contrast, "settings": config.settings,

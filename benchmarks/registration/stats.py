@@ -20,7 +20,7 @@ def ratio_of_means(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(b)) / mean_a if mean_a > 0 else float("nan")
 
 
-def bootstrap_ratio_ci(a: np.ndarray, b: np.ndarray, confidence: float = 0.95,
+def bootstrap_ratio_ci(a: np.ndarray, b: np.ndarray, *, confidence: float = 0.95,
                        resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Paired bootstrap (BCa) confidence interval of `ratio_of_means` (subjects resampled)."""
     a, b = np.asarray(a, float), np.asarray(b, float)

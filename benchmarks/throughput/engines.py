@@ -87,7 +87,7 @@ class OrtEngine:
     apart from the steady-state throughput.
     """
 
-    def __init__(self, model_path: Path, threads: int, batch_size: int,
+    def __init__(self, model_path: Path, threads: int, batch_size: int, *,
                  provider: str = CPU, optimisation: str = "runtime",
                  trt_cache: Path | bool = True) -> None:
         self.threads, self.provider, self.setup_seconds = threads, provider, 0.0

@@ -92,7 +92,7 @@ def interleaved_times(first, second, batch: np.ndarray, repeats: int
     return times[0], times[1], out_a, out_b
 
 
-def run_gate(workdir: Path, threads: int | None = None, optimisation: str = "runtime",
+def run_gate(workdir: Path, *, threads: int | None = None, optimisation: str = "runtime",
              preset: str = GATE_PRESET, batch_size: int = GATE_BATCH,
              repeats: int = GATE_REPEATS, threshold: float = THRESHOLD) -> GateResult:
     """Build the preset's seeded model, export it, and measure the ratio on this machine."""
@@ -127,6 +127,7 @@ app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
 @app.command()
 def gate(
+    *,
     threads: Annotated[int | None, typer.Option(help="Threads for both engines (default: "
                                                      "physical cores).")] = None,
     repeats: Annotated[int, typer.Option(help="Interleaved timings per engine.")]
@@ -145,8 +146,8 @@ def gate(
     if repeats < 1 or batch_size < 1:
         raise InputError(None, "--repeats and --batch-size must be at least 1")
     with tempfile.TemporaryDirectory(prefix="mri2mri-gate-") as tmp:
-        result = run_gate(Path(tmp), threads, optimisation, preset, batch_size, repeats,
-                          threshold)
+        result = run_gate(Path(tmp), threads=threads, optimisation=optimisation, preset=preset,
+                          batch_size=batch_size, repeats=repeats, threshold=threshold)
     typer.echo(f"{preset} preset, batch {batch_size}, onnxruntime settings: "
                f"{optimisation} (MRI2MRI_ORT_OPT), {result_threads(threads)} thread(s), "
                f"{len(result.torch_seconds)} interleaved repeats")

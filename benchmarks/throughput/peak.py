@@ -26,7 +26,7 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def gemm_gflops(threads: int, n: int = 2048, repeats: int = 5, device: str = "cpu",
+def gemm_gflops(threads: int, *, n: int = 2048, repeats: int = 5, device: str = "cpu",
                 dtype: str = "float32") -> dict[str, float]:
     """Median GFLOP/s of an n x n matrix product per library, and their maximum.
 

@@ -38,7 +38,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(data: Path, cache: Path, preset: str, device: torch.device, precision: str,
+def measure(data: Path, cache: Path, *, preset: str, device: torch.device, precision: str,
             batch: int, steps: int, workers: int | str, repeats: int) -> dict:
     config = TrainConfig(data=str(data), sources=["T1w"], target="T2w", out="", preset=preset,
                          precision=precision)
@@ -92,7 +92,8 @@ def compare(data: Path, cache: Path, device: torch.device, batch: int = 8, steps
         configs = [("small", "fp32")]
     rows = []
     for preset, precision in configs:
-        row = measure(data, cache, preset, device, precision, batch, steps, workers, repeats)
+        row = measure(data, cache, preset=preset, device=device, precision=precision,
+                      batch=batch, steps=steps, workers=workers, repeats=repeats)
         if progress is not None:
             progress(row)
         rows.append(row)

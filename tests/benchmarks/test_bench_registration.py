@@ -49,7 +49,8 @@ CENTRE = np.array([5.0, -10.0, 20.0])
 def test_metrics_of_a_pure_translation() -> None:
     est = rigid_matrix((0, 0, 0), (3.0, -4.0, 0.0))
     points = np.random.default_rng(0).normal(size=(100, 3)) * 50
-    e = errors(est, np.eye(4), CENTRE, points, points, np.tile([1.0, 0.0, 0.0], (len(points), 1)))
+    e = errors(est, np.eye(4), centre=CENTRE, brain_points=points, surface_points=points,
+               surface_normals=np.tile([1.0, 0.0, 0.0], (len(points), 1)))
     assert e.translation_mae_mm == pytest.approx((3 + 4 + 0) / 3)
     assert e.rotation_mae_rad == pytest.approx(0.0, abs=1e-12)
     assert e.mean_displacement_mm == pytest.approx(5.0)
@@ -60,7 +61,8 @@ def test_metrics_of_a_pure_rotation_about_the_centre() -> None:
     theta = 0.03
     est = rigid_matrix((theta, 0, 0), (0, 0, 0), CENTRE)
     on_axis = CENTRE + np.array([[10.0, 0, 0], [-30.0, 0, 0]])  # the x axis through the centre
-    e = errors(est, np.eye(4), CENTRE, on_axis, on_axis, np.tile([0.0, 1.0, 0.0], (2, 1)))
+    e = errors(est, np.eye(4), centre=CENTRE, brain_points=on_axis, surface_points=on_axis,
+               surface_normals=np.tile([0.0, 1.0, 0.0], (2, 1)))
     assert e.translation_mae_mm == pytest.approx(0.0, abs=1e-12)
     assert e.rotation_mae_rad == pytest.approx(theta / 3)
     assert e.mean_displacement_mm == pytest.approx(0.0, abs=1e-12)
@@ -160,7 +162,7 @@ def test_protocols_on_a_pair_misaligned_before_the_motion(demo_cohort: Path) -> 
     offset = rigid_matrix((0, 0, 0), (3.0, 0.0, 0.0))
     moving = shift_header(subject.load("T1w"), offset)
     motion = rigid_matrix((0.03, 0.0, -0.04), (2.0, -3.0, 1.0), foreground_centre(static))
-    rows = evaluate_pair(moving, static, motion, [(DIRECT, DipyDirect())])
+    rows = evaluate_pair(moving, static, motion=motion, methods=[(DIRECT, DipyDirect())])
     by_protocol = {r["protocol"]: r for r in rows}
     assert by_protocol[KNOWN_TRUTH]["translation_mae_mm"] > 0.8  # ~3 mm on one axis / 3
     assert by_protocol[KNOWN_TRUTH]["mean_displacement_mm"] > 2.0

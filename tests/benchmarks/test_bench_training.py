@@ -180,8 +180,8 @@ def test_loader_benchmark_times_the_trainers_step(tmp_path_factory, tmp_path: Pa
     from mri2mri.benchmarks.training.loader import measure
 
     data = tiny_cohort_dir(tmp_path_factory)
-    row = measure(data, tmp_path / "cache", "small", torch.device("cpu"), "fp32", batch=4,
-                  steps=2, workers=0, repeats=2)
+    row = measure(data, tmp_path / "cache", preset="small", device=torch.device("cpu"),
+                  precision="fp32", batch=4, steps=2, workers=0, repeats=2)
     assert row["precision"] == "fp32" and row["workers"] == 0
     assert len(row["all"]["loader"]) == len(row["all"]["memory"]) == 2
     assert row["loader_slices_per_s"] > 0 and row["memory_slices_per_s"] > 0
