@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Argument(help="Folder for everything the demo writes.")],
+    *,
     subjects: Annotated[int, typer.Option(help="Subjects to simulate.")] = 12,
     seed: Annotated[int, typer.Option(help="Seed for data, split and training.")] = 0,
     resolution: Annotated[float, typer.Option(help="Voxel size of the cohort, mm.")] = 2.0,

@@ -43,7 +43,7 @@ class DemoResult:
     seconds: dict[str, float]
 
 
-def write_figure(source: nib.Nifti1Image, truth: nib.Nifti1Image, synth: nib.Nifti1Image,
+def write_figure(source: nib.Nifti1Image, truth: nib.Nifti1Image, synth: nib.Nifti1Image, *,
                  out: Path, title: str) -> Path:
     """Columns: input | truth | synthesized | |difference|; rows: axial, coronal, sagittal."""
     import matplotlib
@@ -162,7 +162,7 @@ def _empty_out_dir(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def _simulate(out: Path, subjects: int, seed: int, resolution: float,
+def _simulate(out: Path, *, subjects: int, seed: int, resolution: float,
               console: Console) -> Path:
     from mri2mri.data.simulate.demo_cohort import generate_cohort
 
@@ -210,12 +210,12 @@ def _evaluate(held: _HeldOut, baseline: dict, figure: Path
         "LUT baseline (gain-matched)": volume_metrics(lut_volume, truth_data, mask),
     }
     figure = write_figure(held.source, held.truth,
-                          nib.Nifti1Image(synth_data * gain, held.synth.affine), figure,
-                          f"{held.subject}: {meta.task} (held out), gain-matched")
+                          nib.Nifti1Image(synth_data * gain, held.synth.affine), out=figure,
+                          title=f"{held.subject}: {meta.task} (held out), gain-matched")
     return metrics, figure
 
 
-def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution: float = 2.0,
+def run_demo(out_dir: str | Path, *, subjects: int = 12, seed: int = 0, resolution: float = 2.0,
              epochs: int | None = None, overwrite: bool = False,
              console: Console | None = None, **train_options: object) -> DemoResult:
     """Run the whole pipeline into `out_dir` and return where everything is.
@@ -232,7 +232,8 @@ def run_demo(out_dir: str | Path, subjects: int = 12, seed: int = 0, resolution:
     watch = _Stopwatch()
 
     console.rule(f"1/4 simulating {subjects} subjects at {resolution:g} mm")
-    data = _simulate(out / "data", subjects, seed, resolution, console)
+    data = _simulate(out / "data", subjects=subjects, seed=seed, resolution=resolution,
+                     console=console)
     watch.lap("simulate cohort")
 
     console.rule(f"2/4 training {SOURCE} -> {TARGET} (small preset)")
