@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -314,11 +315,17 @@ def _level_free_table(summary: dict) -> str:
             out += [_free_cell(mean("zero_shot")), gap("zero_shot", "brain")]
         return out
 
+    lines += _subject_rows(subjects, cells)
+    return "\n".join(lines) + "\n"
+
+
+def _subject_rows(subjects: dict, cells: Callable[[str, list[dict]], list[str]]
+                  ) -> list[str]:
+    """Table rows: one per held-out subject, then their mean (`cells` of several)."""
     scores = [e["scores"] for e in subjects.values()]
     rows = [cells(sid, [e["scores"]]) for sid, e in subjects.items()]
     rows.append(cells(f"mean ({len(scores)})", scores))
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def _gain_table(summary: dict) -> str:
@@ -358,10 +365,7 @@ def _gain_table(summary: dict) -> str:
                     f"{gap('zero_shot'):+.2f}", f"{mean('zero_shot', 'level_gain'):.2f}"]
         return out
 
-    scores = [e["scores"] for e in subjects.values()]
-    rows = [cells(sid, [e["scores"]]) for sid, e in subjects.items()]
-    rows.append(cells(f"mean ({len(scores)})", scores))
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += _subject_rows(subjects, cells)
     return "\n".join(lines) + "\n"
 
 
