@@ -18,6 +18,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 @app.command()
 def main_command(
     checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (best.pt or last.pt).")],
+    *,
     out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")],
     opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = DEFAULT_OPSET,
     fp16: Annotated[bool, typer.Option("--fp16", help="Store weights and compute in float16 "

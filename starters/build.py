@@ -87,7 +87,7 @@ def held_out_view(data: Path, run: Path, out: Path) -> Path:
     return view
 
 
-def _score(model: Path, cohort: Path, out: Path, r: Recipe, console: Console
+def _score(model: Path, cohort: Path, out: Path, r: Recipe, *, console: Console
            ) -> dict[str, Any]:
     from mri2mri.benchmarks.generalisation.zero_shot import zero_shot
 
@@ -127,12 +127,12 @@ def build_starter(name: str, out: str | Path, *, real: str | Path | None = None,
     lap("export")
     console.rule(f"{name}: scoring on held-out simulated subjects")
     simulated = _score(model, held_out_view(data, out / "run", out), out / "simulated", r,
-                       console)
+                       console=console)
     lap("score simulated")
     real_summary = None
     if real is not None:
         console.rule(f"{name}: zero-shot on the real subjects of {real}")
-        real_summary = _score(model, Path(real), out / "zero-shot", r, console)
+        real_summary = _score(model, Path(real), out / "zero-shot", r, console=console)
         lap("score real")
     build = StarterBuild(r, out, model, out / f"{name}.md", seconds, simulated, real_summary)
     write_card(build)

@@ -28,6 +28,7 @@ def recipes() -> None:
 def build(
     name: Annotated[str, typer.Argument(help="The recipe, e.g. T1w-to-T2w "
                                              "(mri2mri-starter recipes lists them).")],
+    *,
     out: Annotated[Path, typer.Option("--out", help="Build folder (cohort, run, model, "
                                                     "card, scores).")],
     real: Annotated[Path | None, typer.Option(help="Real pairs to score the model on "

@@ -550,7 +550,7 @@ def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
         SubjectParameters=params)
 
 
-def generate_cohort(out_dir: str | Path, subjects: int = 12, seed: int = 0,
+def generate_cohort(out_dir: str | Path, *, subjects: int = 12, seed: int = 0,
                     resolution: float = 2.0, preview: bool = False, jobs: int = 1,
                     overwrite: bool = False,
                     progress: Callable[[int, int], None] | None = None,

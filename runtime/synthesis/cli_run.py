@@ -105,8 +105,8 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], options: R
                    soft_wrap=True)
     typer.echo(f"wrote {output} ({synth.task}, {timings.total:.1f} s)")
     if options.wants_report():
-        report = _write_report(synth, inputs, options, checks, timings,
-                               time.perf_counter() - started)
+        report = _write_report(synth, inputs, options, checks=checks, timings=timings,
+                               seconds=time.perf_counter() - started)
         typer.echo(f"report: {report}")
     if options.verbose:
         record = checks.as_dict()
@@ -117,7 +117,7 @@ def run_one(synth: Synthesizer, inputs: dict[str, Path] | list[Path], options: R
 
 
 def _write_report(synth: Synthesizer, inputs: dict[str, Path] | list[Path],
-                  options: RunOptions, checks: OodChecks, timings: Timings,
+                  options: RunOptions, *, checks: OodChecks, timings: Timings,
                   seconds: float) -> Path:
     """One subject's QC page, the BIDS App's unit section; on failure the output goes too
     (no half-finished result: rerun with the same command)."""
@@ -161,6 +161,7 @@ def run(
     analysis_level: Annotated[str | None, typer.Argument(
         help="BIDS-App mode: participant (the only level; every run also updates the "
              "group index.html).", show_default=False)] = None,
+    *,
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="ONNX model file (mri2mri-export) or starter model name.")] = None,
     list_models: Annotated[bool, typer.Option(

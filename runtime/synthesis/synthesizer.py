@@ -344,10 +344,11 @@ class Synthesizer:
                    examine: Examine | None = None) -> nib.Nifti1Image:
         """Synthesize the target contrast on the first source's grid and header."""
         images = self.order_inputs(inputs)
-        return self._synthesize(images, list(self.meta.sources), resample_to_first, progress,
+        return self._synthesize(images, list(self.meta.sources),
+                                resample_to_first=resample_to_first, progress=progress,
                                 inspect=inspect, examine=examine)
 
-    def _synthesize(self, images: Sequence[nib.Nifti1Image], names: Sequence[str],
+    def _synthesize(self, images: Sequence[nib.Nifti1Image], names: Sequence[str], *,
                     resample_to_first: bool, progress: Progress | None,
                     timings: Timings | None = None, inspect: Inspect | None = None,
                     examine: Examine | None = None) -> nib.Nifti1Image:
@@ -410,8 +411,9 @@ class Synthesizer:
         images = [load_volume(p, bvals if self._takes_bvals(i, len(paths)) else None)
                   for i, p in enumerate(paths)]
         timings.load = time.perf_counter() - start
-        out = self._synthesize(images, [str(p) for p in paths], resample_to_first, progress,
-                               timings, inspect, examine)
+        out = self._synthesize(images, [str(p) for p in paths],
+                               resample_to_first=resample_to_first, progress=progress,
+                               timings=timings, inspect=inspect, examine=examine)
         start = time.perf_counter()
         save_volume(out, output, overwrite=overwrite)
         timings.write = time.perf_counter() - start
