@@ -6,6 +6,8 @@ import ast
 import re
 from pathlib import Path
 
+from import_graph import imports_of, runtime_modules
+
 REPO = Path(__file__).resolve().parents[1]
 #: Folders whose modules the layout names one by one.
 NAMED = ("runtime", "runtime/core", "runtime/imaging", "runtime/engine", "runtime/synthesis",
@@ -39,36 +41,9 @@ def test_readme_layout_matches_the_tree() -> None:
         assert (REPO / folder).is_dir(), f"the layout names {folder}, which does not exist"
 
 
-def _module_file(name: str) -> Path | None:
-    parts = name.split(".")
-    if parts[:2] != ["mri2mri", "runtime"]:
-        return None
-    base = REPO.joinpath("runtime", *parts[2:])
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _runtime_imports(path: Path, name: str) -> set[str]:
-    """Runtime modules that `path` (module `name`) imports, relative imports resolved."""
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parent + ([node.module] if node.module else []))
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}
-    return {m for m in found if _module_file(m) is not None}
-
-
 def test_every_runtime_module_serves_a_runtime_command() -> None:
     """The base install holds no module that only training or the benchmarks use."""
+    modules = runtime_modules()
     seen: set[str] = set()
     todo = list(RUNTIME_ENTRIES)
     while todo:
@@ -78,13 +53,8 @@ def test_every_runtime_module_serves_a_runtime_command() -> None:
         seen.add(name)
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(3, len(parts))]  # parent packages
-        todo += sorted(_runtime_imports(_module_file(name), name) - seen)
-    modules = set()
-    for path in (REPO / "runtime").rglob("*.py"):
-        rel = path.relative_to(REPO / "runtime").with_suffix("")
-        parts = [p for p in rel.parts if p != "__init__"]
-        modules.add(".".join(["mri2mri", "runtime", *parts]))
-    unused = sorted(modules - seen)
+        todo += sorted(imports_of(name, modules[name], modules) - seen)
+    unused = sorted(set(modules) - seen)
     assert not unused, f"runtime modules no runtime command uses: {unused}"
 
 

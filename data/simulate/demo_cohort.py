@@ -526,8 +526,7 @@ def cohort_name(cfg: DemoConfig) -> str:
 
 def _dataset_description(cfg: DemoConfig, params: dict[str, dict]) -> dict:
     simulation = asdict(cfg)
-    # Options at their defaults: the description stays as it was before they existed.
-    for key in ("shift", "head", "epi", "contrasts", "variety"):
+    for key in ("shift", "head", "epi", "contrasts", "variety"):  # unset: as before them
         if getattr(cfg, key) is None:
             del simulation[key]
     if cfg.epi is not None:

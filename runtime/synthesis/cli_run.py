@@ -196,8 +196,7 @@ def run(
     no_trt_cache: Annotated[bool, typer.Option(
         "--no-trt-cache", help="Do not read or write TensorRT engines on disk (each run "
                                "rebuilds them).")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b",
-                                            help="Slices per network run.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Slices per run.")] = 8,
     threads: Annotated[int | None, typer.Option(
         "--threads", "--omp-nthreads",
         help="CPU threads per model session (default: physical cores).")] = None,
