@@ -5,6 +5,7 @@ A thin typer layer over `mri2mri.runtime.registration.via.register_files`.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +22,10 @@ from .via import register_files
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Register a moving image to a static one (DIPY mutual information), "
-                       "optionally through an image synthesized from the static one.")
+                       "optionally through an image synthesized from the static one. "
+                       "With --correct-distortion: correct a DWI's susceptibility distortion "
+                       "through a b=0 synthesized from the T1w (mri2mri-register "
+                       "--correct-distortion --help).")
 _err = Console(stderr=True, highlight=False)
 
 
@@ -106,7 +110,12 @@ def register(
 
 
 def main() -> None:
-    run_app(app)
+    if "--correct-distortion" in sys.argv[1:]:  # its own options: distortion_cli
+        from .distortion_cli import main as correct_distortion
+
+        correct_distortion()
+    else:
+        run_app(app)
 
 
 if __name__ == "__main__":
