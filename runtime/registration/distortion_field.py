@@ -128,6 +128,15 @@ def _joint_mask(distorted: np.ndarray, reference: np.ndarray, zooms: np.ndarray,
     return ndimage.binary_dilation(joint, structure)
 
 
+def _levels(settings: FieldSettings, shape: tuple[int, ...]) -> list[int]:
+    """The pyramid's iterations, without the coarsest levels a small image cannot have (DIPY's
+    CC needs every axis of every level longer than its window)."""
+    iters = list(settings.level_iters)
+    while len(iters) > 1 and min(shape) // 2 ** (len(iters) - 1) <= 2 * settings.radius + 1:
+        iters.pop(0)
+    return iters
+
+
 def estimate_displacement(distorted: np.ndarray, reference: np.ndarray, zooms: np.ndarray,
                           pe_axis: int, settings: FieldSettings = DEFAULT_FIELD_SETTINGS,
                           brain: np.ndarray | None = None,
@@ -148,7 +157,7 @@ def estimate_displacement(distorted: np.ndarray, reference: np.ndarray, zooms: n
     mask = _joint_mask(distorted, reference, zooms, settings.mask_dilate_mm)
     grid = np.diag([*zooms, 1.0])
     syn = SymmetricDiffeomorphicRegistration(
-        _metric(pe_axis, settings), level_iters=list(settings.level_iters),
+        _metric(pe_axis, settings), level_iters=_levels(settings, distorted.shape),
         step_length=settings.step_length)
     if progress is not None:
         progress(f"SyN along {AXES[pe_axis]} ({len(settings.level_iters)} levels)")
