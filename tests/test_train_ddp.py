@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from test_train_cohort import tiny_cohort_dir
 
 from mri2mri.data.cohort import Cohort
@@ -64,3 +65,45 @@ def test_torchrun_trains_resumes_and_exports(tmp_path_factory, tmp_path):
     image = nib.load(synthesized)
     assert image.shape == nib.load(subject.path("T1w")).shape
     assert np.isfinite(np.asarray(image.dataobj)).all()
+
+
+# Builds DDP as the trainer does (which imports torch._dynamo, after the group exists) and
+# counts this process's threads (Linux): none of gloo's may outlive `shutdown`.
+_TEARDOWN = """
+import os
+import sys
+from pathlib import Path
+
+import torch
+from mri2mri.train import distributed
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+ctx = distributed.from_environment()
+before = threads()
+distributed.init(ctx, torch.device("cpu"))
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
+model(torch.ones(2, 4)).sum().backward()
+del model
+distributed.shutdown(ctx)
+Path(sys.argv[1], f"rank{ctx.rank}").write_text(f"{before} {threads()}")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_shutdown_frees_the_gloo_group(tmp_path):
+    """`distributed.shutdown` joins gloo's worker threads. A group kept alive past it (as
+    torch.distributed.nn.functional's ``group=group.WORLD`` defaults did, imported by DDP after
+    the group existed) ran them into the interpreter's exit, where a worker dropping a tensor
+    made in Python aborted the process: ``terminate called without an active exception``."""
+    script = tmp_path / "teardown.py"
+    script.write_text(_TEARDOWN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", str(script), str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Each rank's thread count before the group and after shutdown.
+    counts = {rank: (tmp_path / f"rank{rank}").read_text().split() for rank in (0, 1)}
+    assert all(before == after for before, after in counts.values()), counts

@@ -8,6 +8,7 @@ every helper here is a no-op. The backend is NCCL on CUDA, gloo on the CPU.
 from __future__ import annotations
 
 import datetime
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -67,10 +68,26 @@ def from_environment() -> Dist:
 def init(ctx: Dist, device: torch.device) -> None:
     """Join the process group (once per process); NCCL for CUDA devices, gloo otherwise."""
     if ctx.enabled and not dist.is_initialized():
+        # Imported before the group exists, on purpose: this module's collectives take
+        # ``group=group.WORLD`` as a default argument, evaluated at import. Imported later
+        # (torch._dynamo imports it, and DistributedDataParallel imports torch._dynamo),
+        # those defaults would hold the default group for the life of the process, and
+        # `shutdown` could not free it (see there).
+        importlib.import_module("torch.distributed.nn.functional")
+
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)
 
 
 def shutdown(ctx: Dist) -> None:
+    """Leave the process group, freeing it: on the CPU its gloo worker threads are joined here.
+
+    Freed only if nothing else still holds the group (`init` sees to the one holder known).
+    A gloo group that outlives this keeps its worker threads running into the interpreter's
+    exit, and a worker that drops its last reference to a tensor made in Python after the
+    interpreter began finalizing is killed taking the GIL: ``terminate called without an
+    active exception``, SIGABRT, after the run has finished (on a loaded machine, where a
+    worker can lag behind the main thread).
+    """
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
