@@ -41,9 +41,11 @@ def card_text(build: StarterBuild) -> str:
         f"- Task: {'+'.join(r.sources)} -> {r.target}, a 2D U-Net on axial slices "
         "(mri2mri's perceptual loss).",
         f"- Training data: **simulated only** — {r.subjects} subjects of mri2mri's simulator "
-        f"(MNI152 2009 anatomy) at {r.resolution:g} mm, variety `{r.variety}` (a random "
-        "scanner, tumour/necrosis/oedema lesions and an imperfect skull stripping per "
-        "subject, each with its probability). No real scan was used.",
+        f"(MNI152 2009 anatomy) at {r.resolution:g} mm, variety `{r.variety}` "
+        + ("(the IXI protocols on healthy template brains, no lesions, no skull stripping)"
+           if r.variety == "none" else "(a random scanner, tumour/necrosis/oedema lesions and "
+           "an imperfect skull stripping per subject, each with its probability)")
+        + ". No real scan was used.",
         f"- Recipe (`mri2mri.starters.recipes`): seed {r.seed}; training {train}.",
         f"- Rebuild: `mri2mri-starter build {r.name} --out DIR` (add `--real DIR` for the "
         "zero-shot table).",
