@@ -201,3 +201,4 @@ def test_the_qc_report_loads_in_a_headless_browser(corrected: dict[str, Path]) -
         assert page.locator("h2", has_text="Before").count() >= 1
         browser.close()
     assert problems == []
+
