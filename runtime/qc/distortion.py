@@ -28,7 +28,7 @@ REPORT = Template("$summary<h2>Before: the distorted b=0</h2>$before"
                   "<h2>Field map</h2>$field"
                   "<h2>Synthesized b=0 (the undistorted reference)</h2>$reference"
                   "<h2>Parameters</h2>$params<h2>Timings</h2>$timings")
-EDGES = "red: edges of the T1w"
+EDGES = "red: edges of the T1w inside the brain"
 
 
 def _signed_rgb(values: np.ndarray, limit: float) -> np.ndarray:
@@ -53,30 +53,41 @@ def signed_views(img: nib.spatialimages.SpatialImage, limit: float) -> str:
     return png_uri(np.concatenate(panels[:-1], axis=1))
 
 
+def brain_edges(t1w: nib.Nifti1Image, brain: np.ndarray) -> np.ndarray:
+    """The T1w's edges inside the brain (grown a little): its brain outline, ventricles and
+    grey/white boundaries, not the scalp, which a fat-suppressed b=0 does not show."""
+    data = np.asarray(t1w.dataobj, np.float32) * brain
+    return edge_map(nib.Nifti1Image(data, t1w.affine, t1w.header))
+
+
 def write_distortion_report(path: str | Path, *, before: nib.Nifti1Image,
                             after: nib.Nifti1Image, t1w_before: nib.Nifti1Image,
                             t1w_after: nib.Nifti1Image, field_hz: nib.Nifti1Image,
-                            reference: nib.Nifti1Image, summary: Mapping[str, Any],
-                            params: Mapping[str, Any], seconds: Mapping[str, float],
+                            reference: nib.Nifti1Image, brain: np.ndarray,
+                            summary: Mapping[str, Any], params: Mapping[str, Any],
+                            seconds: Mapping[str, float],
                             cpu_seconds: Mapping[str, float]) -> Path:
     """One self-contained HTML page. All images lie on the series' grid: `before` (the mean
     b=0 as acquired) with `t1w_before` (the T1w placed on it by the rigid transform), `after`
-    (the corrected mean b=0, aligned with the T1w) with `t1w_after`."""
-    hz = np.asarray(field_hz.dataobj, np.float32)
-    limit = float(np.percentile(np.abs(hz), 99.5)) or 1.0
+    (the corrected mean b=0, aligned with the T1w) with `t1w_after`; `brain` (a mask on that
+    grid) limits the edges and the field map to the brain."""
+    hz = np.asarray(field_hz.dataobj, np.float32) * brain
+    limit = float(np.percentile(np.abs(hz[brain]), 99.5)) if brain.any() else 0.0
+    limit = limit or 1.0
+    field_hz = nib.Nifti1Image(hz, field_hz.affine, field_hz.header)
     before_png, after_png = three_views(before), three_views(after)
     body = render(
         REPORT, summary=table(summary),
-        before=figure(three_views(before, edge_map(t1w_before)),
+        before=figure(three_views(before, brain_edges(t1w_before, brain)),
                       f"mean b=0 as acquired, the T1w placed on it rigidly; {EDGES}",
                       alt="before with edges"),
-        after=figure(three_views(after, edge_map(t1w_after)),
+        after=figure(three_views(after, brain_edges(t1w_after, brain)),
                      f"mean b=0 corrected and aligned with the T1w; {EDGES}",
                      alt="after with edges"),
         flick=flicker(before_png, after_png, "flicker: before / after correction"),
         field=figure(signed_views(field_hz, limit),
-                     f"estimated field map (Hz): red positive, blue negative, full colour at "
-                     f"+-{limit:.0f} Hz", alt="field map"),
+                     f"estimated field map (Hz) inside the brain: red positive, blue negative, "
+                     f"full colour at +-{limit:.0f} Hz", alt="field map"),
         reference=figure(three_views(reference), "the b=0 the model synthesized from the T1w, "
                          "on the series' grid", alt="synthesized b=0"),
         params=table(params),

@@ -151,7 +151,7 @@ def _report(c: Correction, layout: Layout, staging: Staging, dwi: Path, t1w: Pat
     write_distortion_report(
         staging.path(layout.report()), before=ref, after=image_like(ref, after),
         t1w_before=c.registration.resample(c.t1w, ref), t1w_after=resample_to(c.t1w, ref),
-        field_hz=image_like(ref, hz), reference=image_like(ref, c.reference),
+        field_hz=image_like(ref, hz), reference=image_like(ref, c.reference), brain=c.brain,
         summary=c.summary(), params=params, seconds=c.clock.seconds, cpu_seconds=c.clock.cpu)
 
 
