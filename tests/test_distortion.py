@@ -202,3 +202,22 @@ def test_the_qc_report_loads_in_a_headless_browser(corrected: dict[str, Path]) -
         browser.close()
     assert problems == []
 
+
+
+def test_a_3d_b0_is_corrected_too(tmp_path: Path) -> None:
+    """A b=0 EPI (no b-values) in fmap/: corrected on its own grid, no .bval/.bvec written."""
+    from mri2mri.runtime.registration.distortion_files import correct_distortion
+
+    paths = write_case(tmp_path / "raw")
+    epi = paths["dwi"].parents[1] / "fmap" / "sub-01_dir-AP_epi.nii.gz"
+    epi.parent.mkdir()
+    img = nib.load(paths["dwi"])
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine, img.header), epi)
+    epi.with_name("sub-01_dir-AP_epi.json").write_text(json.dumps(
+        {"PhaseEncodingDirection": "j", "TotalReadoutTime": TOTAL_READOUT_TIME}))
+    result = correct_distortion(epi, paths["t1w"], tmp_path / "out", model=paths["model"],
+                                device="cpu", report=False)
+    out = tmp_path / "out" / "sub-01" / "fmap" / "sub-01_dir-AP_space-T1w_desc-sdc_epi.nii.gz"
+    assert out in result.written and nib.load(out).shape == SHAPE
+    assert not list((tmp_path / "out").rglob("*.bvec"))
+    assert (tmp_path / "out" / f"{FMAP}_fieldmap.nii.gz").is_file()
