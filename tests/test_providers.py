@@ -241,7 +241,8 @@ def test_tensorrt_sessions_per_slice_size(pair: tuple[Path, Path], tmp_path: Pat
     small, large = nifti(volume((20, 23, 9))), nifti(volume((40, 23, 9)))
     timings = [Timings() for _ in range(3)]
     for img, timing in zip((small, small, large), timings, strict=True):
-        synth._synthesize([img, img], ["T1w", "T2w"], False, None, timing)
+        synth._synthesize([img, img], ["T1w", "T2w"], resample_to_first=False, progress=None,
+                             timings=timing)
     # The build is its own stage, on the first volume of each size only.
     assert timings[0].engine >= synth.engine_seconds[(24, 24)] > 0 and timings[1].engine < 0.01
     assert [b["trt_profile_max_shapes"] for b in built] == ["slices:4x2x24x24",
