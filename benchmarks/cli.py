@@ -26,6 +26,7 @@ def _root() -> None:
 
 @app.command()
 def registration(
+    *,
     data: Annotated[Path, typer.Option(help="BIDS-like cohort (demo, IXI import, ...).")],
     out: Annotated[Path, typer.Option(help="Output directory (results.csv, summary.json, "
                                            "report.md, registration.png, cache/).")],
@@ -184,6 +185,7 @@ def ood_threshold(
 
 @app.command()
 def generalisation(
+    *,
     out: Annotated[Path, typer.Option(help="Output directory (--run: scores.csv, summary.json, "
                                            "table.md, curves.png; --leave-one-out: folds/, "
                                            "results.csv, summary.json, table.md).")],
@@ -224,16 +226,17 @@ def generalisation(
     if leave_one_out is None and (overrides or zero_shot is not None or report_only):
         raise InputError(None, "--set, --zero-shot and --report-only go with --leave-one-out")
     if leave_one_out is not None:
-        _leave_one_out(leave_one_out, out, source, target, overrides or [], zero_shot, seed,
-                       threads, report_only)
+        _leave_one_out(leave_one_out, out, source=source, target=target,
+                       overrides=overrides or [], zero_shot=zero_shot, seed=seed,
+                       threads=threads, report_only=report_only)
     elif not run or not cohort:
         raise InputError(None, "give --run and --cohort (score runs on cohorts), or "
                                "--leave-one-out DIR")
     else:
-        _cross_scanner(run, cohort, out, reference, metric, threads)
+        _cross_scanner(run, cohort, out, reference=reference, metric=metric, threads=threads)
 
 
-def _cross_scanner(run: list[Path], cohort: list[str], out: Path, reference: str | None,
+def _cross_scanner(run: list[Path], cohort: list[str], out: Path, *, reference: str | None,
                    metric: str, threads: int) -> None:
     """`generalisation --run ... --cohort ...`: score runs on cohorts."""
     from mri2mri.runtime.core.atomic import atomic_path
@@ -259,7 +262,7 @@ def _cross_scanner(run: list[Path], cohort: list[str], out: Path, reference: str
     typer.echo(f"wrote {out}/scores.csv, summary.json, table.md, curves.png")
 
 
-def _leave_one_out(data: Path, out: Path, source: str, target: str, overrides: list[str],
+def _leave_one_out(data: Path, out: Path, *, source: str, target: str, overrides: list[str],
                    zero_shot: Path | None, seed: int, threads: int, report_only: bool) -> None:
     """`generalisation --leave-one-out DIR`: train on all subjects but one, for each."""
     from .generalisation.loo import leave_one_out, rerender
@@ -280,6 +283,7 @@ def _leave_one_out(data: Path, out: Path, source: str, target: str, overrides: l
 
 @app.command()
 def headroom(
+    *,
     data: Annotated[Path, typer.Option(help="BIDS cohort of at least 3 subjects with both "
                                             "contrasts (one scanner each, ideally).")],
     out: Annotated[Path, typer.Option(help="Output directory (summary.json, table.md).")],
@@ -308,6 +312,7 @@ def headroom(
 
 @app.command("zero-shot")
 def zero_shot(
+    *,
     model: Annotated[str, typer.Option(help="ONNX model file (mri2mri-export's), or a "
                                             "starter model's name (mri2mri-run "
                                             "--list-models).", show_default=False)],
@@ -347,6 +352,7 @@ def zero_shot(
 
 @app.command("training-memory", context_settings={"allow_interspersed_args": False})
 def training_memory(
+    *,
     label: Annotated[str, typer.Option(help="Name of this measurement in the results file.")],
     json_path: Annotated[Path, typer.Option("--json", help="Results file (a JSON list; the "
                                                            "result is appended).")],
@@ -393,6 +399,7 @@ def training_memory(
 
 @app.command("training-loader")
 def training_loader(
+    *,
     data: Annotated[Path, typer.Option(help="BIDS-like cohort (T1w -> T2w, its train split).")],
     cache: Annotated[Path, typer.Option(help="Slice cache directory (built or reused).")],
     json_path: Annotated[Path, typer.Option("--json", help="Results file (JSON, replaced).")],
@@ -426,14 +433,16 @@ def training_loader(
     def report(row: dict) -> None:
         typer.echo(json.dumps({k: v for k, v in row.items() if k != "all"}))
 
-    rows = compare(data, cache, resolve_device(device), batch, steps,
-                   workers if workers == "auto" else int(workers), repeats, progress=report)
+    rows = compare(data, cache, resolve_device(device), batch=batch, steps=steps,
+                   workers=workers if workers == "auto" else int(workers), repeats=repeats,
+                   progress=report)
     write_json(json_path, rows)
     typer.echo(f"wrote {json_path}")
 
 
 @app.command("training-ddp")
 def training_ddp(
+    *,
     data: Annotated[Path, typer.Option(help="BIDS-like cohort (T1w -> T2w).")],
     work: Annotated[Path, typer.Option(help="Working directory: slice cache and the runs "
                                             "(warm, one, two).")],
@@ -467,7 +476,8 @@ def training_ddp(
         raise InputError(None, "--epochs, --slices-per-epoch, --batch-size and --threads "
                                "must be at least 1")
     try:
-        result = compare(data, work, epochs, slices_per_epoch, batch_size, threads,
+        result = compare(data, work, epochs=epochs, slices_per_epoch=slices_per_epoch,
+                         batch_size=batch_size, threads=threads,
                          progress=lambda what: _err.print(what),
                          **({} if tolerance is None else {"tolerance": tolerance}))
     except subprocess.CalledProcessError as exc:
@@ -487,6 +497,7 @@ def training_ddp(
 
 @app.command()
 def distortion(
+    *,
     data: Annotated[Path, typer.Option(help="Cohort with an EPI b=0: mri2mri-data demo --epi, "
                                             "or mri2mri-data pseudo-dwi.")],
     out: Annotated[Path, typer.Option(help="Output folder (results.csv, summary.json, "

@@ -71,7 +71,8 @@ def _summary(demo_cohort: Path) -> dict:
     subjects = Cohort.discover(demo_cohort).subjects[3:]
     summaries = []
     for s in subjects:
-        prepared = prepare_sources([s.load("T1w")], SliceGeometry(8), Normalisation(), ["T1w"])
+        prepared = prepare_sources([s.load("T1w")], SliceGeometry(8), Normalisation(),
+                                   names=["T1w"])
         summaries.append(summarize_prepared(prepared, ["T1w"]))
     return combine_summaries(summaries, name="mri2mri simulated demo cohort")
 

@@ -234,7 +234,7 @@ def test_a_report_that_fails_takes_the_output_with_it(
     from mri2mri.runtime.core.errors import InputError
     from mri2mri.runtime.synthesis import cli_run
 
-    def broken(path: Path, *args: object) -> Path:
+    def broken(path: Path, *args: object, **kwargs: object) -> Path:
         raise InputError(path, "disk full")
 
     monkeypatch.setattr(cli_run, "write_unit_report", broken)

@@ -92,6 +92,31 @@ def test_no_product_module_is_longer_than_the_limit() -> None:
     assert not long, f"modules longer than {MAX_MODULE_LINES} lines: {long}"
 
 
+#: Callers name what they pass: no product function takes more than this many parameters
+#: positionally (self/cls not counted); the rest are keyword-only, after `*` (issue 33).
+MAX_POSITIONAL = 4
+#: "path:function" of functions whose signature a library fixes (a subclass method that
+#: DIPY or torch calls positionally), exempt from `MAX_POSITIONAL`. None needs it today.
+POSITIONAL_ALLOWED: frozenset[str] = frozenset()
+
+
+def test_no_product_function_takes_more_than_four_positional_parameters() -> None:
+    wide = []
+    for folder in ("runtime", "data", "train", "export", "demo", "benchmarks", "starters"):
+        for path in (REPO / folder).rglob("*.py"):
+            if "perf" in path.relative_to(REPO).parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    named = [a.arg for a in node.args.posonlyargs + node.args.args
+                             if a.arg not in ("self", "cls")]
+                    where = f"{path.relative_to(REPO)}:{node.name}"
+                    if len(named) > MAX_POSITIONAL and where not in POSITIONAL_ALLOWED:
+                        wide.append(f"{where} ({len(named)} positional)")
+    assert not wide, (f"functions taking more than {MAX_POSITIONAL} parameters positionally "
+                      f"(make the rest keyword-only with `*,`): {wide}")
+
+
 #: The rooms from the bottom up: each may import only itself and the rooms before it.
 ROOMS = ("runtime", "data", "train", "export")
 

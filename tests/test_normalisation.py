@@ -30,7 +30,7 @@ def _head(lesion: bool, seed: int = 0) -> np.ndarray:
 def _tissue_value(data: np.ndarray, norm: Normalisation) -> float:
     """Median normalised value of the tissue (raw 80-120), as the runtime normalises it."""
     prepared = prepare_sources([nib.Nifti1Image(data, np.eye(4))], SliceGeometry(16), norm,
-                               ["T2w"])
+                               names=["T2w"])
     tissue = (data > 80) & (data < 120)
     return float(np.median(data[tissue] * (2.0 / prepared.scales[0]) - 1.0))
 

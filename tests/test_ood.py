@@ -17,7 +17,7 @@ from mri2mri.runtime.synthesis.ood import assess, combine_summaries, hellinger, 
 
 
 def _summary(img: nib.Nifti1Image) -> dict:
-    prepared = prepare_sources([img], SliceGeometry(16), Normalisation(), ["T1w"])
+    prepared = prepare_sources([img], SliceGeometry(16), Normalisation(), names=["T1w"])
     return summarize_prepared(prepared, ["T1w"])
 
 

@@ -143,7 +143,7 @@ def test_synthesis_measures_what_the_network_is_given(models: dict[str, Path], t
     checks = OodChecks(synth.meta)
     timings = synth.synthesize_file([t1], tmp_path / "out.nii.gz", **checks.hooks)
     record = checks.as_dict()["disagreement"]
-    prepared = prepare_sources([nib.load(t1)], SliceGeometry(8), Normalisation(), ["T1w"])
+    prepared = prepare_sources([nib.load(t1)], SliceGeometry(8), Normalisation(), names=["T1w"])
     expected = measure_prepared(predictor(models["shifter"]), prepared,
                                 stack_context(prepared.slices, 0))
     assert expected.slices == FIGURE_SLICES

@@ -173,7 +173,7 @@ def test_synthesis_figure_equals_an_independent_measure(models, t1, tmp_path) ->
     checks = OodChecks(synth.meta)
     synth.synthesize_file([t1], tmp_path / "out.nii.gz", **checks.hooks)
     found = checks.as_dict()[features.KEY]
-    prepared = prepare_sources([nib.load(t1)], SliceGeometry(8), Normalisation(), ["T1w"])
+    prepared = prepare_sources([nib.load(t1)], SliceGeometry(8), Normalisation(), names=["T1w"])
     mask, zs = checked_slices(prepared)
     scan = features.measure(block_means(stack_context(prepared.slices, 0)[zs]), mask[zs])
     record = synth.meta.ood[features.KEY]

@@ -67,8 +67,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shifted[:3, 3] = [3.0, -2.0, 1.5]
     moving = nib.Nifti1Image(np.asarray(static.dataobj), shifted @ static.affine)
     page = write_registration_report(d / "reg.html", moving, static, resample_to(static, static),
-                                     {"moving": "t1.nii.gz", "static": "b0.nii.gz"},
-                                     {"registration": 1.0})
+                                     params={"moving": "t1.nii.gz", "static": "b0.nii.gz"},
+                                     seconds={"registration": 1.0})
     return {"participant": d / "out" / "sub-01.html", "index": d / "out" / "index.html",
             "single": d / "sub-01_T2w_report.html", "registration": page}
 

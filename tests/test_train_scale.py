@@ -41,7 +41,8 @@ def test_cache_matches_preparation_and_is_reused(tmp_path_factory, tmp_path):
     entries = cache.ensure(subjects, jobs=2)
     assert cache.built == 3
     for subject, entry in zip(subjects, entries, strict=True):
-        data = load_subject(subject, ["T1w"], "T2w", GEOMETRY, Normalisation())
+        data = load_subject(subject, ["T1w"], "T2w", geometry=GEOMETRY,
+                            norm=Normalisation())
         np.testing.assert_array_equal(entry.array("sources"), data.prepared.slices)
         np.testing.assert_array_equal(entry.array("target"), data.target_slices)
         np.testing.assert_array_equal(entry.array("mask"), data.mask_slices)
@@ -56,7 +57,8 @@ def test_cache_matches_preparation_and_is_reused(tmp_path_factory, tmp_path):
     other = _cache(tmp_path, target="PDw")
     assert other.root != cache.root
     # The streamed look-up table equals the fit on all slices at once.
-    prepared = [load_subject(s, ["T1w"], "T2w", GEOMETRY, Normalisation()) for s in subjects]
+    prepared = [load_subject(s, ["T1w"], "T2w", geometry=GEOMETRY, norm=Normalisation())
+                for s in subjects]
     direct = IntensityLUT.fit([p.prepared.slices for p in prepared],
                               [p.target_slices for p in prepared])
     streamed = IntensityLUT.from_stats(LUTStats.total(e.lut_stats() for e in entries))
@@ -138,7 +140,8 @@ def test_items_stack_context_and_call_the_transform(tmp_path_factory, tmp_path):
     subjects = _subjects(tmp_path_factory, 2)
     entries = _cache(tmp_path, sources=("T1w", "PDw")).ensure(subjects)
     plain = CachedSlices(entries, context=1)
-    data = load_subject(subjects[1], ["T1w", "PDw"], "T2w", GEOMETRY, Normalisation())
+    data = load_subject(subjects[1], ["T1w", "PDw"], "T2w", geometry=GEOMETRY,
+                        norm=Normalisation())
     keep = entries[1].keep
     index = len(entries[0].keep)  # the second subject's first kept slice
     source, target = plain[(0, 0, index)]

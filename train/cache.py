@@ -198,7 +198,8 @@ def build_entry(subject: Subject, spec: CacheSpec, path: Path) -> None:
     Runs in a worker process; the caller checks the written entry (`SliceCache.check`).
     """
     fingerprint = input_fingerprint(subject, [*spec.sources, spec.target])
-    data = load_subject(subject, spec.sources, spec.target, spec.geometry, spec.normalisation)
+    data = load_subject(subject, spec.sources, spec.target, geometry=spec.geometry,
+                        norm=spec.normalisation)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:

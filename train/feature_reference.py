@@ -50,7 +50,7 @@ def feature_maps(model: UNet, stacks: np.ndarray, batch_size: int = 16,
     return np.concatenate(out)
 
 
-def prepared_vectors(model: UNet, prepared: PreparedSources, context: int,
+def prepared_vectors(model: UNet, prepared: PreparedSources, context: int, *,
                      batch_size: int = 16, device: str | torch.device = "cpu") -> np.ndarray:
     """A prepared subject's feature vectors (M, C'), on the runtime's checked slices."""
     mask, zs = checked_slices(prepared)
@@ -86,7 +86,8 @@ def reference_of_checkpoint(checkpoint: str | Path | Checkpoint | dict[str, Any]
         prepared = prepare_sources([subject.load(c) for c in meta.sources], meta.geometry,
                                    meta.normalisation, names=[f"{sid} {c}" for c in meta.sources],
                                    resample_to_first=True)
-        vectors.append(prepared_vectors(model, prepared, meta.context, batch_size, device))
+        vectors.append(prepared_vectors(model, prepared, meta.context, batch_size=batch_size,
+                                        device=device))
     return features.reference(vectors, drawn_from={k: len(v) for k, v in drawn.items()})
 
 

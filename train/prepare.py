@@ -49,7 +49,7 @@ class SubjectData:
         return mask[:, 0].astype(np.uint8)
 
 
-def load_subject(subject: Subject, sources: Sequence[str], target: str,
+def load_subject(subject: Subject, sources: Sequence[str], target: str, *,
                  geometry: SliceGeometry, norm: Normalisation) -> SubjectData:
     """Prepare one subject's sources and target (resampled onto the first source's grid)."""
     images = [subject.load(c) for c in sources]

@@ -153,7 +153,7 @@ def full_validation(predict: Callable[[np.ndarray], np.ndarray], subjects: Seque
     """
     rows = []
     for subject in list(subjects)[rank::world]:
-        data = load_subject(subject, sources, target, geometry, norm)
+        data = load_subject(subject, sources, target, geometry=geometry, norm=norm)
         pred = predict(stack_context(data.prepared.slices, context))
         model = volume_metrics(restore_volume(pred, data.prepared, data.target_scale),
                                data.target_volume, data.mask_volume)

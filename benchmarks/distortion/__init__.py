@@ -47,4 +47,5 @@ def run_distortion_benchmark(data: str | Path, out: str | Path, *, model: str | 
 
     started = time.perf_counter()
     rows = run_benchmark(config, out, say)
-    return write_outputs(rows, out, asdict(config), time.perf_counter() - started, notes)
+    return write_outputs(rows, out, config=asdict(config),
+                         seconds=time.perf_counter() - started, notes=notes)

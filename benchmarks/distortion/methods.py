@@ -123,7 +123,7 @@ def ours(subject: Subject, model: str, settings: FieldSettings) -> Answer:
     synth_cpu = time.process_time() - cpu
     brain = brain_mask(image_like(subject.b0, reference))
     displacement = estimate_displacement(subject.data, reference, subject.zooms,
-                                         subject.pe_axis, settings, brain)
+                                         subject.pe_axis, settings=settings, brain=brain)
     answer = subject.with_field(displacement, reg.affine)
     answer.cpu = {"rigid": rigid_cpu, "synthesis": synth_cpu,
                   "field": displacement.cpu_seconds}
@@ -134,7 +134,7 @@ def reference(subject: Subject, undistorted: np.ndarray, settings: FieldSettings
     """The same field estimation against the true undistorted b=0 (already aligned)."""
     brain = brain_mask(image_like(subject.b0, undistorted))
     displacement = estimate_displacement(subject.data, undistorted, subject.zooms,
-                                         subject.pe_axis, settings, brain)
+                                         subject.pe_axis, settings=settings, brain=brain)
     answer = subject.with_field(displacement, None)
     answer.cpu = {"field": displacement.cpu_seconds}
     return answer

@@ -123,7 +123,7 @@ def per_subject_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(rows: list[dict], out: Path, config: dict, seconds: float,
+def write_outputs(rows: list[dict], out: Path, *, config: dict, seconds: float,
                   notes: list[str]) -> dict:
     """results.csv, summary.json and table.md in `out`; returns the summary."""
     import dipy

@@ -81,7 +81,8 @@ def predict_subject(run: ScoredRun, subject: Subject, names: tuple[str, str] = M
     """The subject through the training data path, and the network's and the LUT's
     predictions (keys `names`) restored with the subject's own target scale."""
     meta = run.meta
-    data = load_subject(subject, meta.sources, meta.target, meta.geometry, meta.normalisation)
+    data = load_subject(subject, meta.sources, meta.target, geometry=meta.geometry,
+                        norm=meta.normalisation)
     inputs = stack_context(data.prepared.slices, meta.context)
     predictions = {names[0]: predict_slices(run.model, inputs),
                    names[1]: run.lut.predict(data.prepared.slices)}

@@ -114,7 +114,7 @@ def headroom(data: str | Path, out: str | Path, *, source: str = "T1w", target: 
     prepared = {}
     for subject in subjects:
         say(f"preparing {subject.id}")
-        prepared[subject.id] = load_subject(subject, [source], target, geometry, norm)
+        prepared[subject.id] = load_subject(subject, [source], target, geometry=geometry, norm=norm)
     features = {sid: context_features(d) for sid, d in prepared.items()}
     per_subject = {}
     for sid, held in prepared.items():

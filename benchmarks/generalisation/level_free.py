@@ -116,7 +116,7 @@ def lesion_contrasts(source: str, target: str) -> tuple[str, str] | None:
     return ("source", "target") if source == LESION_BRIGHT else ("target", "source")
 
 
-def regions(source: np.ndarray, reference: np.ndarray, source_contrast: str,
+def regions(source: np.ndarray, reference: np.ndarray, *, source_contrast: str,
             target_contrast: str, voxel_mm: Sequence[float]
             ) -> tuple[dict[str, np.ndarray], float | None]:
     """The scoring regions of one subject (`REGIONS`; without lesion only where anything

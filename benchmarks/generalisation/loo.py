@@ -101,12 +101,13 @@ def leave_one_out(data: str | Path, out: str | Path, *, source: str = "T1w",
     for k, subject in enumerate(subjects, 1):
         say(f"fold {k}/{len(subjects)}: {subject.id} held out, training on "
             f"{', '.join(s.id for s in subjects if s is not subject)}")
-        folds[subject.id] = run_fold(data, out, subjects, subject, recipe, threads, say)
+        folds[subject.id] = run_fold(data, out, subjects, subject, recipe=recipe,
+                                     threads=threads, say=say)
     zero = None
     if zero_run is not None:
         say(f"zero-shot: {zero_shot} on {len(subjects)} subjects")
-        zero = score_zero_shot(zero_run, out, subjects, threads, say)
-    summary = summarise(data, recipe, folds, zero, zero_shot,
+        zero = score_zero_shot(zero_run, out, subjects, threads=threads, say=say)
+    summary = summarise(data, recipe, folds, zero=zero, zero_shot=zero_shot,
                         wall_seconds=time.perf_counter() - started)
     write_outputs(summary, out)
     return summary
@@ -163,7 +164,7 @@ def fingerprint(recipe: TrainConfig, held_out: str, train_ids: list[str]) -> str
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Subject,
+def run_fold(data: str | Path, out: Path, subjects: list[Subject], held_out: Subject, *,
              recipe: TrainConfig, threads: int, say: Progress) -> dict[str, Any]:
     """One fold: train on the others, score `held_out`; reuse a finished fold's result."""
     fold = out / "folds" / held_out.id
@@ -309,7 +310,7 @@ def level_free_regions(data: SubjectData, regions: dict[str, np.ndarray]
     return {name: mask for name, mask in found.items() if mask.any()}
 
 
-def score_zero_shot(run: ScoredRun, out: Path, subjects: list[Subject], threads: int,
+def score_zero_shot(run: ScoredRun, out: Path, subjects: list[Subject], *, threads: int,
                     say: Progress) -> dict[str, Any]:
     """The zero-shot run (network and its own LUT) on every subject; not cached (cheap)."""
     _set_threads(threads)
@@ -323,8 +324,8 @@ def score_zero_shot(run: ScoredRun, out: Path, subjects: list[Subject], threads:
     return per_subject
 
 
-def summarise(data: str | Path, recipe: TrainConfig, folds: dict[str, dict[str, Any]],
-              zero: dict[str, Any] | None, zero_shot: str | Path | None, *,
+def summarise(data: str | Path, recipe: TrainConfig, folds: dict[str, dict[str, Any]], *,
+              zero: dict[str, Any] | None, zero_shot: str | Path | None,
               wall_seconds: float) -> dict[str, Any]:
     """summary.json: per subject and mean scores, the recipe, software, machine, wall times."""
     subjects = {}

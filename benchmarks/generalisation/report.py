@@ -228,7 +228,7 @@ def loo_table(summary: dict) -> str:
              "Δ PSNR network − LUT (dB) | Δ PSNR without lesion (dB) | lesion (ml) | "
              "training (min) |", "|---|---|---|---|---|---|---|"]
 
-    def row(label: str, net: dict | None, lut: dict | None, gaps: list, lesion: str,
+    def row(label: str, net: dict | None, lut: dict | None, *, gaps: list, lesion: str,
             minutes: str) -> None:
         lines.append(f"| {label} | {_cell(net)} | {_cell(lut)} | {_gap(gaps[0])} | "
                      f"{_gap(gaps[1])} | {lesion} | {minutes} |")
@@ -240,17 +240,17 @@ def loo_table(summary: dict) -> str:
     for sid, entry in subjects.items():
         scores = entry["scores"]
         row(sid, scores["model"]["brain"], scores["lut"]["brain"],
-            [_psnr_gap(scores, "model", "lut", r) for r in ("brain", "brain_without_lesion")],
-            f"{entry['lesion_ml']:.1f}", f"{entry['train_seconds'] / 60:.1f}")
+            gaps=[_psnr_gap(scores, "model", "lut", r) for r in ("brain", "brain_without_lesion")],
+            lesion=f"{entry['lesion_ml']:.1f}", minutes=f"{entry['train_seconds'] / 60:.1f}")
     lesion = _mean([s["lesion_ml"] for s in subjects.values()])
     row(f"mean ({len(subjects)})", means["model"]["brain"], means["lut"]["brain"],
-        gaps("model"), f"{lesion:.1f}",
-        f"{_mean([s['train_seconds'] for s in subjects.values()]) / 60:.1f}")
+        gaps=gaps("model"), lesion=f"{lesion:.1f}",
+        minutes=f"{_mean([s['train_seconds'] for s in subjects.values()]) / 60:.1f}")
     notes = []
     if "zero_shot" in means:
         name = Path(summary.get("zero_shot_run") or "zero-shot").name
         row(f"zero-shot ({name})", means["zero_shot"]["brain"], means["lut"]["brain"],
-            gaps("zero_shot"), f"{lesion:.1f}", "—")
+            gaps=gaps("zero_shot"), lesion=f"{lesion:.1f}", minutes="—")
         notes.append(f"Zero-shot row: `{name}`, trained elsewhere, against the folds' LUTs; "
                      f"its own LUT scores {_cell(means['zero_shot_lut']['brain'])} "
                      "(PSNR dB / SSIM).")

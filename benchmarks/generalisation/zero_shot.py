@@ -105,7 +105,8 @@ def zero_shot(model: str | Path, real: str | Path, out: str | Path, *, source: s
     entries = {}
     for k, subject in enumerate(subjects, 1):
         say(f"{subject.id} ({k}/{len(subjects)}): synthesizing {target} from {source}")
-        entries[subject.id] = score_subject(synthesizer, subject, source, target, stats)
+        entries[subject.id] = score_subject(synthesizer, subject, source=source, target=target,
+                                            stats=stats)
         psnr = {m: r["brain"]["level_free_psnr"] for m, r in entries[subject.id]["scores"].items()}
         say(f"{subject.id}: level-free PSNR model {psnr['model']:.2f} dB, LUT of the others "
             f"{psnr['lut_others']:.2f}, own LUT {psnr['lut_own']:.2f} "
@@ -161,7 +162,7 @@ class Pair:
         self.voxel_mm = tuple(float(z) for z in self.image.header.get_zooms()[:3])
 
 
-def score_subject(synthesizer: Synthesizer, subject: Subject, source: str, target: str,
+def score_subject(synthesizer: Synthesizer, subject: Subject, *, source: str, target: str,
                   stats: dict[str, level_free.LUTStats]) -> dict[str, Any]:
     """One subject: the model's synthesis (with its out-of-distribution checks), both LUTs,
     scored level-free in each region."""
@@ -175,8 +176,8 @@ def score_subject(synthesizer: Synthesizer, subject: Subject, source: str, targe
     volumes = {"model": np.asarray(synthesized.dataobj, dtype=np.float32),
                "lut_others": others.predict(pair.source, pair.brain),
                "lut_own": own.predict(pair.source, pair.brain)}
-    where, lesion_ml = level_free.regions(pair.source, pair.reference, source, target,
-                                          pair.voxel_mm)
+    where, lesion_ml = level_free.regions(pair.source, pair.reference, source_contrast=source,
+                                          target_contrast=target, voxel_mm=pair.voxel_mm)
     voxel_ml = float(np.prod(pair.voxel_mm)) / 1000.0
     return {"scores": level_free.score(volumes, pair.reference, where),
             "lesion_ml": lesion_ml,

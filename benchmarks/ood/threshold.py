@@ -34,7 +34,7 @@ from mri2mri.runtime.synthesis.ood import (
 
 
 def summary(img: nib.Nifti1Image) -> dict:
-    prepared = prepare_sources([img], SliceGeometry(16), Normalisation(), ["T1w"])
+    prepared = prepare_sources([img], SliceGeometry(16), Normalisation(), names=["T1w"])
     return summarize_prepared(prepared, ["T1w"])
 
 

@@ -52,7 +52,8 @@ class DipyDirect:
         start = time.perf_counter()
         masks = brain_masks(moving, static, self.masks)
         masking = time.perf_counter() - start
-        reg = register_images(moving, static, self.transform, self.settings, **masks)
+        reg = register_images(moving, static, transform=self.transform, settings=self.settings,
+                              **masks)
         return reg.affine, masking + reg.seconds
 
 
@@ -80,8 +81,8 @@ class DipyVia:
                  ) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
         reference = self.synthesizer().synthesize([static])
-        reg = register_images(moving, reference, self.transform, self.settings,
-                              **brain_masks(moving, reference, self.masks))
+        reg = register_images(moving, reference, transform=self.transform,
+                              settings=self.settings, **brain_masks(moving, reference, self.masks))
         return reg.affine, time.perf_counter() - start
 
 

@@ -50,8 +50,9 @@ def write_pair_report(report_dir: Path, subject_id: str, method: str, *,
     """One method's registration of a subject's moving image to its moved static image."""
     return write_registration_report(
         report_dir / page_name(subject_id, method), moving, moved,
-        resliced(moving, moved, found), {"subject": subject_id, "method": method, **params},
-        {"registration": seconds})
+        resliced(moving, moved, found),
+        params={"subject": subject_id, "method": method, **params},
+        seconds={"registration": seconds})
 
 
 def write_index(report_dir: Path, subjects: list[str], methods: list[str]) -> Path:

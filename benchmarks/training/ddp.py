@@ -45,7 +45,7 @@ def _train(command: list[str], out: Path, env: dict[str, str]) -> dict:
 TOLERANCE = 5e-3
 
 
-def compare(data: Path, work: Path, epochs: int = 3, slices_per_epoch: int = 96,
+def compare(data: Path, work: Path, *, epochs: int = 3, slices_per_epoch: int = 96,
             batch_size: int = 8, threads: int = 2,
             progress: Callable[[str], None] | None = None,
             tolerance: float = TOLERANCE) -> dict:

@@ -80,7 +80,7 @@ def measure(data: Path, cache: Path, *, preset: str, device: torch.device, preci
             "ratio": loader_rate / memory_rate, "all": rates}
 
 
-def compare(data: Path, cache: Path, device: torch.device, batch: int = 8, steps: int = 20,
+def compare(data: Path, cache: Path, device: torch.device, *, batch: int = 8, steps: int = 20,
             workers: int | str = "auto", repeats: int = 3,
             progress: Callable[[dict], None] | None = None) -> list[dict]:
     """`measure` for each configuration the device has: the small preset in fp32 on the

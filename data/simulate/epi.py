@@ -158,7 +158,7 @@ def hotspots_for_box(lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, f
     return [(lo + (np.array(c) - mlo) / (mhi - mlo) * (hi - lo), w) for c, w in MNI_HOTSPOTS]
 
 
-def off_resonance_hz(points: np.ndarray, hotspots: list[tuple[np.ndarray, float]],
+def off_resonance_hz(points: np.ndarray, hotspots: list[tuple[np.ndarray, float]], *,
                      peak_hz: float, protocol: EpiProtocol, rng: np.random.Generator,
                      box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Off-resonance (Hz) at world points (N, 3): hot spots plus a smooth residual-shim field."""
@@ -271,7 +271,7 @@ def _world_box(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def pseudo_b0(t2w: nib.Nifti1Image, rng: np.random.Generator | int = 0,
-              protocol: EpiProtocol = EpiProtocol(), brain_mask: np.ndarray | None = None,
+              protocol: EpiProtocol = EpiProtocol(), *, brain_mask: np.ndarray | None = None,
               fat_mask: np.ndarray | None = None, volumes: int = 1) -> EpiImage:
     """A pseudo-b=0 EPI series (`volumes` repeats, same distortion, own noise) from a T2w.
 

@@ -71,7 +71,7 @@ def _normalised_channel(data: np.ndarray, norm: Normalisation
 
 
 def prepare_sources(images: Sequence[nib.Nifti1Image], geometry: SliceGeometry,
-                    norm: Normalisation, names: Sequence[str] | None = None,
+                    norm: Normalisation, *, names: Sequence[str] | None = None,
                     resample_to_first: bool = False) -> PreparedSources:
     """Turn a subject's source images (in model channel order) into padded axial slices."""
     names = list(names) if names is not None else [f"input {i + 1}" for i in range(len(images))]

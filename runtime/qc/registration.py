@@ -54,7 +54,7 @@ def flicker(bottom: str, top: str, caption: str) -> Html:
 
 
 def write_registration_report(path: str | Path, moving: nib.Nifti1Image,
-                              static: nib.Nifti1Image, after: nib.Nifti1Image,
+                              static: nib.Nifti1Image, after: nib.Nifti1Image, *,
                               params: Mapping[str, Any], seconds: Mapping[str, float],
                               synthesized: nib.Nifti1Image | None = None) -> Path:
     """One self-contained HTML page; `after` is the moving image resliced by the transform."""

@@ -252,7 +252,7 @@ def write_reports(out_dir: Path, meta: ModelMetadata, results: Sequence[UnitResu
     return written
 
 
-def write_unit_report(path: Path, meta: ModelMetadata, result: UnitResult,
+def write_unit_report(path: Path, meta: ModelMetadata, result: UnitResult, *,
                       info: Mapping[str, Any], params: Mapping[str, Any]) -> Path:
     """One subject's page (``mri2mri-run --input ... --report``): the same unit section, model
     card and run table as a participant's page of the BIDS App."""

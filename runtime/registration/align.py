@@ -305,7 +305,7 @@ def _stages(preset: RegistrationSettings, transform: str) -> list[tuple[str, obj
     return stages
 
 
-def _optimize(reg: AffineRegistration, static: Grid, moving: Grid, tf: object,
+def _optimize(reg: AffineRegistration, static: Grid, moving: Grid, tf: object, *,
               start: np.ndarray, options: dict[str, float]) -> np.ndarray:
     """One DIPY stage from `start`; the static->moving affine it ends at.
 
@@ -369,7 +369,7 @@ def _refine(preset: RegistrationSettings, static: Grid, moving: Grid,
 REFINE_MOVING_MARGIN_MM = 10.0
 
 
-def _refine_grids(preset: RegistrationSettings, static: Grid, moving: Grid,
+def _refine_grids(preset: RegistrationSettings, static: Grid, moving: Grid, *,
                   box: tuple[np.ndarray, np.ndarray] | None, shift: np.ndarray,
                   static_fg: np.ndarray, start: np.ndarray) -> tuple[Grid, Grid]:
     """Native static grid (optionally coarsened), cropped, its sampling region as its mask;
@@ -394,7 +394,7 @@ def _reached_box(static: Grid, start: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def register_images(moving: nib.spatialimages.SpatialImage,
-                    static: nib.spatialimages.SpatialImage,
+                    static: nib.spatialimages.SpatialImage, *,
                     transform: str = "rigid",
                     settings: str | RegistrationSettings = "fast",
                     moving_mask: np.ndarray | None = None,
@@ -444,11 +444,12 @@ def register_images(moving: nib.spatialimages.SpatialImage,
     with _seeded_global_rng(0):
         for name, tf in _stages(preset, transform):
             with clock.stage(name):
-                current = _optimize(reg, work_s, work_m, tf, current, _options(preset, True))
+                current = _optimize(reg, work_s, work_m, tf, start=current,
+                                    options=_options(preset, True))
         if preset.refine_iters > 0 and preset.working_voxel_mm is not None:
             with clock.stage("refine"):
-                fine_s, fine_m = _refine_grids(preset, native_s, native_m, box, shift, static_fg,
-                                               current)
+                fine_s, fine_m = _refine_grids(preset, native_s, native_m, box=box, shift=shift,
+                                               static_fg=static_fg, start=current)
                 current = _refine(preset, fine_s, fine_m, current)
     return Registration(affine=np.linalg.inv(shift) @ current @ shift, transform=transform,
                         settings=preset.name, seconds=time.perf_counter() - clock.started,

@@ -31,6 +31,7 @@ _err = Console(stderr=True, highlight=False)
 
 @app.command()
 def register(
+    *,
     moving: Annotated[Path, typer.Option(help="Image to align (e.g. the T1w).")],
     static: Annotated[Path, typer.Option(help="Reference image (e.g. the DWI: 3D b=0, or 4D "
                                               "with --bval).")],

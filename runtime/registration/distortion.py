@@ -134,8 +134,9 @@ def compute_correction(dwi: str | Path, t1w: str | Path, model: str | Path, *,
     clock = Clock(progress)
     with clock.stage("load"):  # silent: a bad input is then the only line
         series = read_series(dwi, bvals, bvecs)
-        readout = read_readout(dwi, series.data.shape, sidecar, phase_encoding,
-                               total_readout_time)
+        readout = read_readout(dwi, series.data.shape, sidecar=sidecar,
+                               phase_encoding=phase_encoding,
+                               total_readout_time=total_readout_time)
         t1w_img = load_volume(t1w)
         check_overlap(t1w_img, series.b0, str(t1w), str(dwi))
     with clock.stage("rigid", "registering the T1w to the mean b=0 (rigid)"):
@@ -151,11 +152,12 @@ def compute_correction(dwi: str | Path, t1w: str | Path, model: str | Path, *,
         b0 = np.asarray(series.b0.dataobj, np.float32)
         brain = brain_mask(image_like(series.b0, reference))  # undistorted, as the field
         displacement = estimate_displacement(b0, reference, zooms, readout.pe_axis,
-                                             field_settings, brain)
+                                             settings=field_settings, brain=brain)
     count = series.data.shape[3] if series.data.ndim == 4 else 1
     with clock.stage("resample", f"resampling {count} volume(s) once (rigid + displacement "
                                  "+ Jacobian)"):
-        corrected = unwarp_series(series.data, series.image.affine, displacement, reg.affine)
+        corrected = unwarp_series(series.data, series.image.affine, displacement,
+                                  rigid=reg.affine)
         rotated = None if series.bvecs is None else rotate_bvecs(
             series.bvecs, series.image.affine, reg.affine)
     return Correction(series, t1w_img, readout, reg, synthesized, reference, displacement,

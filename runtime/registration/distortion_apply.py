@@ -41,7 +41,7 @@ def sample_positions(shape: tuple[int, int, int], affine: np.ndarray, displaceme
     return source, np.clip(jac, 0.0, None)
 
 
-def unwarp_series(data: np.ndarray, affine: np.ndarray, displacement: Displacement,
+def unwarp_series(data: np.ndarray, affine: np.ndarray, displacement: Displacement, *,
                   rigid: np.ndarray | None = None, order: int = 3,
                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Every volume of `data` (3D or 4D) resampled at the same corrected positions.

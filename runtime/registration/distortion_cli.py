@@ -31,6 +31,7 @@ _err = Console(stderr=True, highlight=False)
 
 @app.command()
 def correct(
+    *,
     dwi: Annotated[Path, typer.Option(help="The series: a 4D DWI (with .bval/.bvec/.json "
                                            "beside it) or a 3D b=0 (with its .json).")],
     t1w: Annotated[Path, typer.Option(help="The subject's T1w.")],

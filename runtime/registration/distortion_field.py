@@ -178,7 +178,7 @@ def _levels(settings: FieldSettings, shape: tuple[int, ...]) -> list[int]:
 
 
 def estimate_displacement(distorted: np.ndarray, reference: np.ndarray, zooms: np.ndarray,
-                          pe_axis: int, settings: FieldSettings = DEFAULT_FIELD_SETTINGS,
+                          pe_axis: int, *, settings: FieldSettings = DEFAULT_FIELD_SETTINGS,
                           brain: np.ndarray | None = None,
                           progress: Callable[[str], None] | None = None) -> Displacement:
     """Register `distorted` to `reference` (same grid, same contrast) along `pe_axis` only.

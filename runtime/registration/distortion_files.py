@@ -78,7 +78,7 @@ def _text(staging: Staging, final: Path, text: str) -> None:
     staging.path(final).write_text(text)
 
 
-def _series_files(c: Correction, layout: Layout, staging: Staging, dwi: Path, t1w: Path,
+def _series_files(c: Correction, layout: Layout, staging: Staging, dwi: Path, *, t1w: Path,
                   sidecar: Path) -> None:
     """The corrected series (grid, affine and volume order of the input), .bval, .bvec, .json."""
     series = c.series
@@ -132,7 +132,7 @@ def _field_files(c: Correction, layout: Layout, staging: Staging, dwi: Path) -> 
                                "voxel to where its signal lies in the acquired series."})
 
 
-def _report(c: Correction, layout: Layout, staging: Staging, dwi: Path, t1w: Path) -> None:
+def _report(c: Correction, layout: Layout, staging: Staging, dwi: Path, *, t1w: Path) -> None:
     from ..qc.distortion import write_distortion_report
 
     ref = c.series.b0
@@ -179,13 +179,13 @@ def correct_distortion(dwi: str | Path, t1w: str | Path, out_dir: str | Path, *,
         with c.clock.stage("write", "writing the outputs"):
             describe_dataset(staging, dwi)
             given = options.get("sidecar")
-            _series_files(c, layout, staging, dwi, t1w,
-                          Path(given) if given is not None else sidecar_path(dwi))
+            _series_files(c, layout, staging, dwi, t1w=t1w,
+                          sidecar=Path(given) if given is not None else sidecar_path(dwi))
             _field_files(c, layout, staging, dwi)
             save_itk(c.registration.affine, staging.path(layout.transform("itk")))
             save_matrix(c.registration.affine, staging.path(layout.transform("ras")))
             if report:
-                _report(c, layout, staging, dwi, t1w)
+                _report(c, layout, staging, dwi, t1w=t1w)
         written = staging.commit()
     return CorrectionResult(c, layout, written)
 

@@ -126,7 +126,7 @@ def _readout_time(meta: dict, given: float | None, n_pe: int, sidecar: Path
     return found, origin
 
 
-def read_readout(image: str | Path, shape: tuple[int, ...], sidecar: str | Path | None = None,
+def read_readout(image: str | Path, shape: tuple[int, ...], *, sidecar: str | Path | None = None,
                  phase_encoding: str | None = None,
                  total_readout_time: float | None = None) -> ReadOut:
     """The read-out of `image` (voxel `shape`) from its sidecar and/or the options."""

@@ -53,7 +53,7 @@ def resolve_contrast(given: str | None, path: str | Path, what: str) -> str | No
     return contrast_from_name(path)
 
 
-def check_via_model(sources: list[str], target: str, model: str | Path,
+def check_via_model(sources: list[str], target: str, model: str | Path, *,
                     moving_contrast: str | None, static_contrast: str | None) -> None:
     """The model must turn the static contrast into the moving contrast; say which part is off."""
     task = "+".join(sources) + "->" + target
@@ -111,7 +111,7 @@ class _Intermediary:
     recipe_warning: str | None
 
 
-def _check_outputs(outputs: list[str | Path | None], overwrite: bool, via: object,
+def _check_outputs(outputs: list[str | Path | None], *, overwrite: bool, via: object,
                    out_synthesized: str | Path | None, via_mask: str) -> None:
     """Every output path is free (or may be overwritten) and distinct, before any work."""
     given = [p for p in outputs if p is not None]
@@ -139,7 +139,7 @@ def _load_masks(moving_mask: str | Path | None, static_mask: str | Path | None,
     return masks
 
 
-def _synthesize(via: str | Path, static_img: nib.Nifti1Image, static: str | Path,
+def _synthesize(via: str | Path, static_img: nib.Nifti1Image, static: str | Path, *,
                 moving_c: str | None, static_c: str | None, say: Callable[[str], None],
                 **engine: object) -> _Intermediary:
     """The model's image of the static one, checked against the task and its training data."""
@@ -147,7 +147,8 @@ def _synthesize(via: str | Path, static_img: nib.Nifti1Image, static: str | Path
 
     say(f"loading model {via}")
     synth = Synthesizer(via, notify=say, **engine)
-    check_via_model(synth.sources, synth.target, via, moving_c, static_c)
+    check_via_model(synth.sources, synth.target, via, moving_contrast=moving_c,
+                    static_contrast=static_c)
     warning = via_recipe_warning(synth.meta)
     if warning is not None:
         say(f"warning: {via}: {warning}")
@@ -166,7 +167,8 @@ def _synthesize(via: str | Path, static_img: nib.Nifti1Image, static: str | Path
 
 
 def _write_outputs(reg: Registration, moving_img: nib.Nifti1Image, static_img: nib.Nifti1Image,
-                   paths: dict[str, str | Path | None], synthesized: nib.Nifti1Image | None,
+                   paths: dict[str, str | Path | None], *,
+                   synthesized: nib.Nifti1Image | None,
                    overwrite: bool) -> tuple[list[Path], nib.Nifti1Image | None]:
     """The transform files and images asked for; the resliced image (made once) for the report."""
     written = [save_matrix(reg.affine, paths["affine"], overwrite=overwrite)]
@@ -221,7 +223,8 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
     via = None if via is None else resolve_model(via)  # a file or a starter model's name
     paths = {"affine": out_affine, "itk": out_itk, "resliced": out_resliced,
              "synthesized": out_synthesized, "report": report}
-    _check_outputs(list(paths.values()), overwrite, via, out_synthesized, via_mask)
+    _check_outputs(list(paths.values()), overwrite=overwrite, via=via,
+                   out_synthesized=out_synthesized, via_mask=via_mask)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     moving_img, static_img = load_volume(moving), load_volume(static, bvals)
@@ -233,8 +236,8 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
     middle = None
     if via is not None:
         start = time.perf_counter()
-        middle = _synthesize(via, static_img, static, moving_c, static_c, say, device=device,
-                             threads=threads, trt_cache=trt_cache)
+        middle = _synthesize(via, static_img, static, moving_c=moving_c, static_c=static_c,
+                             say=say, device=device, threads=threads, trt_cache=trt_cache)
         if via_mask == "auto" and masks.static is None:
             masks.static, masks.origin["static"] = brain_mask(middle.image), "auto"
         seconds["synthesis"] = time.perf_counter() - start
@@ -244,8 +247,9 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
                           static_mask=masks.static,
                           progress=lambda stage: say(f"registration: {stage}"))
     seconds["registration"] = time.perf_counter() - start
-    written, resliced = _write_outputs(reg, moving_img, static_img, paths,
-                                       None if middle is None else middle.image, overwrite)
+    written, resliced = _write_outputs(
+        reg, moving_img, static_img, paths,
+        synthesized=None if middle is None else middle.image, overwrite=overwrite)
     result = RegisterResult(reg, moving_c, static_c, None if via is None else str(via), seconds,
                             written, "no model used" if middle is None else middle.ood,
                             None if middle is None else middle.recipe_warning, masks.describe())
@@ -254,6 +258,7 @@ def register_files(moving: str | Path, static: str | Path, *, out_affine: str | 
 
         say("writing the QC report")
         result.written.append(write_registration_report(
-            report, moving_img, static_img, resliced, _report_params(result, moving, static),
-            seconds, None if middle is None else middle.image))
+            report, moving_img, static_img, resliced,
+            params=_report_params(result, moving, static), seconds=seconds,
+            synthesized=None if middle is None else middle.image))
     return result

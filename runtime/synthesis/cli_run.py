@@ -132,8 +132,8 @@ def _write_report(synth: Synthesizer, inputs: dict[str, Path] | list[Path],
     params = report_params(replace(options, command=options.command or command_line()),
                            seconds)
     try:
-        return write_unit_report(path, synth.meta, result, run_record(synth, options, result),
-                                 params)
+        return write_unit_report(path, synth.meta, result,
+                                 info=run_record(synth, options, result), params=params)
     except BaseException:
         output.unlink(missing_ok=True)
         raise
@@ -225,7 +225,7 @@ def run(
     device = check_device(device)
     if ood_threshold is not None and not ood_threshold > 0:
         raise InputError(None, f"--ood-threshold must be above 0 (got {ood_threshold})")
-    bids, out_dir = _dataset_dirs(bids_dir, output_dir, analysis_level, bids, out_dir)
+    bids, out_dir = _dataset_dirs(bids_dir, output_dir, analysis_level, bids=bids, out_dir=out_dir)
     synthesize(RunOptions(
         model=resolve_model(model), device=device, threads=threads, batch_size=batch_size,
         trt_cache=not no_trt_cache, resample_to_first=resample_to_first, overwrite=overwrite,
@@ -236,7 +236,7 @@ def run(
 
 
 def _dataset_dirs(bids_dir: Path | None, output_dir: Path | None, analysis_level: str | None,
-                  bids: Path | None, out_dir: Path | None) -> tuple[Path | None, Path | None]:
+                  *, bids: Path | None, out_dir: Path | None) -> tuple[Path | None, Path | None]:
     """The dataset and derivative folders, given as BIDS_DIR OUTPUT_DIR participant or
     --bids/--out (not both)."""
     if bids_dir is None:

@@ -122,7 +122,7 @@ def checked_slices(prepared: PreparedSources) -> tuple[np.ndarray, np.ndarray]:
     return mask > 0.5, chosen_slices(mask)
 
 
-def measure_prepared(predict: Predict, prepared: PreparedSources, stacks: np.ndarray,
+def measure_prepared(predict: Predict, prepared: PreparedSources, stacks: np.ndarray, *,
                      prediction: np.ndarray | None = None,
                      checked: tuple[np.ndarray, np.ndarray] | None = None) -> Figure | None:
     """`measure` on a synthesis's own data: its prepared sources, every slice's network

@@ -61,8 +61,8 @@ class OodChecks:
 
     def examine(self, done: NetworkPass) -> None:
         checked = done.checked_slices()
-        figure = measure_prepared(done.predict, done.prepared, done.stacks, done.prediction,
-                                  checked)
+        figure = measure_prepared(done.predict, done.prepared, done.stacks,
+                                  prediction=done.prediction, checked=checked)
         self.verdict = judge(figure, self.meta.ood, self.threshold)
         scan = None  # the model has no feature output
         if done.feature_slices is not None:

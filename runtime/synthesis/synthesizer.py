@@ -339,7 +339,7 @@ class Synthesizer:
 
     # -- synthesis ----------------------------------------------------------------------
 
-    def synthesize(self, inputs: Inputs, resample_to_first: bool = False,
+    def synthesize(self, inputs: Inputs, *, resample_to_first: bool = False,
                    progress: Progress | None = None, inspect: Inspect | None = None,
                    examine: Examine | None = None) -> nib.Nifti1Image:
         """Synthesize the target contrast on the first source's grid and header."""
@@ -354,8 +354,8 @@ class Synthesizer:
                     examine: Examine | None = None) -> nib.Nifti1Image:
         timings = timings if timings is not None else Timings()
         start = time.perf_counter()
-        prepared = prepare_sources(images, self.meta.geometry, self.meta.normalisation, names,
-                                   resample_to_first)
+        prepared = prepare_sources(images, self.meta.geometry, self.meta.normalisation,
+                                   names=names, resample_to_first=resample_to_first)
         self._check_slice_size(prepared.slices.shape, names[0])
         if inspect is not None:
             inspect(prepared)
@@ -430,5 +430,6 @@ def _to_stderr(message: str) -> None:
 def synthesize(model_path: str | Path, inputs: Inputs, device: str = "auto",
                resample_to_first: bool = False) -> nib.Nifti1Image:
     """One-off convenience: load the model and synthesize one subject."""
-    return Synthesizer(model_path, device).synthesize(inputs, resample_to_first)
+    return Synthesizer(model_path, device).synthesize(inputs,
+                                                      resample_to_first=resample_to_first)
 

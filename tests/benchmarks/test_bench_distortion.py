@@ -143,5 +143,5 @@ def test_a_difference_in_blur_is_matched_not_taken_for_a_displacement(epi_cohort
     assert abs(sigma_image - 0.8) < 0.05 and sigma_smoother == 0.0
     moved = {m: float(np.abs(estimate_displacement(
         image, smoother, nib.affines.voxel_sizes(b0.affine), 1,
-        FieldSettings(match_resolution=m)).mm[brain]).mean()) for m in (False, True)}
+        settings=FieldSettings(match_resolution=m)).mm[brain]).mean()) for m in (False, True)}
     assert moved[True] < 0.4 * moved[False]

@@ -107,8 +107,10 @@ def _head(shape=(64, 64, 64)):
 def test_regions_are_where_both_are_positive_less_the_t2w_bright_lesion_either_way():
     t1, t2, brain, blob = _head()
     t1[30, 30, 2] = 0.0  # a hole in one image: not in the region
-    forward, lesion_ml = regions(t1, t2, "T1w", "T2w", (1.0, 1.0, 1.0))
-    backward, reverse_ml = regions(t2, t1, "T2w", "T1w", (1.0, 1.0, 1.0))
+    forward, lesion_ml = regions(t1, t2, source_contrast="T1w", target_contrast="T2w",
+                                 voxel_mm=(1.0, 1.0, 1.0))
+    backward, reverse_ml = regions(t2, t1, source_contrast="T2w", target_contrast="T1w",
+                                  voxel_mm=(1.0, 1.0, 1.0))
     assert lesion_ml == reverse_ml > 4.0
     for name in forward:
         assert (forward[name] == backward[name]).all()
@@ -116,5 +118,6 @@ def test_regions_are_where_both_are_positive_less_the_t2w_bright_lesion_either_w
     without = forward["brain_without_lesion"]
     assert not (without & blob).any() and without.sum() < forward["brain"].sum()
     # A pair without a T2w: no lesion is looked for.
-    found, none = regions(t1, t2, "T1w", "PDw", (1.0, 1.0, 1.0))
+    found, none = regions(t1, t2, source_contrast="T1w", target_contrast="PDw",
+                          voxel_mm=(1.0, 1.0, 1.0))
     assert list(found) == ["brain"] and none is None
