@@ -9,8 +9,6 @@ truth, the provenance sidecar, and the QC page in a headless Chromium.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from bids_validation import bids_errors
+from browser import headless_page
 from distortion_phantom import SHAPE, TOTAL_READOUT_TIME, ZOOMS, distorted, grid_affine, write_case
 from onnx_fixtures import channel_picker, collect_sessions  # noqa: F401 - autouse: frees sessions
 
@@ -167,29 +166,12 @@ def test_a_known_shift_is_found_and_kept_along_the_phase_encoding_axis() -> None
     assert np.abs(back - obj)[inside].mean() < 0.25 * np.abs(moved - obj)[inside].mean()
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if found := shutil.which(name):
-            return found
-    return None
-
-
 def test_the_qc_report_loads_in_a_headless_browser(corrected: dict[str, Path]) -> None:
     page_path = corrected["out"] / "sub-01_dwi_sdc.html"
     text = page_path.read_text()
     assert "edges of the T1w" in text and "Field map" in text and "flicker" in text
-    browser_path = _chromium()
-    if browser_path is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Chromium (see .ci/run)")
-        pytest.skip("no Chromium installed: apt-get install chromium to run this check")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
-        page = browser.new_context(offline=True).new_page()
-        problems: list[str] = []
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
+    problems: list[str] = []
+    with headless_page(problems) as page:
         page.goto(page_path.as_uri())
         page.wait_for_load_state("load")
         sizes = page.evaluate("Array.from(document.images).map(i => i.complete ? "
@@ -199,9 +181,7 @@ def test_the_qc_report_loads_in_a_headless_browser(corrected: dict[str, Path]) -
                                    ".map(i => getComputedStyle(i).animationName)")
         assert animations == ["flick"]
         assert page.locator("h2", has_text="Before").count() >= 1
-        browser.close()
     assert problems == []
-
 
 
 def test_a_3d_b0_is_corrected_too(tmp_path: Path) -> None:

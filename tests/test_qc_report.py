@@ -8,8 +8,6 @@ is skipped, with the reason, only when no Chromium is installed.
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from string import Template
@@ -18,6 +16,7 @@ from types import SimpleNamespace
 import nibabel as nib
 import numpy as np
 import pytest
+from browser import headless_page
 from onnx_fixtures import (
     channel_picker,
     collect_sessions,  # noqa: F401 - autouse: frees sessions
@@ -93,28 +92,9 @@ def test_reports_are_self_contained(reports: dict[str, Path]) -> None:
     assert "synthesized T2w: sub-01_T2w.nii.gz" in single and "<h2>Run</h2>" in single
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if found := shutil.which(name):
-            return found
-    return None
-
-
 def test_reports_load_in_a_headless_browser(reports: dict[str, Path]) -> None:
-    browser_path = _chromium()
-    if browser_path is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Chromium (see .ci/run)")
-        pytest.skip("no Chromium installed: apt-get install chromium to run this check")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
-        context = browser.new_context(offline=True)
-        page = context.new_page()
-        problems: list[str] = []
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.on("requestfailed", lambda r: problems.append(f"failed request {r.url}"))
+    problems: list[str] = []
+    with headless_page(problems) as page:
         for path in reports.values():
             page.goto(path.as_uri())
             page.wait_for_load_state("load")
@@ -134,7 +114,6 @@ def test_reports_load_in_a_headless_browser(reports: dict[str, Path]) -> None:
         page.click('a[href="sub-02.html"]')
         page.wait_for_load_state("load")
         assert page.url.endswith("/sub-02.html") and "sub-02" in page.title()
-        browser.close()
     assert problems == []
 
 

@@ -68,24 +68,18 @@ class Synthesized:
 def synthesize_b0(model: str | Path, t1w: nib.Nifti1Image, t1w_path: str | Path,
                   say: Callable[[str], None], **engine: object) -> Synthesized:
     """The model's b=0 of the T1w; the model must be a one-source T1w -> b0 model."""
-    from mri2mri.runtime.imaging.preprocess import PreparedSources
-    from mri2mri.runtime.synthesis.ood import assess, summarize_prepared
+    from mri2mri.runtime.synthesis.ood_checks import OodChecks
     from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
     synth = Synthesizer(model, notify=say, **engine)
     if synth.sources != ["T1w"] or synth.target != "b0":
         raise InputError(model, f"model {synth.task} does not make a b0 from a T1w: distortion "
                                 "correction needs a T1w -> b0 model")
-    verdicts = []
-
-    def inspect(prepared: PreparedSources) -> None:
-        verdicts.append(assess(summarize_prepared(prepared, synth.sources),
-                               synth.meta.training_summary))
-
-    image = synth.synthesize([t1w], inspect=inspect)
-    if verdicts[0].flagged:
-        say(f"warning: {t1w_path}: {verdicts[0].message}")
-    return Synthesized(image, str(synth.model_path), synth.task, verdicts[0].message,
+    checks = OodChecks(synth.meta, disagreement=False)  # the histogram check, nearly free
+    image = synth.synthesize([t1w], **checks.hooks)
+    if checks.histogram.flagged:
+        say(f"warning: {t1w_path}: {checks.histogram.message}")
+    return Synthesized(image, str(synth.model_path), synth.task, checks.histogram.message,
                        synth.execution_info())
 
 

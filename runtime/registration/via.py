@@ -22,9 +22,8 @@ from mri2mri.runtime.core.atomic import check_output_path
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.imaging.nifti import load_volume, save_volume
-from mri2mri.runtime.imaging.preprocess import PreparedSources
 from mri2mri.runtime.models.registry import resolve_model
-from mri2mri.runtime.synthesis.ood import assess, summarize_prepared
+from mri2mri.runtime.synthesis.ood_checks import OodChecks
 
 from .align import Registration, RegistrationSettings, check_overlap, register_images
 from .io import save_itk, save_matrix
@@ -154,16 +153,11 @@ def _synthesize(via: str | Path, static_img: nib.Nifti1Image, static: str | Path
         say(f"warning: {via}: {warning}")
     say(f"synthesizing {synth.target} from the static image ({synth.task}, "
         f"{synth.provider_name})")
-    verdicts = []
-
-    def inspect(prepared: PreparedSources) -> None:
-        verdicts.append(assess(summarize_prepared(prepared, synth.sources),
-                               synth.meta.training_summary))
-
-    image = synth.synthesize([static_img], inspect=inspect)
-    if verdicts[0].flagged:
-        say(f"warning: {static}: {verdicts[0].message}")
-    return _Intermediary(image, verdicts[0].message, warning)
+    checks = OodChecks(synth.meta, disagreement=False)  # the histogram check, nearly free
+    image = synth.synthesize([static_img], **checks.hooks)
+    if checks.histogram.flagged:
+        say(f"warning: {static}: {checks.histogram.message}")
+    return _Intermediary(image, checks.histogram.message, warning)
 
 
 def _write_outputs(reg: Registration, moving_img: nib.Nifti1Image, static_img: nib.Nifti1Image,
