@@ -68,24 +68,29 @@ def distorted(peak: float) -> tuple[np.ndarray, np.ndarray]:
     return block_mean(moved, (1, OVERSAMPLE, 1)), shift
 
 
-def write_case(folder: Path, peak: float = 2.0, pe: str = "j", sidecar: dict | None = None
-               ) -> dict[str, Path]:
-    """A BIDS-named DWI (4 volumes), its .bval/.bvec/.json, a T1w and a stand-in model."""
+def write_case(folder: Path, peak: float = 2.0, pe: str = "j", sidecar: dict | None = None,
+               *, subject: str = "01", session: str | None = None) -> dict[str, Path]:
+    """A BIDS-named DWI (4 volumes), its .bval/.bvec/.json, a T1w and a stand-in model.
+
+    `subject`/`session`: the labels (several calls on one folder make a dataset).
+    """
     image, _ = distorted(peak)
     affine = grid_affine()
     dwi = np.stack([image, image * 1.02, image * 0.5, image * 0.4], axis=3).astype(np.float32)
-    (folder / "sub-01" / "dwi").mkdir(parents=True)
-    (folder / "sub-01" / "anat").mkdir(parents=True)
-    paths = {"dwi": folder / "sub-01" / "dwi" / "sub-01_dwi.nii.gz",
-             "t1w": folder / "sub-01" / "anat" / "sub-01_T1w.nii.gz"}
+    where = folder / f"sub-{subject}" / (f"ses-{session}" if session else "")
+    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    (where / "dwi").mkdir(parents=True)
+    (where / "anat").mkdir(parents=True)
+    paths = {"dwi": where / "dwi" / f"{prefix}_dwi.nii.gz",
+             "t1w": where / "anat" / f"{prefix}_T1w.nii.gz"}
     nib.save(nifti(dwi, affine), paths["dwi"])
-    paths["dwi"].with_name("sub-01_dwi.bval").write_text("0 5 1000 1000\n")
+    paths["dwi"].with_name(f"{prefix}_dwi.bval").write_text("0 5 1000 1000\n")
     bvecs = np.array([[0, 0, 1, 0], [0, 0, 0, 0.6], [0, 0, 0, 0.8]])
-    paths["dwi"].with_name("sub-01_dwi.bvec").write_text(
+    paths["dwi"].with_name(f"{prefix}_dwi.bvec").write_text(
         "\n".join(" ".join(f"{v:g}" for v in row) for row in bvecs) + "\n")
     meta = {"PhaseEncodingDirection": pe, "TotalReadoutTime": TOTAL_READOUT_TIME} \
         if sidecar is None else sidecar
-    paths["dwi"].with_name("sub-01_dwi.json").write_text(json.dumps(meta))
+    paths["dwi"].with_name(f"{prefix}_dwi.json").write_text(json.dumps(meta))
     points = np.indices(SHAPE, dtype=float).reshape(3, -1)
     nib.save(nifti(obj(points).reshape(SHAPE).astype(np.float32), affine), paths["t1w"])
     (folder / "dataset_description.json").write_text(json.dumps(

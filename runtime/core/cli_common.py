@@ -1,9 +1,12 @@
-"""What every mri2mri command shares: one-line errors with a non-zero exit code."""
+"""What every mri2mri command shares: one-line errors with a non-zero exit code, and the
+BIDS-Apps command line (``BIDS_DIR OUTPUT_DIR participant --participant-label 01 02``) of
+`mri2mri-run` and `mri2mri-register --correct-distortion`."""
 
 from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -33,3 +36,39 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+#: The BIDS-Apps analysis levels mri2mri has.
+LEVELS = ("participant",)
+#: BIDS-Apps options that take several values (``--participant-label 01 02``).
+MULTI_VALUE = ("--participant-label", "--session-label")
+
+
+def check_bids_app(output_dir: Path | None, analysis_level: str | None, note: str = "") -> None:
+    """BIDS_DIR comes with OUTPUT_DIR and a level mri2mri has (`note`: why no other)."""
+    if output_dir is None or analysis_level is None:
+        raise InputError(None, "BIDS-App mode needs BIDS_DIR OUTPUT_DIR participant")
+    if analysis_level not in LEVELS:
+        raise InputError(None, f"analysis level {analysis_level!r}: mri2mri has only the "
+                               f"participant level{note}")
+
+
+def expand_multi(argv: list[str]) -> list[str]:
+    """``--participant-label 01 02`` -> ``--participant-label 01 --participant-label 02``.
+
+    As in argparse-based BIDS Apps, the values run up to the next option, so put the
+    positional arguments first.
+    """
+    out: list[str] = []
+    current = None
+    for arg in argv:
+        if arg.startswith("-"):
+            current = arg if arg in MULTI_VALUE else None
+            if current is None:
+                out.append(arg)
+            continue
+        if current is not None:
+            out += [current, arg]
+            continue
+        out.append(arg)
+    return out

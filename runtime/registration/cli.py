@@ -24,7 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Register a moving image to a static one (DIPY mutual information), "
                        "optionally through an image synthesized from the static one. "
                        "With --correct-distortion: correct a DWI's susceptibility distortion "
-                       "through a b=0 synthesized from the T1w (mri2mri-register "
+                       "through a b=0 synthesized from the T1w, or every DWI of a BIDS "
+                       "dataset with BIDS_DIR OUTPUT_DIR participant (mri2mri-register "
                        "--correct-distortion --help).")
 _err = Console(stderr=True, highlight=False)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -34,6 +35,9 @@ from .distortion_field import DEFAULT_FIELD_SETTINGS, Displacement, FieldSetting
 from .distortion_field import estimate_displacement as estimate_displacement
 from .distortion_inputs import EpiSeries, ReadOut, read_readout, read_series
 from .masks import brain_mask
+
+if TYPE_CHECKING:  # hints only: the model session is imported where a model runs
+    from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
 
 class Clock:
@@ -63,24 +67,37 @@ class Synthesized:
     task: str
     ood: str
     execution: dict[str, object] = field(default_factory=dict)
+    #: The model file's SHA-256: the sidecar records it, and a BIDS App rerun skips only
+    #: the units this model made.
+    sha256: str = ""
 
 
-def synthesize_b0(model: str | Path, t1w: nib.Nifti1Image, t1w_path: str | Path,
+def b0_model(model: str | Path | Synthesizer, say: Callable[[str], None],
+             **engine: object) -> Synthesizer:
+    """A T1w -> b0 model session: `model` loaded (a file or a starter model's name, with
+    `engine`'s device, threads, trt_cache), or one already loaded (the BIDS App loads it
+    once for every unit); any other model is refused."""
+    from mri2mri.runtime.synthesis.synthesizer import Synthesizer
+
+    synth = model if isinstance(model, Synthesizer) else Synthesizer(model, notify=say, **engine)
+    if synth.sources != ["T1w"] or synth.target != "b0":
+        raise InputError(synth.model_path, f"model {synth.task} does not make a b0 from a T1w: "
+                                           "distortion correction needs a T1w -> b0 model")
+    return synth
+
+
+def synthesize_b0(model: str | Path | Synthesizer, t1w: nib.Nifti1Image, t1w_path: str | Path,
                   say: Callable[[str], None], **engine: object) -> Synthesized:
     """The model's b=0 of the T1w; the model must be a one-source T1w -> b0 model."""
     from mri2mri.runtime.synthesis.ood_checks import OodChecks
-    from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 
-    synth = Synthesizer(model, notify=say, **engine)
-    if synth.sources != ["T1w"] or synth.target != "b0":
-        raise InputError(model, f"model {synth.task} does not make a b0 from a T1w: distortion "
-                                "correction needs a T1w -> b0 model")
+    synth = b0_model(model, say, **engine)
     checks = OodChecks(synth.meta, disagreement=False)  # the histogram check, nearly free
     image = synth.synthesize([t1w], **checks.hooks)
     if checks.histogram.flagged:
         say(f"warning: {t1w_path}: {checks.histogram.message}")
     return Synthesized(image, str(synth.model_path), synth.task, checks.histogram.message,
-                       synth.execution_info())
+                       synth.execution_info(), synth.model_sha256)
 
 
 def reference_on_grid(synthesized: nib.Nifti1Image, registration: Registration,
@@ -116,7 +133,7 @@ class Correction:
                 "field_max_hz": round(float(hz[self.brain].max()), 3)}
 
 
-def compute_correction(dwi: str | Path, t1w: str | Path, model: str | Path, *,
+def compute_correction(dwi: str | Path, t1w: str | Path, model: str | Path | Synthesizer, *,
                        bvals: str | Path | None = None, bvecs: str | Path | None = None,
                        sidecar: str | Path | None = None, phase_encoding: str | None = None,
                        total_readout_time: float | None = None,
@@ -136,7 +153,8 @@ def compute_correction(dwi: str | Path, t1w: str | Path, model: str | Path, *,
     with clock.stage("rigid", "registering the T1w to the mean b=0 (rigid)"):
         reg = register_images(t1w_img, series.b0, transform="rigid",
                               settings=registration_settings)
-    with clock.stage("synthesis", f"synthesizing a b=0 from the T1w ({Path(str(model)).name})"):
+    name = Path(str(getattr(model, "model_path", model))).name
+    with clock.stage("synthesis", f"synthesizing a b=0 from the T1w ({name})"):
         synthesized = synthesize_b0(model, t1w_img, t1w, clock.say, device=device,
                                     threads=threads, trt_cache=trt_cache)
         reference = reference_on_grid(synthesized.image, reg, series.b0)

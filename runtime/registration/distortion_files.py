@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -34,6 +35,9 @@ from .distortion_outputs import (
 )
 from .io import save_itk, save_matrix
 
+if TYPE_CHECKING:  # hints only
+    from mri2mri.runtime.synthesis.synthesizer import Synthesizer
+
 
 @dataclass
 class CorrectionResult:
@@ -56,6 +60,7 @@ def _provenance(c: Correction, dwi: Path, t1w: Path) -> dict[str, object]:
                   "synthesized from the T1w; one resampling per volume (rigid + displacement), "
                   "Jacobian intensity correction; b-vectors rotated by the rigid map",
         "Series": dwi.name, "T1w": t1w.name, "Model": c.synthesized.model,
+        "ModelSha256": c.synthesized.sha256,
         "ModelTask": c.synthesized.task, "T1wVsModelTrainingData": c.synthesized.ood,
         "PhaseEncodingDirection": c.readout.phase_encoding,
         "TotalReadoutTime": c.readout.total_readout_time, "ReadOutFrom": c.readout.origin,
@@ -156,7 +161,8 @@ def _report(c: Correction, layout: Layout, staging: Staging, dwi: Path, *, t1w: 
 
 
 def correct_distortion(dwi: str | Path, t1w: str | Path, out_dir: str | Path, *,
-                       model: str | Path, subject: str | None = None, report: bool = True,
+                       model: str | Path | Synthesizer, subject: str | None = None,
+                       report: bool = True,
                        overwrite: bool = False,
                        field_settings: FieldSettings = DEFAULT_FIELD_SETTINGS,
                        progress: Callable[[str], None] | None = None,
@@ -164,7 +170,9 @@ def correct_distortion(dwi: str | Path, t1w: str | Path, out_dir: str | Path, *,
     """Correct `dwi` (4D DWI or 3D b=0) through a b=0 that `model` synthesizes from `t1w`.
 
     Writes a BIDS derivative under `out_dir` (see `distortion_outputs`); every output is
-    checked before any work and all appear together, or none. `options` go to
+    checked before any work and all appear together, or none, the corrected series'
+    sidecar last (what marks a finished unit for the BIDS App, `distortion_bids`).
+    `model`: a file, a starter model's name, or a loaded session. `options` go to
     `distortion.compute_correction` (bvals, bvecs, sidecar, phase_encoding,
     total_readout_time, registration_settings, device, threads, trt_cache).
     """
@@ -186,7 +194,7 @@ def correct_distortion(dwi: str | Path, t1w: str | Path, out_dir: str | Path, *,
             save_matrix(c.registration.affine, staging.path(layout.transform("ras")))
             if report:
                 _report(c, layout, staging, dwi, t1w=t1w)
-        written = staging.commit()
+        written = staging.commit(last=layout.series(".json"))
     return CorrectionResult(c, layout, written)
 
 

@@ -183,11 +183,13 @@ class Staging:
         self.pending.append((tmp, final))
         return tmp
 
-    def commit(self) -> list[Path]:
-        for tmp, final in self.pending:
+    def commit(self, last: Path | None = None) -> list[Path]:
+        """Move every file into place, `last` (the mark of a finished unit) after the rest."""
+        ordered = sorted(self.pending, key=lambda pair: pair[1] == last)  # stable
+        for tmp, final in ordered:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
-        return [final for _, final in self.pending]
+        return [final for _, final in ordered]
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

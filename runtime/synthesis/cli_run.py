@@ -20,7 +20,7 @@ from rich.console import Console
 
 from mri2mri.runtime.bids.names import command_line
 from mri2mri.runtime.core.atomic import check_output_path
-from mri2mri.runtime.core.cli_common import run_app
+from mri2mri.runtime.core.cli_common import check_bids_app, expand_multi, run_app
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.core.progress import progress_bar
 from mri2mri.runtime.engine.devices import check_device
@@ -147,11 +147,6 @@ def _list_models(wanted: bool) -> None:
         raise typer.Exit()
 
 
-LEVELS = ("participant",)
-#: BIDS-Apps options that take several values (``--participant-label 01 02``).
-_MULTI = ("--participant-label", "--session-label")
-
-
 @app.command()
 def run(
     bids_dir: Annotated[Path | None, typer.Argument(
@@ -244,12 +239,8 @@ def _dataset_dirs(bids_dir: Path | None, output_dir: Path | None, analysis_level
     if bids is not None or out_dir is not None:
         raise InputError(None, "give the dataset either as BIDS_DIR OUTPUT_DIR participant or "
                                "with --bids/--out, not both")
-    if output_dir is None or analysis_level is None:
-        raise InputError(None, "BIDS-App mode needs BIDS_DIR OUTPUT_DIR participant")
-    if analysis_level not in LEVELS:
-        raise InputError(None, f"analysis level {analysis_level!r}: mri2mri has only the "
-                               "participant level (the group index.html is updated by "
-                               "every run)")
+    check_bids_app(output_dir, analysis_level,
+                   note=" (the group index.html is updated by every run)")
     return bids_dir, output_dir
 
 
@@ -285,7 +276,7 @@ def synthesize(options: RunOptions) -> None:
         summary = _run_dataset(synth, options)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _print_summary(summary)
+    print_summary(summary)
 
 
 def _load(options: RunOptions) -> Synthesizer:
@@ -310,7 +301,7 @@ def _run_dataset(synth: Synthesizer, options: RunOptions) -> CohortSummary:
                                                            description=label, refresh=True))
 
 
-def _print_summary(summary: CohortSummary) -> None:
+def print_summary(summary: CohortSummary) -> None:
     """Warnings and failures on stderr, the report and the counts on stdout; exit 1 on failure."""
     for label, message in summary.flagged.items():
         _err.print(f"warning: {label}: {message}", markup=False, highlight=False,
@@ -327,27 +318,6 @@ def _print_summary(summary: CohortSummary) -> None:
 def _stop(signum: int, _frame: object) -> None:
     """A batch scheduler's SIGTERM unwinds like Ctrl-C, so temporary files are removed."""
     raise SystemExit(128 + signum)
-
-
-def expand_multi(argv: list[str]) -> list[str]:
-    """``--participant-label 01 02`` -> ``--participant-label 01 --participant-label 02``.
-
-    As in argparse-based BIDS Apps, the values run up to the next option, so put the
-    positional arguments first.
-    """
-    out: list[str] = []
-    current = None
-    for arg in argv:
-        if arg.startswith("-"):
-            current = arg if arg in _MULTI else None
-            if current is None:
-                out.append(arg)
-            continue
-        if current is not None:
-            out += [current, arg]
-            continue
-        out.append(arg)
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
