@@ -3,8 +3,10 @@
 Per subject: the truth (`truth`, made once and kept in ``OUT/truth/``), then every method
 (`methods`) on the acquired mean b=0, scored against the truth (`metrics`), and the
 no-harm check: our method on the same subject's b=0 simulated without off-resonance,
-where the right field is zero. A subject's rows go to ``OUT/cache/<subject>.json`` tagged
-with a fingerprint of the configuration and the model's bytes: a rerun skips it.
+where the right field is zero. Each method's row goes to
+``OUT/cache/<subject>/<method>.json`` tagged with a fingerprint of what that method
+depends on (the model's bytes only for the model's rows): a rerun skips it, and a new
+model recomputes only its own rows, not the slow baselines.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -33,7 +35,10 @@ CACHE_DIR, TRUTH_DIR = "cache", "truth"
 #: The no-harm row: ours on the subject's b=0 simulated without off-resonance.
 NO_HARM = "ours_no_distortion"
 #: Bumped when a metric or a method changes: older cached rows are recomputed.
-VERSION = 1
+VERSION = 2
+#: Rows that depend on the field estimation's settings, and those that depend on the model.
+USES_SETTINGS = (m.OURS, m.REFERENCE, NO_HARM)
+USES_MODEL = (m.OURS, NO_HARM)
 
 
 @dataclass
@@ -51,10 +56,17 @@ class DistortionConfig:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.field_settings.items()}
         return FieldSettings(**values)
 
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256(json.dumps({**asdict(self), "version": VERSION,
-                                            "subjects": None}, sort_keys=True).encode())
-        if self.model is not None and Path(self.model).is_file():
+    def fingerprint(self, method: str) -> str:
+        """What `method`'s row depends on: the cohort, the simulator's version, and the
+        field settings and the model (its bytes too) where the method uses them."""
+        parts = {"data": self.data, "source": self.source, "version": VERSION,
+                 "method": method}
+        if method in USES_SETTINGS:
+            parts["field_settings"] = self.field_settings
+        if method in USES_MODEL:
+            parts["model"] = self.model
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
+        if method in USES_MODEL and self.model is not None and Path(self.model).is_file():
             digest.update(Path(self.model).read_bytes())
         return digest.hexdigest()[:16]
 
@@ -79,8 +91,9 @@ def _row(method: str, answer: m.Answer, truth: Truth, seconds: float) -> dict:
 
 
 def run_subject(config: DistortionConfig, subject: str, out: Path,
-                say: Callable[[str], None]) -> list[dict]:
-    """Every method's row for one subject, plus the no-harm row (method ``ours_no_distortion``)."""
+                say: Callable[[str], None], *, skip: tuple[str, ...] = ()) -> list[dict]:
+    """The rows of every method not in `skip` for one subject, plus the no-harm row (method
+    ``ours_no_distortion``) when ours runs and it is not skipped."""
     root = Path(config.data)
     truth = subject_truth(root, subject, out / TRUTH_DIR,
                           None if config.source is None else Path(config.source))
@@ -90,25 +103,23 @@ def run_subject(config: DistortionConfig, subject: str, out: Path,
                                          "simulator's")
     subj = m.Subject(t1w, b0, pe_axis)
     settings = config.settings()
+    still = m.Subject(t1w, image_like(b0, truth.undistorted_b0), pe_axis)
+    nothing = replace(truth, displacement_mm=np.zeros_like(truth.displacement_mm))
     runs: dict[str, Callable[[], m.Answer]] = {
         m.NONE: lambda: m.none(subj), m.RIGID: lambda: m.rigid(subj),
         m.AFFINE: lambda: m.affine(subj), m.SYN_SDC: lambda: m.syn_sdc(subj, truth.brain),
         m.OURS: lambda: m.ours(subj, config.model, settings),
-        m.REFERENCE: lambda: m.reference(subj, truth.undistorted_b0, settings)}
+        m.REFERENCE: lambda: m.reference(subj, truth.undistorted_b0, settings),
+        NO_HARM: lambda: m.ours(still, config.model, settings)}
+    wanted = [*config.methods, *([NO_HARM] if m.OURS in config.methods else [])]
     rows = []
-    for method in config.methods:
-        say(f"{subject}: {method}")
+    for method in (x for x in wanted if x not in skip):
+        say(f"{subject}: " + ("ours on the b=0 without off-resonance (no-harm check)"
+                              if method == NO_HARM else method))
         started = time.perf_counter()
-        rows.append(_row(method, runs[method](), truth, time.perf_counter() - started))
-    if m.OURS in config.methods:
-        say(f"{subject}: ours on the b=0 without off-resonance (no-harm check)")
-        started = time.perf_counter()
-        still = m.Subject(t1w, image_like(b0, truth.undistorted_b0), pe_axis)
-        answer = m.ours(still, config.model, settings)
-        rows.append(_row(NO_HARM, answer, replace(truth, displacement_mm=np.zeros_like(
-            truth.displacement_mm)), time.perf_counter() - started))
-    for row in rows:
-        row["subject"] = subject
+        rows.append(_row(method, runs[method](), nothing if method == NO_HARM else truth,
+                         time.perf_counter() - started))
+        rows[-1]["subject"] = subject
     return rows
 
 
@@ -134,17 +145,24 @@ def run_benchmark(config: DistortionConfig, out: Path,
     if m.SYN_SDC in config.methods and not m.ants_available():
         say("note: antspyx is not installed (pip install 'mri2mri[ants]'): syn_sdc skipped")
         config.methods = [x for x in config.methods if x != m.SYN_SDC]
-    cache = out / CACHE_DIR
-    cache.mkdir(parents=True, exist_ok=True)
-    key, rows = config.fingerprint(), []
+    rows = []
     for subject in subjects_of(config):
-        path = cache / f"{subject}.json"
-        if path.is_file() and json.loads(path.read_text()).get("fingerprint") == key:
-            rows += json.loads(path.read_text())["rows"]
-            continue
-        found = run_subject(config, subject, out, say)
-        write_json(path, {"fingerprint": key, "rows": found}, default=float)
-        rows += found
+        folder = out / CACHE_DIR / subject
+        cached = {}
+        for method in [*config.methods, NO_HARM]:
+            path = folder / f"{method}.json"
+            if path.is_file() and json.loads(path.read_text()).get(
+                    "fingerprint") == config.fingerprint(method):
+                cached[method] = json.loads(path.read_text())["row"]
+        wanted = [*config.methods, *([NO_HARM] if m.OURS in config.methods else [])]
+        found = [] if set(wanted) <= set(cached) else run_subject(
+            config, subject, out, say, skip=tuple(cached))
+        folder.mkdir(parents=True, exist_ok=True)
+        for row in found:
+            write_json(folder / f"{row['method']}.json",
+                       {"fingerprint": config.fingerprint(row["method"]), "row": row},
+                       default=float)
+        rows += [cached.get(x) or next(r for r in found if r["method"] == x) for x in wanted]
     return rows
 
 
