@@ -321,7 +321,9 @@ def zero_shot(
                                             "never saw.", show_default=False)],
     out: Annotated[Path, typer.Option(help="Output directory (summary.json, results.csv, "
                                            "table.md).", show_default=False)],
-    source: Annotated[str, typer.Option(help="Source contrast (the model's input).")] = "T1w",
+    source: Annotated[str, typer.Option(help="Source contrast (the model's input): T1w, "
+                                             "T2w, PDw or b0 (the mean b=0 of the subject's "
+                                             "DWI, scored on the other image's grid).")] = "T1w",
     target: Annotated[str, typer.Option(help="Target contrast (the model's output; the "
                                              "reverse pair works alike).")] = "T2w",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt, as "

@@ -39,6 +39,9 @@ def demo(
     epi: Annotated[bool, typer.Option(help="Read the DWI out with the EPI model: distortion "
                                            "in Hz x readout time, k-space window, Nyquist "
                                            "ghost, IXI-measured SNR.")] = False,
+    dwi_distortion: Annotated[bool, typer.Option(
+        help="Displace the DWI along phase encoding (susceptibility); --no-dwi-distortion: "
+             "an undistorted DWI (what the b=0 starter models train on).")] = True,
     shift: Annotated[list[str] | None, typer.Option(
         help="Simulate another scanner, CONTRAST.FIELD=VALUE (repeatable), e.g. T1w.ti=1400, "
              "T1w.gm_wm_contrast=0.5, T1w.snr=10, dwi.te=60, T2w.bias_peak=0.4, "
@@ -69,7 +72,8 @@ def demo(
         out = generate_cohort(out_dir, subjects=subjects, seed=seed, resolution=resolution,
                               preview=preview, jobs=jobs, overwrite=overwrite,
                               progress=lambda done, total: bar.update(task, completed=done),
-                              shift=scanner, head=head, epi=epi, variety=varied)
+                              shift=scanner, head=head, epi=epi, variety=varied,
+                              dwi_distortion=dwi_distortion)
     typer.echo(f"wrote {subjects} simulated subjects to {out}")
     if preview:
         typer.echo(f"preview: {out / 'preview.png'}")
@@ -83,6 +87,9 @@ def pseudo_dwi(
     *,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
     b0_volumes: Annotated[int, typer.Option(help="b=0 volumes per DWI (own noise each).")] = 2,
+    distortion: Annotated[bool, typer.Option(
+        help="Distort the b=0 by off-resonance x readout time; --no-distortion: a "
+             "TotalReadoutTime of 0, an undistorted b=0 (to score a T1w -> b0 model).")] = True,
     jobs: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
 ) -> None:
@@ -94,7 +101,7 @@ def pseudo_dwi(
     with progress_bar() as bar:
         task = bar.add_task("simulating b=0 EPIs", total=None)
         out = make_pseudo_dwi(source, out_dir, seed=seed, b0_volumes=b0_volumes, jobs=jobs,
-                              overwrite=overwrite,
+                              distortion=distortion, overwrite=overwrite,
                               progress=lambda done, total: bar.update(task, completed=done,
                                                                       total=total))
     typer.echo(describe(out))

@@ -7,7 +7,8 @@ and its card says exactly how it was made and what it scores:
 2. train on it alone (`mri2mri.train`), export best.pt to ONNX (parity-checked);
 3. score it, level-free, on the cohort's held-out simulated subjects against the LUT
    fitted on the other held-out ones, and, given real pairs (`real`), zero-shot on
-   every real subject (`mri2mri-bench zero-shot`);
+   every real subject (`mri2mri-bench zero-shot`); for a b=0 recipe `real` is used as it
+   is, a folder with DWIs (a pseudo-DWI cohort: `mri2mri-data pseudo-dwi --no-distortion`);
 4. write the model card; with `install`, add the model to the runtime's registry.
 """
 
@@ -59,7 +60,8 @@ def _simulate(r: Recipe, out: Path, jobs: int) -> Path:
     from mri2mri.data.simulate.variety import Variety
 
     return generate_cohort(out, subjects=r.subjects, seed=r.seed, resolution=r.resolution,
-                           jobs=jobs, contrasts=r.images(), variety=Variety.parse(r.variety))
+                           jobs=jobs, contrasts=r.images(), variety=Variety.parse(r.variety),
+                           head=r.head, dwi_distortion=r.dwi_distortion)
 
 
 def _train(r: Recipe, data: Path, out: Path, console: Console) -> Path:
@@ -115,7 +117,7 @@ def build_starter(name: str, out: str | Path, *, real: str | Path | None = None,
         seconds[step], clock = round(now - clock, 1), now
 
     console.rule(f"{name}: simulating {r.subjects} subjects at {r.resolution:g} mm "
-                 f"(variety {r.variety})")
+                 f"(variety {r.variety}{', head' if r.head else ''})")
     data = _simulate(r, out / "data", jobs)
     lap("simulate")
     console.rule(f"{name}: training {'+'.join(r.sources)} -> {r.target}")

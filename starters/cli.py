@@ -33,7 +33,10 @@ def build(
                                                     "card, scores).")],
     real: Annotated[Path | None, typer.Option(help="Real pairs to score the model on "
                                                    "zero-shot (BIDS folder); evaluation only, "
-                                                   "never trained on.")] = None,
+                                                   "never trained on. A b0 recipe uses it as "
+                                                   "it is: T1w and DWI, e.g. mri2mri-data "
+                                                   "pseudo-dwi REAL DIR --no-distortion.")
+                      ] = None,
     install: Annotated[bool, typer.Option("--install", help="Add the model and its card to "
                                           "the runtime's registry (MRI2MRI_MODELS_DIR, else "
                                           "the package's folder).")] = False,

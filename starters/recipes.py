@@ -26,8 +26,18 @@ class Recipe:
     resolution: float = 2.0
     seed: int = 0
     variety: str = "starter"
+    #: Skull and scalp around the brain (`generate_cohort(head=True)`): for inputs that
+    #: keep them (a T1w as acquired); the DWI's fat is suppressed, as a scanner's is.
+    head: bool = False
+    #: False: the DWI without its susceptibility displacement (an undistorted spin-echo
+    #: b=0, on its own grid), so that a b=0 model learns geometry-preserving pairs.
+    dwi_distortion: bool = True
     #: `TrainConfig` fields; the cohort is simulated, so no extra simulated prior.
     train: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_b0(self) -> bool:
+        return "b0" in (*self.sources, self.target)
 
     def images(self) -> tuple[str, ...]:
         """The images the cohort needs (the simulator's names: dwi for b0)."""
@@ -54,6 +64,17 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("T1w-to-PDw", ("T1w",), "PDw",
            "PDw from a T1w; trained on simulated brains only (random scanners, lesions, "
            "skull stripping)", train=ANATOMICAL),
+    # The b=0 starters: heads (users give a T1w with skull and scalp), a fat-suppressed,
+    # undistorted spin-echo b=0. Scored on real anatomy with a pseudo-DWI folder as --real
+    # (`mri2mri-data pseudo-dwi REAL OUT --no-distortion`: a b=0 simulated from each T2w).
+    Recipe("T1w-to-b0", ("T1w",), "b0",
+           "undistorted spin-echo b=0 from a T1w, for distortion correction without a field "
+           "map (mri2mri-register --correct-distortion); trained on simulated heads only",
+           head=True, dwi_distortion=False, train=ANATOMICAL),
+    Recipe("b0-to-T1w", ("b0",), "T1w",
+           "T1w from a b=0 (the mean b=0 of a DWI), for registering a DWI through a "
+           "synthesized T1w (mri2mri-register --via); trained on simulated heads only",
+           head=True, dwi_distortion=False, train=ANATOMICAL),
 )}
 
 

@@ -210,6 +210,38 @@ def test_pseudo_dwi_cohort_is_aligned_valid_and_deterministic(demo_cohort: Path,
     assert (again / dwi).read_bytes() == (out / dwi).read_bytes()
 
 
+def test_pseudo_dwi_without_distortion_is_the_same_b0_undistorted(demo_cohort: Path,
+                                                                  tmp_path: Path):
+    """`--no-distortion`: a TotalReadoutTime of 0, every draw the same (grid, noise), so the
+    b=0 is the distorted one's object put back in place; its sidecar has no read-out time,
+    and the cohort stays valid BIDS."""
+    source = _two_subjects(demo_cohort, tmp_path / "real")
+    bent = make_pseudo_dwi(source, tmp_path / "bent", seed=1)
+    out = tmp_path / "straight"
+    done = CliRunner().invoke(app, ["pseudo-dwi", str(source), str(out), "--seed", "1",
+                                    "--no-distortion"])
+    assert done.exit_code == 0, done.output
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["SimulationParameters"]["epi"]["total_readout_time"] == 0.0
+    assert "--no-distortion" in (out / "README.md").read_text()
+    for sub in Cohort.discover(out).subjects:
+        meta = json.loads((out / sub.id / "dwi" / f"{sub.id}_dwi.json").read_text())
+        assert "TotalReadoutTime" not in meta and meta["PhaseEncodingDirection"] == "j"
+        straight, distorted = sub.load("b0"), Cohort.discover(bent).subject(sub.id).load("b0")
+        assert np.allclose(straight.affine, distorted.affine)  # the same grid
+        t2 = nib.load(str(source / sub.id / "anat" / f"{sub.id}_T2w.nii.gz"))
+        ref = t2.get_fdata()
+        corr = {}
+        for name, image in (("straight", straight), ("distorted", distorted)):
+            b0 = resample_to(image, t2).get_fdata()
+            covered = (b0 > 0) & (ref > np.percentile(ref, 60))
+            corr[name] = np.corrcoef(b0[covered], ref[covered])[0, 1]
+        assert corr["straight"] > corr["distorted"]
+    from bids_validation import bids_errors
+
+    assert bids_errors(out) == []
+
+
 def test_pseudo_dwi_refuses_bad_input(demo_cohort: Path, tmp_path: Path):
     only_t1 = tmp_path / "only-t1"
     (only_t1 / "sub-001" / "anat").mkdir(parents=True)

@@ -114,3 +114,36 @@ def test_cli_takes_variety_and_rejects_a_bad_one(tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 1 and "variety" in done.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_stripped_head_loses_its_head_in_the_dwi_too() -> None:
+    """With a head, a skull-stripped subject's DWI is stripped by the same mask (carried to
+    the DWI's own grid by world coordinates): no scalp is left in the b=0 where the T1w has
+    none. Unstripped, the b=0 has its head there. The DWI is undistorted here (the b=0
+    starters' cohort), so the two grids agree up to the resampling."""
+    from scipy import ndimage
+
+    from mri2mri.data.simulate.head import HeadLayers
+    from mri2mri.runtime.imaging.nifti import mean_b0
+    from mri2mri.runtime.imaging.resample import resample_to
+
+    found = {}
+    for strip in (0.0, 1.0):
+        cfg = DemoConfig(subjects=1, resolution=6.0, contrasts=("T1w", "dwi"),
+                         head=HeadLayers(), epi_peak_displacement_mm=(0.0, 0.0),
+                         variety=Variety(skull_strip=strip))
+        images, params = simulate_subject(load_template(cfg.head), cfg, 0)
+        assert params.get("skull_stripped", False) == bool(strip)
+        t1, dwi = images["T1w"], images["dwi"]
+        b0 = nib.Nifti1Image(mean_b0(np.asarray(dwi.dataobj, np.float32), cfg.bvalues,
+                                     "dwi"), dwi.affine)
+        on_t1 = np.asarray(resample_to(b0, t1).dataobj)
+        # Within two T1w voxels of its mask the resamplings (mask to DWI, b=0 to T1w) blur.
+        kept = ndimage.distance_transform_edt(np.asarray(t1.dataobj) == 0,
+                                              sampling=t1.header.get_zooms()) <= 12.0
+        covered = np.asarray(resample_to(nib.Nifti1Image(np.ones(b0.shape, np.float32),
+                                                         dwi.affine), t1).dataobj) > 0.99
+        found[strip] = on_t1[covered & ~kept], on_t1[covered & kept]
+    outside, inside = found[1.0]
+    assert outside.size > 100 and np.all(outside == 0) and inside.mean() > 0
+    assert found[0.0][0].size == 0  # unstripped: the T1w's head fills the grid

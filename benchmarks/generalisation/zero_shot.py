@@ -13,11 +13,14 @@ cohort that has both contrasts, and scores per subject and as a mean, level-free
   per-intensity map (it knows that scanner's own mapping).
 
 Each in the brain (source and reference both above 0) and without the T2w-bright lesion
-(`level_free.regions`). Beside each subject's level-free gain over the LUT it reports the
-model's out-of-distribution figures on that subject (the sidecar's: histogram distance,
-disagreement, features, each against the threshold the model recorded), to see whether
-a warning fires where the model loses. Writes ``summary.json``, ``results.csv`` and
-``table.md`` (`write_outputs`, each atomically). Torch-free.
+(`level_free.regions`), voxel by voxel on the anatomical image's grid: a ``b0`` (the mean
+b=0 of a DWI, on its own grid) is resampled onto it by world coordinates, the model's
+synthesis from a b=0 too (`scoring_grid`). Beside each subject's level-free gain over
+the LUT it reports the model's out-of-distribution figures on that subject (the
+sidecar's: histogram distance, disagreement, features, each against the threshold the
+model recorded), to see whether a warning fires where the model loses. Writes
+``summary.json``, ``results.csv`` and ``table.md`` (`write_outputs`, each atomically).
+Torch-free.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from mri2mri.runtime.bids.names import dataset_name
 from mri2mri.runtime.core.atomic import atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.imaging.contrasts import canonical_contrast
-from mri2mri.runtime.imaging.resample import resample_to, same_grid
+from mri2mri.runtime.imaging.resample import resample_to
 from mri2mri.runtime.synthesis.ood_checks import OodChecks
 from mri2mri.runtime.synthesis.synthesizer import Synthesizer
 from mri2mri.train.metrics import LEVEL_FREE, level_free_region
@@ -132,9 +135,12 @@ def _contrast(name: str, option: str) -> str:
 
 
 def real_subjects(real: str | Path, source: str, target: str) -> list[Subject]:
-    """The cohort's subjects with both contrasts: at least 2 (the LUT needs others)."""
+    """The cohort's subjects with both contrasts: at least 2 (the LUT needs others). A
+    ``b0`` is the mean b=0 of the subject's DWI (``sub-*/dwi/sub-*_dwi.nii.gz`` with its
+    ``.bval``, `mri2mri.data.cohort`)."""
     if not Path(real).is_dir():
-        raise InputError(real, "not a folder of real subjects (sub-*/anat/*.nii.gz)")
+        raise InputError(real, "not a folder of real subjects (sub-*/anat/*.nii.gz; a b0: "
+                               "sub-*/dwi/*_dwi.nii.gz with its .bval)")
     subjects = Cohort.discover(real).with_contrasts(source, target)
     if len(subjects) < 2:
         raise InputError(real, f"needs at least 2 subjects with {source} and {target} (the "
@@ -142,15 +148,23 @@ def real_subjects(real: str | Path, source: str, target: str) -> list[Subject]:
     return subjects
 
 
+def scoring_grid(source: str, target: str) -> str:
+    """Which image's grid a pair is scored on: the anatomical one's. A b=0 (the mean b=0 of
+    a DWI, on the DWI's own grid) is resampled onto it by world coordinates, whichever side
+    of the translation it is on; two anatomical images are scored on the source's grid."""
+    return "target" if source == "b0" and target != "b0" else "source"
+
+
 class Pair:
-    """One subject's source image and arrays, the reference on the source's grid, the brain."""
+    """One subject's source image as the model takes it (on its own grid), and on the
+    scoring grid (`scoring_grid`) the source, the reference and the brain as arrays."""
 
     def __init__(self, subject: Subject, source: str, target: str) -> None:
         self.image: nib.Nifti1Image = subject.load(source)
         reference = subject.load(target)
-        if not same_grid(reference, self.image):
-            reference = resample_to(reference, self.image)
-        self.source = np.asarray(self.image.dataobj, dtype=np.float32)
+        self.grid = reference if scoring_grid(source, target) == "target" else self.image
+        reference = resample_to(reference, self.grid)  # as it is where the grids agree
+        self.source = np.asarray(resample_to(self.image, self.grid).dataobj, dtype=np.float32)
         self.reference = np.asarray(reference.dataobj, dtype=np.float32)
         if self.source.shape != self.reference.shape:
             raise InputError(subject.path(source), f"a {self.source.ndim}D image: "
@@ -159,18 +173,20 @@ class Pair:
         if not self.brain.any():
             raise InputError(subject.path(target), f"{source} and {target} are nowhere "
                                                    "both above 0")
-        self.voxel_mm = tuple(float(z) for z in self.image.header.get_zooms()[:3])
+        self.voxel_mm = tuple(float(z) for z in self.grid.header.get_zooms()[:3])
 
 
 def score_subject(synthesizer: Synthesizer, subject: Subject, *, source: str, target: str,
                   stats: dict[str, level_free.LUTStats]) -> dict[str, Any]:
-    """One subject: the model's synthesis (with its out-of-distribution checks), both LUTs,
-    scored level-free in each region."""
+    """One subject: the model's synthesis (with its out-of-distribution checks; from the
+    source on its own grid, then resampled onto the scoring grid), both LUTs, scored
+    level-free in each region."""
     tick = time.perf_counter()
     pair = Pair(subject, source, target)
     checks = OodChecks(synthesizer.meta)
     synthesized = synthesizer.synthesize({source: pair.image}, **checks.hooks)
     synthesis_seconds = time.perf_counter() - tick
+    synthesized = resample_to(synthesized, pair.grid)  # made on the source's grid
     others = level_free.LevelFreeLUT.fit(s for sid, s in stats.items() if sid != subject.id)
     own = level_free.LevelFreeLUT.fit([stats[subject.id]])
     volumes = {"model": np.asarray(synthesized.dataobj, dtype=np.float32),

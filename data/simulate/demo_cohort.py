@@ -17,7 +17,9 @@ translations up to ±5 mm, scaling ±6 %; nonlinear displacement up to 4 mm
 128 × 128 × 56, oblique by 4-9° about x), susceptibility displacement along
 the phase-encode (A-P) axis peaking at 3-6 mm over the orbitofrontal cortex
 and about half that over the temporal poles, with the matching intensity
-pile-up (Jacobian), 2 b=0 and 6 b=1000 s/mm² volumes (isotropic diffusion).
+pile-up (Jacobian), 2 b=0 and 6 b=1000 s/mm² volumes (isotropic diffusion); without
+`dwi_distortion` no displacement (an undistorted spin-echo DWI). A skull-stripped subject
+(`variety`) has its DWI stripped with the same mask, carried to the DWI grid.
 
 Options: `head` (``--head``) lays CSF, skull, scalp muscle, fat and skin around
 the brain (`mri2mri.data.simulate.head`, tissues in `mri2mri.data.simulate.tissue`);
@@ -51,6 +53,7 @@ from mri2mri.runtime.core.atomic import atomic_dir, write_json
 from mri2mri.runtime.core.errors import InputError, require_module
 from mri2mri.runtime.core.parallel import map_jobs
 
+from .demo_readme import PREVIEW_FILE, readme
 from .epi import (
     MNI_HOTSPOTS,
     EpiProtocol,
@@ -75,7 +78,7 @@ from .tissue import (
     signal,
     subject_tissues,
 )
-from .variety import SubjectVariety, Variety
+from .variety import SubjectVariety, Variety, strip_image
 
 ANAT_CONTRASTS = ("T1w", "T2w", "PDw")
 DWI_VOXEL_MM = (1.75, 1.75, 2.35)
@@ -324,6 +327,7 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     if cfg.epi is not None:
         images["dwi"], params["epi"] = _epi_dwi(template, cfg, index, anatomy=anatomy,
                                                 tissues=tissues, rng=rng, scanner=scanner)
+        images["dwi"] = strip_image(images["dwi"], strip, affine)
         return images, params
 
     dshape, daffine = _dwi_grid(template, cfg.resolution, rng, cfg)
@@ -353,7 +357,8 @@ def simulate_subject(template: Template, cfg: DemoConfig, index: int
     for b in cfg.bvalues:
         volumes.append(_rician(dwi_clean(b), sigma, rng).reshape(dshape))
     peak = max(_tissue_signals("dwi", LITERATURE_1P5T, scanner).values())
-    images["dwi"] = _to_int16_image(np.stack(volumes, axis=3) / peak, daffine, 1000.0)
+    images["dwi"] = strip_image(_to_int16_image(np.stack(volumes, axis=3) / peak, daffine,
+                                                1000.0), strip, affine)
 
     params["epi_peak_displacement_mm"] = round(float(peak_mm), 3)
     return images, params
@@ -444,7 +449,9 @@ def _sidecar(contrast: str, cfg: DemoConfig) -> dict:
     if contrast == "dwi" and cfg.epi is not None:
         meta.update(_epi_protocol(cfg).sidecar())
     elif contrast == "dwi":
-        meta.update(PhaseEncodingDirection="j", TotalReadoutTime=0.05)
+        meta.update(PhaseEncodingDirection="j")
+        if max(cfg.epi_peak_displacement_mm) > 0:  # undistorted: no read-out time
+            meta.update(TotalReadoutTime=0.05)
     return meta
 
 
@@ -490,29 +497,6 @@ def subject_label(index: int) -> str:
     return f"sub-{index + 1:03d}"
 
 
-#: Not BIDS, listed in ``.bidsignore``: the optional preview picture.
-PREVIEW_FILE = "preview.png"
-README = f"""# mri2mri simulated demo cohort
-
-A simulated BIDS cohort (T1w, T2w, PDw, DWI) written by `mri2mri-data demo`: the grey-
-and white-matter probability maps of the MNI ICBM152 2009c template, deformed per
-subject, imaged with the signal equations of the IXI protocols, with smooth bias fields
-and Rician noise. It is a phantom, not real data; `dataset_description.json` holds every
-simulation parameter.
-
-Not BIDS, listed in .bidsignore: `{PREVIEW_FILE}` (one subject's contrasts).
-"""
-README_HEAD = """
-With `--head`: CSF, skull, scalp muscle, fat and skin shells around the brain
-(`mri2mri.data.simulate.head`); fat is bright on T1w and suppressed on the DWI.
-"""
-README_EPI = """
-With `--epi`: the DWI is read out by a simulated single-shot spin-echo EPI
-(`mri2mri.data.simulate.epi`): off-resonance distortion along the phase-encoding
-axis with pile-up, IXI-like k-space coverage, a Nyquist ghost and Rician noise.
-"""
-
-
 def cohort_name(cfg: DemoConfig) -> str:
     """The dataset's Name: it says whether the cohort has a head and an EPI b=0.
 
@@ -555,7 +539,7 @@ def generate_cohort(out_dir: str | Path, *, subjects: int = 12, seed: int = 0,
                     progress: Callable[[int, int], None] | None = None,
                     shift: AcquisitionShift | None = None, head: bool = False,
                     epi: bool = False, contrasts: Sequence[str] | None = None,
-                    variety: Variety | None = None) -> Path:
+                    variety: Variety | None = None, dwi_distortion: bool = True) -> Path:
     """Write a simulated BIDS cohort to `out_dir`; deterministic for a seed.
 
     `shift` images the same subjects (same seed: same anatomy and noise draws) with
@@ -563,7 +547,9 @@ def generate_cohort(out_dir: str | Path, *, subjects: int = 12, seed: int = 0,
     `head` adds skull and scalp around the brain (`mri2mri.data.simulate.head`), `epi`
     reads the DWI out with the EPI model of `mri2mri.data.simulate.epi`; `contrasts`
     (of T1w, T2w, PDw, dwi) makes only those images; `variety` draws a random scanner,
-    lesions and skull stripping per subject (`mri2mri.data.simulate.variety`).
+    lesions and skull stripping per subject (`mri2mri.data.simulate.variety`);
+    without `dwi_distortion` the DWI is undistorted (no susceptibility displacement; EPI:
+    a TotalReadoutTime of 0), every random draw the same.
 
     The dataset is built in a temporary sibling folder and renamed into place,
     so an interrupted run leaves nothing behind.
@@ -585,11 +571,14 @@ def generate_cohort(out_dir: str | Path, *, subjects: int = 12, seed: int = 0,
                      head=HeadLayers() if head else None, epi=EpiProtocol() if epi else None,
                      contrasts=None if contrasts is None else tuple(contrasts),
                      variety=variety if variety is not None and variety.active else None)
+    if not dwi_distortion:
+        cfg = replace(cfg, epi_peak_displacement_mm=(0.0, 0.0), epi=None if cfg.epi is None
+                      else replace(cfg.epi, total_readout_time=0.0))
     with atomic_dir(out) as tmp:
         tasks = [(cfg, i, str(tmp)) for i in range(subjects)]
         params = dict(map_jobs(_subject_job, tasks, jobs, progress))
-        readme = (README + (README_HEAD if head else "") + (README_EPI if epi else ""))
-        write_dataset_files(tmp, _dataset_description(cfg, params), readme=readme,
+        write_dataset_files(tmp, _dataset_description(cfg, params),
+                            readme=readme(head=head, epi=epi, dwi_distortion=dwi_distortion),
                             ignore=[PREVIEW_FILE] if preview else [])
         (tmp / "participants.tsv").write_text(
             "participant_id\tsimulated\n" + "".join(f"{s}\tyes\n" for s in sorted(params)))

@@ -114,11 +114,13 @@ class EpiProtocol:
         return -1 if self.phase_encoding.endswith("-") else 1
 
     def sidecar(self) -> dict:
-        """The BIDS sidecar keys of this read-out."""
+        """The BIDS sidecar keys of this read-out (no read-out time where it is 0: nothing
+        is displaced, and BIDS wants a positive one)."""
         n_pe = self.matrix[self.pe_axis]
+        readout = {"TotalReadoutTime": self.total_readout_time,
+                   "EffectiveEchoSpacing": round(self.total_readout_time / (n_pe - 1), 8)}
         return {"PhaseEncodingDirection": self.phase_encoding,
-                "TotalReadoutTime": self.total_readout_time,
-                "EffectiveEchoSpacing": round(self.total_readout_time / (n_pe - 1), 8),
+                **(readout if self.total_readout_time > 0 else {}),
                 "ReconMatrixPE": n_pe,
                 "AcquisitionMatrixPE": int(round(self.kspace_fraction * n_pe)),
                 "SliceThickness": self.voxel_mm[2],

@@ -2,7 +2,8 @@
 
 A b=0 image is a T2-weighted spin echo read out by EPI, so a real T2w passed
 through the EPI model (`mri2mri.data.simulate.epi.pseudo_b0`) gives a b=0 with real
-anatomy and contrast and simulated EPI geometry, noise and ghosting. The DWI
+anatomy and contrast and simulated EPI geometry, noise and ghosting. Without
+`distortion` (``--no-distortion``) the read-out time is 0: the same b=0, undistorted. The DWI
 lies in the T2w's world space, so the unmoved T1w/b=0 pair is aligned up to the
 EPI distortion (and the T1w/T2w co-registration of the source), which is what the
 registration benchmark's known-truth protocol assumes.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -44,6 +45,12 @@ model of `mri2mri.data.simulate.epi` (distortion along the phase-encoding axis,
 IXI-like grid and k-space coverage, Nyquist ghost, Rician noise). The DWI is in
 the T2w's world space. `dataset_description.json` holds every parameter. The
 source images keep their own licence: see the source dataset.
+"""
+README_UNDISTORTED = """
+Made with `--no-distortion`: a TotalReadoutTime of 0, so no off-resonance displacement
+moves the b=0 (everything else, grid, k-space coverage, ghost and noise, as above). The
+T1w/b=0 pair is aligned up to the source's T1w/T2w co-registration: what a model that
+synthesizes an undistorted b=0 from a T1w (`T1w-to-b0`) is scored against.
 """
 
 
@@ -95,15 +102,18 @@ def _subject(args: tuple[str, str, str, str, int, int, EpiProtocol, int]) -> tup
 
 def make_pseudo_dwi(source: str | Path, out_dir: str | Path, *, seed: int = 0,
                     b0_volumes: int = 2, protocol: EpiProtocol | None = None,
-                    jobs: int = 1, overwrite: bool = False,
+                    distortion: bool = True, jobs: int = 1, overwrite: bool = False,
                     progress: Callable[[int, int], None] | None = None) -> Path:
     """Write a BIDS cohort of real T1w and pseudo-b=0 DWIs made from real T2w; deterministic.
+    Without `distortion`, `protocol` with a TotalReadoutTime of 0 (an undistorted b=0).
 
     Built in a hidden sibling folder and renamed into place: an interrupted run
     leaves nothing behind.
     """
     source, out = Path(source), Path(out_dir)
     protocol = protocol if protocol is not None else EpiProtocol()
+    if not distortion:
+        protocol = replace(protocol, total_readout_time=0.0)
     if not source.is_dir():
         raise InputError(source, "is not a folder")
     if b0_volumes < 1:
@@ -127,7 +137,8 @@ def make_pseudo_dwi(source: str | Path, out_dir: str | Path, *, seed: int = 0,
             SimulationParameters={"seed": seed, "b0_volumes": b0_volumes,
                                   "epi": asdict(protocol)},
             SubjectParameters=params)
-        write_dataset_files(tmp, description, readme=README)
+        write_dataset_files(tmp, description, readme=README + (
+            "" if protocol.total_readout_time > 0 else README_UNDISTORTED))
         (tmp / "participants.tsv").write_text(
             "participant_id\n" + "".join(f"{s}\n" for s in sorted(params)))
     return out

@@ -6,7 +6,8 @@ a healthy template brain; here each subject can get its own simulated scanner (s
 timings, grey/white-matter contrast, SNR, bias field, acquired resolution drawn from
 ranges that bracket clinical 1.5 T and 3 T protocols), its own lesions
 (`mri2mri.data.simulate.lesions`), and a skull stripping with an imperfect edge and a
-zero background, as in the BraTS-style preprocessed scans users bring. This is domain
+zero background, as in the BraTS-style preprocessed scans users bring (the DWI of a
+stripped subject too, by the same mask: `strip_image`). This is domain
 randomisation in the physics (the idea of SynthSR/SynthSeg), so every contrast of a
 subject stays a physically consistent picture of the same tissue.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
@@ -117,6 +119,23 @@ def strip_mask(rng: np.random.Generator, brain: np.ndarray, voxel_mm: float) -> 
     mask = ndimage.gaussian_filter(brain.astype(np.float32), sigma) > threshold
     mask = ndimage.binary_fill_holes(mask)
     return mask
+
+
+def strip_image(img: nib.Nifti1Image, mask: np.ndarray | None, affine: np.ndarray
+                ) -> nib.Nifti1Image:
+    """`img` (3D or 4D, e.g. the DWI on its own grid) zeroed outside the stripping `mask`
+    (on the anatomical grid `affine`), carried onto img's grid by world coordinates: a
+    stripped subject loses its head in every image. None: `img` as it is."""
+    if mask is None:
+        return img
+    from mri2mri.runtime.imaging.resample import resample_to
+
+    grid = nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine)
+    inside = np.asarray(resample_to(nib.Nifti1Image(mask.astype(np.float32), affine),
+                                    grid).dataobj) > 0.5
+    data = np.asarray(img.dataobj)
+    data = data * (inside if data.ndim == 3 else inside[..., None])
+    return nib.Nifti1Image(data.astype(img.get_data_dtype()), img.affine, img.header)
 
 
 class _WithLesions:
