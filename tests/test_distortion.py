@@ -142,6 +142,19 @@ def test_a_model_that_does_not_make_b0_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("model", "words"), [
+    ("No-such-starter", "not a starter model name"), ("missing.onnx", "model file not found")])
+def test_a_model_that_is_not_there_stops_before_any_work(tmp_path: Path, model: str,
+                                                         words: str) -> None:
+    """An unknown name or a missing file is one line before the rigid registration starts."""
+    paths = write_case(tmp_path / "raw")
+    paths["model"] = tmp_path / model if model.endswith(".onnx") else model
+    done = _run(_command(paths, tmp_path / "out"))
+    assert done.returncode == 1 and words in done.stderr, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "registering" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_outputs_need_overwrite(corrected: dict[str, Path]) -> None:
     target = corrected["out"] / f"{SERIES}.nii.gz"
     before = target.stat().st_mtime_ns

@@ -150,6 +150,11 @@ def compute_correction(dwi: str | Path, t1w: str | Path, model: str | Path | Syn
                                total_readout_time=total_readout_time)
         t1w_img = load_volume(t1w)
         check_overlap(t1w_img, series.b0, str(t1w), str(dwi))
+        if not hasattr(model, "model_path"):  # an unknown name fails now, not after the rigid
+            from mri2mri.runtime.models.registry import resolve_model
+
+            if not resolve_model(model).is_file():
+                raise InputError(model, "model file not found")
     with clock.stage("rigid", "registering the T1w to the mean b=0 (rigid)"):
         reg = register_images(t1w_img, series.b0, transform="rigid",
                               settings=registration_settings)
