@@ -150,18 +150,13 @@ def compute_correction(dwi: str | Path, t1w: str | Path, model: str | Path | Syn
                                total_readout_time=total_readout_time)
         t1w_img = load_volume(t1w)
         check_overlap(t1w_img, series.b0, str(t1w), str(dwi))
-        if not hasattr(model, "model_path"):  # an unknown name fails now, not after the rigid
-            from mri2mri.runtime.models.registry import resolve_model
-
-            if not resolve_model(model).is_file():
-                raise InputError(model, "model file not found")
+        # loaded once, here: a missing or wrong model fails before the rigid registration
+        synth = b0_model(model, clock.say, device=device, threads=threads, trt_cache=trt_cache)
     with clock.stage("rigid", "registering the T1w to the mean b=0 (rigid)"):
         reg = register_images(t1w_img, series.b0, transform="rigid",
                               settings=registration_settings)
-    name = Path(str(getattr(model, "model_path", model))).name
-    with clock.stage("synthesis", f"synthesizing a b=0 from the T1w ({name})"):
-        synthesized = synthesize_b0(model, t1w_img, t1w, clock.say, device=device,
-                                    threads=threads, trt_cache=trt_cache)
+    with clock.stage("synthesis", f"synthesizing a b=0 from the T1w ({synth.model_path.name})"):
+        synthesized = synthesize_b0(synth, t1w_img, t1w, clock.say)
         reference = reference_on_grid(synthesized.image, reg, series.b0)
     zooms = nib.affines.voxel_sizes(series.image.affine)
     with clock.stage("field", "estimating the displacement along "
