@@ -56,6 +56,11 @@ class DistortionConfig:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.field_settings.items()}
         return FieldSettings(**values)
 
+    def rows(self) -> list[str]:
+        """The methods whose rows a subject gets: the chosen ones, and the no-harm check
+        when ours runs."""
+        return [*self.methods, *([NO_HARM] if m.OURS in self.methods else [])]
+
     def fingerprint(self, method: str) -> str:
         """What `method`'s row depends on: the cohort, the simulator's version, and the
         field settings and the model (its bytes too) where the method uses them."""
@@ -111,9 +116,8 @@ def run_subject(config: DistortionConfig, subject: str, out: Path,
         m.OURS: lambda: m.ours(subj, config.model, settings),
         m.REFERENCE: lambda: m.reference(subj, truth.undistorted_b0, settings),
         NO_HARM: lambda: m.ours(still, config.model, settings)}
-    wanted = [*config.methods, *([NO_HARM] if m.OURS in config.methods else [])]
     rows = []
-    for method in (x for x in wanted if x not in skip):
+    for method in (x for x in config.rows() if x not in skip):
         say(f"{subject}: " + ("ours on the b=0 without off-resonance (no-harm check)"
                               if method == NO_HARM else method))
         started = time.perf_counter()
@@ -145,23 +149,23 @@ def run_benchmark(config: DistortionConfig, out: Path,
     if m.SYN_SDC in config.methods and not m.ants_available():
         say("note: antspyx is not installed (pip install 'mri2mri[ants]'): syn_sdc skipped")
         config.methods = [x for x in config.methods if x != m.SYN_SDC]
+    wanted = config.rows()
+    keys = {method: config.fingerprint(method) for method in wanted}  # reads the model once
     rows = []
     for subject in subjects_of(config):
         folder = out / CACHE_DIR / subject
         cached = {}
-        for method in [*config.methods, NO_HARM]:
+        for method in wanted:
             path = folder / f"{method}.json"
-            if path.is_file() and json.loads(path.read_text()).get(
-                    "fingerprint") == config.fingerprint(method):
-                cached[method] = json.loads(path.read_text())["row"]
-        wanted = [*config.methods, *([NO_HARM] if m.OURS in config.methods else [])]
+            stored = json.loads(path.read_text()) if path.is_file() else {}
+            if stored.get("fingerprint") == keys[method]:
+                cached[method] = stored["row"]
         found = [] if set(wanted) <= set(cached) else run_subject(
             config, subject, out, say, skip=tuple(cached))
         folder.mkdir(parents=True, exist_ok=True)
         for row in found:
             write_json(folder / f"{row['method']}.json",
-                       {"fingerprint": config.fingerprint(row["method"]), "row": row},
-                       default=float)
+                       {"fingerprint": keys[row["method"]], "row": row}, default=float)
         rows += [cached.get(x) or next(r for r in found if r["method"] == x) for x in wanted]
     return rows
 
