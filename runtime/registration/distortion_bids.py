@@ -18,15 +18,13 @@ and the dataset read, before any unit runs: bad input there writes nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mri2mri.runtime.bids.inputs import Unit, find_units
-from mri2mri.runtime.bids.names import sidecar_path
 from mri2mri.runtime.core.errors import InputError, exception_summary
-from mri2mri.runtime.synthesis.batch import CohortSummary, is_finished
+from mri2mri.runtime.synthesis.batch import CohortSummary, finished_status, is_finished
 from mri2mri.runtime.synthesis.jobs import UnitResult
 
 from .distortion import b0_model
@@ -80,15 +78,6 @@ def correct_dataset(bids_dir: str | Path, out_dir: str | Path, *, model: str | P
     return summary
 
 
-def _made_by(output: Path) -> str:
-    """SHA-256 of the model a finished unit's sidecar names ('' if unreadable)."""
-    try:
-        meta = json.loads(sidecar_path(output).read_text())
-        return str(meta["DistortionCorrection"]["ModelSha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
-
-
 def correct_unit(synth: Synthesizer, unit: Unit, out_dir: Path, *, report: bool,
                  overwrite: bool, progress: Callable[[str], None],
                  **options: object) -> UnitResult:
@@ -100,13 +89,8 @@ def correct_unit(synth: Synthesizer, unit: Unit, out_dir: Path, *, report: bool,
     result = UnitResult(unit.label, unit.participant, output, "written",
                         inputs={"dwi": str(dwi), "T1w": str(t1w)})
     if is_finished(output) and not overwrite:
-        made_by = _made_by(output)
-        if made_by == synth.model_sha256:
-            result.status = "done"
-        else:
-            result.status = "failed"
-            result.error = (f"{output}: exists, made by another model (sha256 "
-                            f"{made_by[:12] or 'unknown'}...); pass --overwrite to replace it")
+        result.status, result.error = finished_status(output, synth.model_sha256,
+                                                      "DistortionCorrection", "ModelSha256")
         return result
     try:  # an unfinished unit's leftovers (a killed run's) are this run's to replace
         done = correct_distortion(dwi, t1w, out_dir, model=synth, subject=unit.participant,

@@ -111,12 +111,20 @@ def is_finished(output: Path) -> bool:
     return output.exists() and sidecar_path(output).exists()
 
 
-def _model_of(output: Path) -> str:
-    """SHA-256 of the model a finished output's sidecar names ('' if unreadable)."""
+def finished_status(output: Path, model_sha256: str, *sha_key: str) -> tuple[str, str]:
+    """A finished output's status for a rerun: ("done", "") when the model whose SHA-256
+    its sidecar holds under the keys `sha_key` is this one, else ("failed", why): another
+    model's output is never passed off as this one's."""
     try:
-        return str(json.loads(sidecar_path(output).read_text())["Mri2mri"]["Model"]["Sha256"])
+        made_by: object = json.loads(sidecar_path(output).read_text())
+        for key in sha_key:
+            made_by = made_by[key]  # type: ignore[index]
     except (OSError, ValueError, KeyError, TypeError):
-        return ""
+        made_by = ""
+    if str(made_by) == model_sha256:
+        return "done", ""
+    return "failed", (f"{output}: exists, made by another model (sha256 "
+                      f"{str(made_by)[:12] or 'unknown'}...); pass --overwrite to replace it")
 
 
 def _remove_stale_temporaries(output: Path) -> None:
@@ -139,13 +147,8 @@ def run_unit(synth: Synthesizer, unit: Unit, options: RunOptions) -> UnitResult:
     result = UnitResult(unit.label, unit.participant, output, "written",
                         inputs={c: str(p) for c, p in unit.inputs})
     if is_finished(output) and not options.overwrite:
-        made_by = _model_of(output)
-        if made_by == options.model_sha256:
-            result.status = "done"
-        else:  # never pass off another model's output as this one's
-            result.status = "failed"
-            result.error = (f"{output}: exists, made by another model (sha256 "
-                            f"{made_by[:12] or 'unknown'}...); pass --overwrite to replace it")
+        result.status, result.error = finished_status(output, options.model_sha256, "Mri2mri",
+                                                      "Model", "Sha256")
         return result
     checks = ood_checks(synth, options)
     try:
