@@ -298,7 +298,7 @@ def table(summary: dict[str, Any]) -> str:
     methods with the model's gains; then the out-of-distribution figures beside the gain."""
     subjects = summary["subjects"]
     lines = [f"Zero-shot {summary['source']} -> {summary['target']}: "
-             f"`{Path(summary['model']).name}` on {len(subjects)} real subjects of "
+             f"`{Path(summary['model']).name}` on {len(subjects)} subjects of "
              f"`{summary['dataset']}`, scored level-free (each image z-scored over the "
              "region). Cells: PSNR (dB) / SSIM / MAE (reference SDs).", ""]
     titles = {"brain": "Brain (source and reference > 0)",
