@@ -72,6 +72,7 @@ def test_each_unit_is_written_with_bids_names(app: dict) -> None:
         assert (out / f"{label}_dwi_sdc.html").is_file()  # the unit's QC page
         assert f"{label} ({n}/2): corrected: displacement" in done.stderr  # progress per unit
     assert "sub-03: skipped: no DWI" in done.stderr and not (out / "sub-03").exists()
+    assert done.stderr.count("is experimental") == 1  # once for the dataset, not per unit
     assert not list(out.glob(".mri2mri-sdc-*"))
 
 

@@ -27,6 +27,13 @@ from .distortion_files import correct_distortion, describe
 #: The starter model's name (`mri2mri.runtime.models`): T1w -> b0.
 DEFAULT_MODEL = "T1w-to-b0"
 
+#: Said after every run: measured against known fields, the correction through today's
+#: T1w -> b0 starter is not yet better than none (docs/registration.md).
+EXPERIMENTAL = ("warning: distortion correction through a synthesized b=0 is experimental: "
+                "measured against known fields it does not yet beat leaving the distortion "
+                "uncorrected (docs/registration.md, 'Distortion correction without a field "
+                "map'); check the QC page before using the result")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Correct an EPI series (DWI or b=0) for susceptibility distortion "
                        "without a field map: register its b=0 along the phase-encoding axis "
@@ -131,6 +138,7 @@ def _one(dwi: Path | None, t1w: Path | None, out: Path | None, *, labels: list[s
                f"{describe(result)}")
     for path in result.written:
         typer.echo(f"wrote {path}")
+    _err.print(EXPERIMENTAL, markup=False, soft_wrap=True)
 
 
 def _dataset(bids_dir: Path, output_dir: Path | None, analysis_level: str | None, *,
@@ -146,7 +154,9 @@ def _dataset(bids_dir: Path, output_dir: Path | None, analysis_level: str | None
                                "BIDS_DIR OUTPUT_DIR participant")
     check_bids_app(output_dir, analysis_level)
     assert output_dir is not None
-    print_summary(correct_dataset(bids_dir, output_dir, progress=_clock(), **options))
+    summary = correct_dataset(bids_dir, output_dir, progress=_clock(), **options)
+    _err.print(EXPERIMENTAL, markup=False, soft_wrap=True)
+    print_summary(summary)
 
 
 def main(argv: list[str] | None = None) -> None:
