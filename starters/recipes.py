@@ -67,13 +67,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # The b=0 starters: heads (users give a T1w with skull and scalp), a fat-suppressed,
     # undistorted spin-echo b=0. Scored on real anatomy with a pseudo-DWI folder as --real
     # (`mri2mri-data pseudo-dwi REAL OUT --no-distortion`: a b=0 simulated from each T2w).
-    # T1w-to-b0 trains three times as long: at 36 epochs its validation PSNR was 21.55 dB
-    # against 20.55 at 12, and distortion correction through it 0.325 mm against 0.371
-    # (docs/registration.md), still under the 60-minute budget of a starter on 2 cores.
     Recipe("T1w-to-b0", ("T1w",), "b0",
            "undistorted spin-echo b=0 from a T1w, for distortion correction without a field "
            "map (mri2mri-register --correct-distortion); trained on simulated heads only",
-           head=True, dwi_distortion=False, train={**ANATOMICAL, "epochs": 36}),
+           head=True, dwi_distortion=False, train=ANATOMICAL),
     Recipe("b0-to-T1w", ("b0",), "T1w",
            "T1w from a b=0 (the mean b=0 of a DWI), for registering a DWI through a "
            "synthesized T1w (mri2mri-register --via); trained on simulated heads only",
