@@ -136,9 +136,14 @@ class ModelMetadata:
         "Model-based out-of-distribution references: under 'disagreement', the validation "
         "subjects' figures of mri2mri.runtime.synthesis.disagreement and the threshold "
         "mri2mri-run flags above; under 'features', the bottleneck-feature statistics of the "
-        "training and validation subjects (mri2mri.runtime.synthesis.features), their "
-        "leave-one-out figures and threshold. A check missing here (models trained before "
-        "it existed) is reported as not judged.", default_factory=dict)
+        "training and validation subjects and their augmented draws "
+        "(mri2mri.runtime.synthesis.features), their leave-one-out figures and threshold; "
+        "under 'contrast', the direction that tells the source contrast from the target "
+        "given in its place (mri2mri.runtime.synthesis.contrast); under 'histogram', the "
+        "model's own intensity-distance threshold (mri2mri.runtime.synthesis.ood; absent: "
+        "0.30). A model-based check "
+        "missing here (models trained before it existed) is reported as not judged.",
+        default_factory=dict)
     package_version: str = described("The mri2mri version that wrote the model.",
                                      default="0+unknown")
     weights_license: str = described("Licence note on weights used in training.",

@@ -3,37 +3,39 @@
 `mri2mri.runtime.synthesis.features` defines the figure; the runtime reads the feature
 maps from the ONNX model's second output, and this module from
 `UNet.forward_with_features` (the same tensor, before export). Training records the
-reference of its best weights from the slice cache (`_Run.finish`, through
-`mri2mri.train.validation.cohort_feature_vectors`); `reference_of_checkpoint` and
-`add_feature_reference` make it after the fact, from a checkpoint and its cohort's
-files, for checkpoints trained before the check existed.
+references of its best weights (`_Run.finish`, through `mri2mri.train.ood_reference`:
+the feature, contrast and histogram-threshold records, from the cohort's files and
+augmented draws); `ood_references_of_checkpoint` and `add_ood_references` make them after
+the fact, from a checkpoint and its cohort's files, for checkpoints trained before the
+current definitions (``mri2mri-export CHECKPOINT --ood-reference``).
 
 Reference subjects: the run's own cohort subjects, training and validation. Not the
 simulated prior's subjects (`mri2mri.train.prior`), although the network trained on
-them: the check asks whether a scan is like the scans the model was made for, the
-figures it was calibrated on were measured that way, and the prior's phantoms would
-widen the spread towards simulated images.
+them: the check asks whether a scan is like the scans the model was made for, and the
+prior's phantoms would widen the spread towards simulated images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mri2mri.data.cohort import Cohort
 from mri2mri.runtime.core.errors import InputError
-from mri2mri.runtime.imaging.preprocess import PreparedSources, prepare_sources
-from mri2mri.runtime.synthesis import features
+from mri2mri.runtime.imaging.preprocess import PreparedSources
+from mri2mri.runtime.synthesis import contrast, features, ood
 from mri2mri.runtime.synthesis.disagreement import checked_slices
 
 from .checkpoint import Checkpoint, as_checkpoint, read_checkpoint, save_checkpoint
 from .dataset import context_stacks
 from .inference import model_from_checkpoint
 from .model import UNet
+from .ood_reference import DRAWS, cohort_subjects, references
+
+#: The `ModelMetadata.ood` records `add_ood_references` replaces.
+OOD_KEYS = (features.KEY, contrast.KEY, ood.KEY)
 
 
 @torch.no_grad()
@@ -60,11 +62,13 @@ def prepared_vectors(model: UNet, prepared: PreparedSources, context: int, *,
     return features.measure(maps, mask[zs])
 
 
-def reference_of_checkpoint(checkpoint: str | Path | Checkpoint | dict[str, Any],
-                            data: str | Path | None = None, batch_size: int = 16,
-                            device: str = "cpu") -> dict[str, Any]:
-    """The feature reference of a checkpoint's weights, from its cohort's training and
-    validation subjects (its split), prepared from their files as the runtime does.
+def ood_references_of_checkpoint(checkpoint: str | Path | Checkpoint | dict[str, Any],
+                                 data: str | Path | None = None, *, batch_size: int = 16,
+                                 device: str = "cpu", draws: int | None = None
+                                 ) -> dict[str, Any]:
+    """The feature, contrast and histogram references (`mri2mri.train.ood_reference`) of a
+    checkpoint's weights, from its cohort's training and validation subjects (its split),
+    prepared from their files as the runtime does.
 
     `data`: the cohort folder (default: the one the run was trained on, from its config).
     """
@@ -78,35 +82,38 @@ def reference_of_checkpoint(checkpoint: str | Path | Checkpoint | dict[str, Any]
         raise InputError(source, "the checkpoint records no cohort or split to make a "
                                  "feature reference from")
     model, meta = model_from_checkpoint(state)
-    cohort = Cohort.discover(data)
-    drawn = {name: list(split.get(name, [])) for name in ("train", "validation")}
-    vectors = []
-    for sid in drawn["train"] + drawn["validation"]:
-        subject = cohort.subject(sid)
-        prepared = prepare_sources([subject.load(c) for c in meta.sources], meta.geometry,
-                                   meta.normalisation, names=[f"{sid} {c}" for c in meta.sources],
-                                   resample_to_first=True)
-        vectors.append(prepared_vectors(model, prepared, meta.context, batch_size=batch_size,
-                                        device=device))
-    return features.reference(vectors, drawn_from={k: len(v) for k, v in drawn.items()})
+    subjects = cohort_subjects(str(data), split)
+    return references(lambda s: feature_maps(model, s, batch_size, device), meta, subjects,
+                      draws=DRAWS if draws is None else draws,
+                      seed=int(run.train_config.get("seed", 0)) if run else 0,
+                      drawn_from={k: len(split.get(k, [])) for k in ("train", "validation")})
+
+
+def reference_of_checkpoint(checkpoint: str | Path | Checkpoint | dict[str, Any],
+                            data: str | Path | None = None, batch_size: int = 16,
+                            device: str = "cpu") -> dict[str, Any]:
+    """The feature reference alone (`ood_references_of_checkpoint`)."""
+    return ood_references_of_checkpoint(checkpoint, data, batch_size=batch_size,
+                                        device=device)[features.KEY]
+
+
+def add_ood_references(checkpoint: str | Path, data: str | Path | None = None, *,
+                       out: str | Path | None = None, draws: int | None = None
+                       ) -> dict[str, Any]:
+    """Record `ood_references_of_checkpoint` in the checkpoint's metadata, replacing the
+    records of those checks (an export then carries them), and write it to `out` (default:
+    the checkpoint itself); returns the records."""
+    state = read_checkpoint(checkpoint)
+    records = ood_references_of_checkpoint(state, data, draws=draws)
+    meta = state.model_metadata(checkpoint)
+    kept = {k: v for k, v in meta.ood.items() if k not in OOD_KEYS}
+    meta.ood = {**kept, **records}
+    state.metadata = meta.to_json()
+    save_checkpoint(state, out if out is not None else checkpoint)
+    return records
 
 
 def add_feature_reference(checkpoint: str | Path, data: str | Path | None = None
                           ) -> dict[str, Any]:
-    """Record `reference_of_checkpoint` in the checkpoint's metadata (an export then
-    carries it); returns it."""
-    state = read_checkpoint(checkpoint)
-    record = reference_of_checkpoint(state, data)
-    meta = state.model_metadata(checkpoint)
-    meta.ood = {**meta.ood, features.KEY: record}
-    state.metadata = meta.to_json()
-    save_checkpoint(state, checkpoint)
-    return record
-
-
-def record_line(record: dict[str, Any]) -> str:
-    """One console line about a feature reference."""
-    loo: Sequence[float] = record["leave_one_out"]
-    return (f"feature statistics ({record['subjects']} training and validation subjects, each "
-            f"against the others): {min(loo):.3f}-{max(loo):.3f}; threshold "
-            f"{record['threshold']:.3g}")
+    """`add_ood_references` in place; returns the feature record."""
+    return add_ood_references(checkpoint, data)[features.KEY]

@@ -37,7 +37,6 @@ from mri2mri.runtime.core.atomic import atomic_path, write_json
 from mri2mri.runtime.core.errors import InputError
 from mri2mri.runtime.core.progress import progress_bar
 from mri2mri.runtime.metadata import ModelMetadata
-from mri2mri.runtime.synthesis import features
 from mri2mri.runtime.synthesis.disagreement import KEY as DISAGREEMENT
 from mri2mri.runtime.synthesis.disagreement import reference
 
@@ -45,13 +44,13 @@ from . import distributed
 from .augment import AugmentSpec
 from .checkpoint import Checkpoint, RunState, read_checkpoint, save_checkpoint
 from .config import TrainConfig, available_cpus, check_resume, resolve_device
-from .feature_reference import feature_maps, record_line
+from .feature_reference import feature_maps
 from .inference import predict_slices
+from .ood_reference import cohort_subjects, record_lines, references
 from .run_data import RunData, prepare_data, training_loader
 from .updates import Training, build_training, pretrained_state, rng_state
 from .validation import (
     METRICS,
-    cohort_feature_vectors,
     full_validation,
     mean_metrics,
     validation_disagreement,
@@ -518,26 +517,27 @@ class _Run:
     def ood_references(self, net: torch.nn.Module) -> dict[str, Any]:
         """The references of `mri2mri-run`'s model-based checks, measured with `net` (the best
         weights) and printed: the disagreement figure of each validation subject
-        (`mri2mri.runtime.synthesis.disagreement`) and the feature statistics of the
-        cohort's training and validation subjects (`mri2mri.runtime.synthesis.features`;
-        not the simulated prior's, see `mri2mri.train.feature_reference`)."""
+        (`mri2mri.runtime.synthesis.disagreement`) and the feature, contrast and histogram
+        references of the cohort's training and validation subjects, with augmented
+        draws (`mri2mri.train.ood_reference`; not the simulated prior's)."""
         data = self.data
         figures = validation_disagreement(
             lambda s: predict_slices(net, s, self.eval_batch, self.device),
             data.val_entries, self.config.context)
-        vectors = cohort_feature_vectors(
-            lambda s: feature_maps(net, s, self.eval_batch, self.device),
-            data.train_entries + data.val_entries, self.config.context)
         records = {}
         if figures:  # no validation foreground: nothing to compare inputs with
             records[DISAGREEMENT] = reference(figures)
             self.console.print(f"disagreement under small input changes (validation "
                                f"subjects): {', '.join(f'{f:.4f}' for f in figures)}; "
                                f"threshold {records[DISAGREEMENT]['threshold']:.4g}")
-        if sum(len(v) > 0 for v in vectors) >= 2:
-            records[features.KEY] = features.reference(vectors, drawn_from={
-                "train": len(data.train_entries), "validation": len(data.val_entries)})
-            self.console.print(record_line(records[features.KEY]))
+        split = data.split
+        records |= references(
+            lambda s: feature_maps(net, s, self.eval_batch, self.device),
+            self.metadata(self.progress.best.epoch - 1, {}),
+            cohort_subjects(str(self.config.data), split), seed=self.config.seed,
+            drawn_from={k: len(split.get(k, [])) for k in ("train", "validation")})
+        for line in record_lines(records):
+            self.console.print(line)
         return records
 
     def write_final(self, best_state: Checkpoint, full: dict[str, float] | None,

@@ -6,9 +6,8 @@
   Cheap enough for every epoch; it selects ``best.pt``.
 - `validation_disagreement`: the disagreement figure of each validation subject
   (`mri2mri.runtime.synthesis.disagreement`, the same functions the runtime calls), read
-  from the slice cache: the reference the model records for `mri2mri-run`'s check;
-  `cohort_feature_vectors`: the same for the feature check
-  (`mri2mri.runtime.synthesis.features`), on training and validation subjects.
+  from the slice cache: the reference the model records for `mri2mri-run`'s check (the
+  feature, contrast and histogram references: `mri2mri.train.ood_reference`).
 - `full_validation`: every validation subject synthesized whole through the
   runtime's restore path and scored with the 3D metrics of `mri2mri.train.metrics`
   (CPU), one subject in memory at a time, shared out over the ranks of a
@@ -27,7 +26,6 @@ from mri2mri.data.cohort import Subject
 from mri2mri.runtime.imaging.preprocess import restore_volume
 from mri2mri.runtime.imaging.slicing import SliceGeometry, stack_context
 from mri2mri.runtime.metadata import Normalisation
-from mri2mri.runtime.synthesis import features
 from mri2mri.runtime.synthesis.disagreement import Predict, chosen_slices, measure
 
 from .baseline import IntensityLUT
@@ -182,22 +180,3 @@ def validation_disagreement(predict: Predict, subjects: Sequence[CachedSubject],
         if figure is not None:
             figures.append(figure.value)
     return figures
-
-
-def cohort_feature_vectors(maps_of: Callable[[np.ndarray], np.ndarray],
-                           subjects: Sequence[CachedSubject], context: int
-                           ) -> list[np.ndarray]:
-    """Each subject's feature vectors (`features.measure`), as `mri2mri-run` takes them
-    from an input: the same chosen slices of the cached foreground, whose network inputs
-    `maps_of` turns into bottleneck maps (`mri2mri.train.feature_reference.feature_maps`).
-    A subject without foreground gives no vector (an empty array)."""
-    found = []
-    for subject in subjects:
-        mask = np.asarray(subject.array("mask")).astype(bool)
-        zs = chosen_slices(mask)
-        if not len(zs):
-            found.append(np.zeros((0, 0)))
-            continue
-        maps = maps_of(context_stacks(subject.array("sources"), zs, context))
-        found.append(features.measure(maps, mask[zs]))
-    return found

@@ -20,6 +20,7 @@ from mri2mri.runtime.bids.names import bval_path, sidecar_path
 from mri2mri.runtime.imaging.nifti import load_volume
 
 from ..metadata import ModelMetadata
+from ..synthesis.contrast import KEY as CONTRAST
 from ..synthesis.disagreement import KEY as DISAGREEMENT
 from ..synthesis.features import KEY as FEATURES
 from ..synthesis.jobs import UnitResult
@@ -40,6 +41,8 @@ FIGURE = Template("<p>Model disagreement under small input changes: $figure (thr
 FEATURE_FIGURE = Template("<p>Network features against the training subjects': $figure "
                           "(threshold $threshold; training subjects, each against the others: "
                           "up to $usual; $slices slices)</p>")
+CONTRAST_FIGURE = Template("<p>Contrast figure (0: like the model's source contrast, 1: like "
+                           "$wrong given in its place): $figure (threshold $threshold)</p>")
 INDEX = Template("<table><tr><th>participant</th><th>outputs</th><th>failed</th>"
                  "<th>unlike the training data</th></tr>$rows</table>")
 INDEX_ROW = Template('<tr><td><a href="${participant}.html">$participant</a></td>'
@@ -85,6 +88,12 @@ def model_card(meta: ModelMetadata) -> Html:
                  if not found else f"{found['subjects']} training subjects, each against the "
                  f"others up to {max(found['leave_one_out']):.3f}, threshold "
                  f"{found['threshold']:.3g} ({found['channels']} channels)"))
+    made = meta.ood.get(CONTRAST)
+    rows.append(("contrast reference", "none recorded: figures are not measured"
+                 if not made else f"{made['subjects']} training subjects, their "
+                 f"{made['wrong']} as the wrong contrast (leave one subject out: source up "
+                 f"to {max(made['leave_one_out']['right']):.2f}, wrong from "
+                 f"{min(made['leave_one_out']['wrong']):.2f}), threshold {made['threshold']:g}"))
     validation = training.get("validation", {})
     for name, metrics in validation.items():
         if isinstance(metrics, Mapping):
@@ -152,7 +161,8 @@ def unit_section(result: UnitResult, meta: ModelMetadata,
     return render(UNIT, label=result.label, verdict=ood_block(info.get("OutOfDistribution", {})),
                   figures=join(figures), distances=join([_distances(meta, info),
                                                          _disagreement(info),
-                                                         _features(info)]),
+                                                         _features(info),
+                                                         _contrast(info)]),
                   details=_details(result, info))
 
 
@@ -199,6 +209,15 @@ def _features(info: Mapping[str, Any]) -> Html:
                   else f"{found['threshold']:.3g}",
                   usual="not recorded" if usual is None else f"{usual:.3f}",
                   slices=found.get("slices", "?"))
+
+
+def _contrast(info: Mapping[str, Any]) -> Html:
+    """The contrast figure against its threshold."""
+    found = info.get("OutOfDistribution", {}).get(CONTRAST) or {}
+    if found.get("figure") is None:
+        return Html("")
+    return render(CONTRAST_FIGURE, figure=f"{found['figure']:.3f}",
+                  threshold=f"{found['threshold']:g}", wrong=found.get("wrong") or "the target")
 
 
 def _details(result: UnitResult, info: Mapping[str, Any]) -> Html:

@@ -20,10 +20,14 @@ Definition (version `DEFINITION_VERSION`; training and runtime call these functi
   deviation (sd floored at `SD_FLOOR` times its median over channels, so that a nearly
   constant channel cannot dominate; `figure`).
 
-Reference (``ModelMetadata.ood["features"]``, `reference`): mu and sd over every slice of
-the model's training and validation subjects, each of those subjects' leave-one-out
-figure (against the others' slices: what "usual" looks like for a scan the statistics
-have not seen), and a threshold of `THRESHOLD_MULTIPLE` times the largest of them.
+Reference (``ModelMetadata.ood["features"]``, `reference`; version 2): mu and sd over every
+slice of the model's reference scans: its training and validation subjects, each as given
+and in several draws of its training augmentation (`mri2mri.train.ood_reference`: a model
+trained on randomised contrasts, bias, noise and blur was made for inputs like those, not
+only like the clean subjects; version 1 took the clean subjects alone and warned on real
+scans the starter models translate well); each reference scan's leave-one-subject-out
+figure (against the other subjects' scans: what "usual" looks like for a scan the
+statistics have not seen), and a threshold of `THRESHOLD_MULTIPLE` times the largest.
 
 No torch: the maps come from the ONNX model's second output (runtime) or from the torch
 network (training, `mri2mri.train.feature_reference`).
@@ -41,7 +45,7 @@ from mri2mri.runtime.synthesis.disagreement import FIGURE_SLICES
 from mri2mri.runtime.synthesis.verdict import FigureVerdict
 
 #: Bumped when the definition changes: a reference of another version is not compared.
-DEFINITION_VERSION = 1
+DEFINITION_VERSION = 2
 #: Key of this check in `ModelMetadata.ood`.
 KEY = "features"
 #: Name of the ONNX model's second output: the innermost encoder block's activations.
@@ -88,22 +92,32 @@ def _round(values: Sequence[float] | np.ndarray) -> list[float]:
     return [float(f"{v:.6g}") for v in np.asarray(values, dtype=np.float64).ravel()]
 
 
-def reference(subjects: Sequence[np.ndarray], multiple: float = THRESHOLD_MULTIPLE,
-              **about: Any) -> dict[str, Any]:
-    """What the model records (``ModelMetadata.ood["features"]``) from its reference
-    subjects' vectors (one (M_i, C) array each); `about` is kept as is (which subjects).
+def _scans(subject: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """A subject's scans: one (M, C) array, or a sequence of them (its draws)."""
+    scans = [subject] if isinstance(subject, np.ndarray) and subject.ndim == 2 else subject
+    return [np.asarray(s, dtype=np.float64) for s in scans if len(s)]
 
-    Subjects without a vector are left out; at least two must remain (leave-one-out).
+
+def reference(subjects: Sequence[np.ndarray | Sequence[np.ndarray]],
+              multiple: float = THRESHOLD_MULTIPLE, **about: Any) -> dict[str, Any]:
+    """What the model records (``ModelMetadata.ood["features"]``) from its reference
+    subjects' vectors: per subject one (M, C) array, or a sequence of them (the subject
+    as given and its augmented draws); `about` is kept as is (which subjects, draws).
+
+    Empty scans and subjects are left out; at least two subjects must remain
+    (leave-one-subject-out: each scan against the other subjects' scans).
     """
-    kept = [np.asarray(s, dtype=np.float64) for s in subjects if len(s)]
+    kept = [scans for scans in map(_scans, subjects) if scans]
     if len(kept) < 2:
         raise ValueError("a feature reference needs at least two subjects with foreground")
-    mean, sd = spread(np.concatenate(kept))
-    loo = [figure(s, *spread(np.concatenate(kept[:i] + kept[i + 1:])))
-           for i, s in enumerate(kept)]
+    every = [np.concatenate(scans) for scans in kept]
+    mean, sd = spread(np.concatenate(every))
+    loo = [figure(scan, *spread(np.concatenate(every[:i] + every[i + 1:])))
+           for i, scans in enumerate(kept) for scan in scans]
     return {"version": DEFINITION_VERSION, "output": OUTPUT_NAME, "slices": FIGURE_SLICES,
             "channels": int(mean.size), "subjects": len(kept),
-            "reference_slices": int(sum(len(s) for s in kept)), **about,
+            "scans": sum(map(len, kept)),
+            "reference_slices": int(sum(len(s) for s in every)), **about,
             "mean": _round(mean), "sd": _round(sd), "leave_one_out": _round(loo),
             "multiple": multiple, "threshold": float(f"{multiple * max(loo):.6g}")}
 

@@ -45,6 +45,41 @@ VOXEL_FACTOR = 2.0
 #: its longest axis, or larger than MAX_FOV_MM, is not a brain scan.
 MIN_BRAIN_MM, MAX_FOV_MM = 80.0, 600.0
 SUMMARY_VERSION = 1
+#: Key of the distance's per-model calibration in `ModelMetadata.ood` (`calibration`).
+KEY = "histogram"
+#: Version of that calibration's definition (`calibration`).
+CALIBRATION_VERSION = 1
+
+
+#: The calibrated threshold is this percentile of the reference draws' distances.
+CALIBRATION_PERCENTILE = 90
+
+
+def calibration(distances: Sequence[float], **about: Any) -> dict[str, Any]:
+    """A model's own distance threshold (``ModelMetadata.ood["histogram"]``) from the
+    distances of its reference scans drawn with its training augmentation
+    (`mri2mri.train.ood_reference`): their `CALIBRATION_PERCENTILE`th percentile, never
+    below `DISTANCE_THRESHOLD`. A model trained on randomised contrasts was made for inputs
+    whose histograms differ that much from its training mean; one trained without
+    augmentation keeps 0.30. Not the largest distance: the most extreme draws of a random
+    curve, gamma and bias field are far from any scanner, and with it the check lost every
+    wrong contrast and a phantom (docs/runtime.md, "Unlike the training data")."""
+    if not len(distances):
+        raise ValueError("no reference distances to calibrate the histogram check on")
+    high = float(np.percentile(distances, CALIBRATION_PERCENTILE))
+    return {"version": CALIBRATION_VERSION, "scans": len(distances), **about,
+            "distance_median": round(float(np.median(distances)), 6),
+            "distance_p90": round(high, 6), "distance_max": round(float(max(distances)), 6),
+            "percentile": CALIBRATION_PERCENTILE,
+            "threshold": round(max(DISTANCE_THRESHOLD, high), 4)}
+
+
+def recorded_threshold(recorded: Mapping[str, Any]) -> float:
+    """The distance threshold a model records (`calibration`), else `DISTANCE_THRESHOLD`."""
+    ref = recorded.get(KEY) or {}
+    if ref.get("version") != CALIBRATION_VERSION:
+        return DISTANCE_THRESHOLD
+    return float(ref["threshold"])
 
 
 def histogram(values: np.ndarray) -> list[float]:
