@@ -183,6 +183,34 @@ def ood_threshold(
     typer.echo(f"wrote {out / 'ood_threshold.json'}")
 
 
+@app.command("ood-calibration")
+def ood_calibration(
+    *,
+    model: Annotated[str, typer.Option(help="ONNX model file or starter name.")],
+    real: Annotated[Path, typer.Option(help="Real scans (sub-*/anat/sub-*_<contrast>.nii.gz).")],
+    out: Annotated[Path, typer.Option(help="Output directory (summary.json, table.md).")],
+    zero_shot: Annotated[Path | None, typer.Option(
+        "--zero-shot", help="A zero-shot summary.json of this model on --real: each real "
+        "subject's level-free gain goes beside its figures.")] = None,
+    dwi: Annotated[Path | None, typer.Option(help="Pseudo-DWI folder (sub-*/dwi): each "
+                                                  "subject's b=0 mean given as the source.")]
+    = None,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads (0: its default).")] = 0,
+) -> None:
+    """Every out-of-distribution check on real scans (beside their gains), wrong contrasts
+    and inputs the simulator does not cover: does each warn where it should?"""
+    from mri2mri.runtime.core.atomic import write_json
+
+    from .ood.calibration import calibrate, table
+
+    summary = calibrate(model, real, zero_shot=zero_shot, dwi=dwi, threads=threads or None)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "summary.json", summary)
+    (out / "table.md").write_text(table(summary))
+    typer.echo(table(summary))
+    typer.echo(f"wrote {out / 'summary.json'}, {out / 'table.md'}")
+
+
 @app.command()
 def generalisation(
     *,

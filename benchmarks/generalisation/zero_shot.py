@@ -57,7 +57,8 @@ METHOD_TITLES = {"model": "model", "lut_others": "LUT, other subjects",
 #: The model's out-of-distribution figures in results.csv (on its rows only).
 OOD_COLUMNS = ("histogram_distance", "histogram_threshold", "histogram_warned",
                "disagreement", "disagreement_threshold", "disagreement_warned",
-               "feature_figure", "feature_threshold", "feature_warned")
+               "feature_figure", "feature_threshold", "feature_warned",
+               "contrast_figure", "contrast_threshold", "contrast_warned")
 #: results.csv's columns, one row per subject, method and region.
 COLUMNS = ("subject", "method", "region", *LEVEL_FREE, "lesion_ml", "region_ml",
            "synthesis_seconds", *OOD_COLUMNS)
@@ -245,7 +246,8 @@ def ood_cells(ood: dict[str, Any]) -> dict[str, object]:
         "histogram_warned": _blank(ood.get("flagged") if checked else None)}
     for key, (figure, threshold, warned) in {
             "disagreement": ("disagreement", "disagreement_threshold", "disagreement_warned"),
-            "features": ("feature_figure", "feature_threshold", "feature_warned")}.items():
+            "features": ("feature_figure", "feature_threshold", "feature_warned"),
+            "contrast": ("contrast_figure", "contrast_threshold", "contrast_warned")}.items():
         verdict = ood.get(key) or {}
         judged = verdict.get("threshold") is not None and verdict.get("figure") is not None
         cells |= {figure: _blank(verdict.get("figure")),
@@ -344,7 +346,7 @@ def table(summary: dict[str, Any]) -> str:
 def _ood_table(subjects: dict[str, Any]) -> list[str]:
     head = ["subject", "Δ PSNR model − LUT others (dB)", "histogram distance / threshold",
             "histogram warns", "disagreement / threshold", "disagreement warns",
-            "features / threshold", "features warn"]
+            "features / threshold", "features warn", "contrast / threshold", "contrast warns"]
     lines = ["**The model's out-of-distribution checks** (`mri2mri-run`'s figures on each "
              "subject, against the thresholds the model recorded), beside its level-free "
              "gain over the LUT:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -361,7 +363,8 @@ def _ood_table(subjects: dict[str, Any]) -> list[str]:
         lines.append("| " + " | ".join([
             sid, _signed(_gap(entry["scores"], "model", "lut_others", "brain")), *histogram,
             *_verdict_cells(ood.get("disagreement")),
-            *_verdict_cells(ood.get("features"), 3)]) + " |")
+            *_verdict_cells(ood.get("features"), 3),
+            *_verdict_cells(ood.get("contrast"), 3)]) + " |")
     return [*lines, ""]
 
 
