@@ -50,8 +50,9 @@ def feature_reference(run: ScoredRun) -> tuple[dict[str, Any] | None, str]:
     Made at most once per run: kept in ``run.meta.ood`` (in memory; the file is not
     changed), with the reason in ``run.feature_reference_note``.
     """
-    if features.KEY in run.meta.ood:
-        return run.meta.ood[features.KEY], run.feature_reference_note or RECORDED
+    recorded = run.meta.ood.get(features.KEY) or {}
+    if recorded.get("version") == features.DEFINITION_VERSION:  # else remade: an older one
+        return recorded, run.feature_reference_note or RECORDED
     if run.feature_reference_note:  # tried before, and failed
         return None, run.feature_reference_note
     if run.checkpoint is None:
