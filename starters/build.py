@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,58 @@ def build_starter(name: str, out: str | Path, *, real: str | Path | None = None,
     console = console or Console(stderr=True)
     out = _fresh_dir(Path(out), overwrite)
     seconds: dict[str, float] = {}
+    lap = _laps(seconds)
+    console.rule(f"{name}: simulating {r.subjects} subjects at {r.resolution:g} mm "
+                 f"(variety {r.variety}{', head' if r.head else ''})")
+    data = _simulate(r, _cohort(out), jobs)
+    lap("simulate")
+    console.rule(f"{name}: training {'+'.join(r.sources)} -> {r.target}")
+    best = _train(r, data, out / "run", console)
+    lap("train")
+    return _finish(StarterBuild(r, out, out / f"{name}.onnx", out / f"{name}.md", seconds),
+                   best, real=real, install=install, console=console)
+
+
+def _finish(build: StarterBuild, best: Path, *, real: str | Path | None, install: bool,
+            console: Console) -> StarterBuild:
+    """Export `best`, score it (held-out simulated, and `real`), write the card and
+    build.json, and with `install` add it to the registry: the end of a build or a refresh."""
+    r, out = build.recipe, build.out
+    lap = _laps(build.seconds)
+    from mri2mri.export.onnx_export import export_checkpoint
+
+    export_checkpoint(best, build.model, overwrite=True)
+    lap("export")
+    console.rule(f"{r.name}: scoring on held-out simulated subjects")
+    view = out / "held-out"
+    if not view.is_dir():
+        view = held_out_view(_cohort(out), out / "run", out)
+    build.simulated = _score(build.model, view, _emptied(out / "simulated"), r, console=console)
+    lap("score simulated")
+    if real is not None:
+        console.rule(f"{r.name}: zero-shot on the real subjects of {real}")
+        build.real = _score(build.model, Path(real), _emptied(out / "zero-shot"), r,
+                            console=console)
+        lap("score real")
+    write_card(build)
+    write_json(out / "build.json", {"recipe": r.to_dict(), "seconds": build.seconds,
+                                    "model": build.model.name, "card": build.card.name,
+                                    "real": None if real is None else str(real)})
+    if install:
+        from mri2mri.runtime.models import add_starter, models_dir
+
+        entry = add_starter(build.model, r.name, r.summary, build.card)
+        build.installed = models_dir() / entry.file
+    return build
+
+
+def _cohort(out: Path) -> Path:
+    """A build's simulated cohort."""
+    return out / "data"
+
+
+def _laps(seconds: dict[str, float]) -> Callable[[str], None]:
+    """`lap(step)` records the seconds since the last lap (or since now) as `step`."""
     clock = time.perf_counter()
 
     def lap(step: str) -> None:
@@ -116,33 +169,42 @@ def build_starter(name: str, out: str | Path, *, real: str | Path | None = None,
         now = time.perf_counter()
         seconds[step], clock = round(now - clock, 1), now
 
-    console.rule(f"{name}: simulating {r.subjects} subjects at {r.resolution:g} mm "
-                 f"(variety {r.variety}{', head' if r.head else ''})")
-    data = _simulate(r, out / "data", jobs)
-    lap("simulate")
-    console.rule(f"{name}: training {'+'.join(r.sources)} -> {r.target}")
-    best = _train(r, data, out / "run", console)
-    lap("train")
-    from mri2mri.export.onnx_export import export_checkpoint
+    return lap
 
-    model = export_checkpoint(best, out / f"{name}.onnx").path
-    lap("export")
-    console.rule(f"{name}: scoring on held-out simulated subjects")
-    simulated = _score(model, held_out_view(data, out / "run", out), out / "simulated", r,
-                       console=console)
-    lap("score simulated")
-    real_summary = None
-    if real is not None:
-        console.rule(f"{name}: zero-shot on the real subjects of {real}")
-        real_summary = _score(model, Path(real), out / "zero-shot", r, console=console)
-        lap("score real")
-    build = StarterBuild(r, out, model, out / f"{name}.md", seconds, simulated, real_summary)
-    write_card(build)
-    write_json(out / "build.json", {"recipe": r.to_dict(), "seconds": seconds,
-                                    "model": model.name, "card": build.card.name})
-    if install:
-        from mri2mri.runtime.models import add_starter, models_dir
 
-        entry = add_starter(model, name, r.summary, build.card)
-        build.installed = models_dir() / entry.file
-    return build
+def _emptied(folder: Path) -> Path:
+    """`folder`, without what an earlier scoring left in it (a refresh scores again)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    return folder
+
+
+def refresh_starter(out: str | Path, *, real: str | Path | None = None, install: bool = False,
+                    console: Console | None = None) -> StarterBuild:
+    """Bring a finished build up to today's runtime without training again: remake the
+    out-of-distribution references of its best.pt (their definitions change more often
+    than a network needs retraining), export, score and write the card again.
+
+    Refuses a build whose recorded recipe is not the repository's recipe of that name:
+    its card would describe a model it is not."""
+    from mri2mri.train.feature_reference import add_ood_references
+
+    out = Path(out)
+    try:
+        recorded = json.loads((out / "build.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(out / "build.json", f"not a finished starter build ({exc})") from None
+    r = recipe(recorded["recipe"]["name"])
+    if json.loads(json.dumps(r.to_dict())) != recorded["recipe"]:
+        raise InputError(out / "build.json", f"was built from another {r.name} recipe than "
+                                             "the repository's: build it again")
+    best = out / "run" / "best.pt"
+    console = console or Console(stderr=True)
+    console.rule(f"{r.name}: remaking the out-of-distribution references of {best}")
+    tick = time.perf_counter()
+    add_ood_references(best, _cohort(out))
+    seconds = {k: v for k, v in recorded["seconds"].items() if k in ("simulate", "train")}
+    seconds["references"] = round(time.perf_counter() - tick, 1)
+    real = real if real is not None else recorded.get("real")
+    build = StarterBuild(r, out, out / recorded["model"], out / recorded["card"], seconds)
+    return _finish(build, best, real=real, install=install, console=console)

@@ -34,6 +34,20 @@ def _mean_line(summary: dict[str, Any]) -> str:
             f"{psnr['lut_others']:.2f}; each subject's own LUT {psnr['lut_own']:.2f}")
 
 
+def variety_words(text: str) -> str:
+    """What the recipe's variety gives each simulated subject, from its parsed values."""
+    from mri2mri.data.simulate.variety import Variety
+
+    v = Variety.parse(text)
+    parts = [f"a random scanner with probability {v.scanners:g}" if v.scanners else
+             "the IXI protocols",
+             f"up to {v.max_lesions} tumour/necrosis/oedema lesions with probability "
+             f"{v.lesions:g}" if v.lesions else "healthy template brains, no lesions",
+             f"an imperfect skull stripping with probability {v.skull_strip:g}"
+             if v.skull_strip else "no skull stripping"]
+    return ", ".join(parts)
+
+
 def _cohort_words(r: Recipe) -> str:
     """What else the simulated subjects hold: a head, and what the b=0 is."""
     words = ""
@@ -83,10 +97,7 @@ def card_text(build: StarterBuild) -> str:
         "(mri2mri's perceptual loss).",
         f"- Training data: **simulated only** — {r.subjects} subjects of mri2mri's simulator "
         f"(MNI152 2009 anatomy) at {r.resolution:g} mm, variety `{r.variety}` "
-        + ("(the IXI protocols on healthy template brains, no lesions, no skull stripping)"
-           if r.variety == "none" else "(a random scanner, tumour/necrosis/oedema lesions and "
-           "an imperfect skull stripping per subject, each with its probability)")
-        + "." + _cohort_words(r) + " No real scan was used.",
+        f"({variety_words(r.variety)})." + _cohort_words(r) + " No real scan was used.",
         f"- Recipe (`mri2mri.starters.recipes`): seed {r.seed}; training {train}.",
         f"- Rebuild: `mri2mri-starter build {r.name} --out DIR` (add `--real DIR` for the "
         "zero-shot table" + (": for a b=0 model DIR is used as it is, a folder with DWIs, "

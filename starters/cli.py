@@ -54,6 +54,28 @@ def build(
         typer.echo(f"installed as {name}: {result.installed}")
 
 
+@app.command("refresh")
+def refresh(
+    out: Annotated[Path, typer.Option("--out", help="A finished build folder "
+                                                    "(mri2mri-starter build --out).")],
+    *,
+    real: Annotated[Path | None, typer.Option(help="Real pairs to score on (default: the "
+                                                   "build's own --real, if it had one).")
+                    ] = None,
+    install: Annotated[bool, typer.Option("--install", help="Add the refreshed model and "
+                                          "its card to the runtime's registry.")] = False,
+) -> None:
+    """Without training again: remake a build's out-of-distribution references (their
+    definitions changed), export, score and write its card again."""
+    from .build import refresh_starter
+
+    result = refresh_starter(out, real=real, install=install)
+    typer.echo(f"wrote {result.model} and {result.card} "
+               f"({', '.join(f'{k} {v:.0f} s' for k, v in result.seconds.items())})")
+    if result.installed is not None:
+        typer.echo(f"installed as {result.recipe.name}: {result.installed}")
+
+
 def main() -> None:
     run_app(app)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from mri2mri.runtime.core.errors import InputError
 from mri2mri.starters import recipes
-from mri2mri.starters.build import build_starter
+from mri2mri.starters.build import build_starter, refresh_starter
 from mri2mri.starters.recipes import RECIPES, Recipe
 
 
@@ -66,3 +68,20 @@ def test_a_tiny_recipe_builds_scores_installs_and_runs_by_name(
                     "T1w-to-T2w", "--input", f"T1w={t1}", "--output", str(out)],
                    check=True, capture_output=True)
     assert out.is_file()
+    # A refresh (OOD references remade, exported, scored, carded again) keeps the network.
+    before = build.simulated["mean"]["model"]["brain"]["level_free_psnr"]
+    again = refresh_starter(build.out, install=True)
+    assert again.real is not None and again.seconds["references"] > 0
+    assert again.simulated["mean"]["model"]["brain"]["level_free_psnr"] == \
+        pytest.approx(before, abs=1e-4)
+    assert {"features", "contrast"} <= set(_ood_keys(again.model))
+    assert (registry / "T1w-to-T2w.onnx").read_bytes() == again.model.read_bytes()
+    monkeypatch.setitem(recipes.RECIPES, "T1w-to-T2w", replace(tiny, seed=2))
+    with pytest.raises(InputError, match="another T1w-to-T2w recipe"):
+        refresh_starter(build.out)
+
+
+def _ood_keys(model: Path) -> list[str]:
+    from mri2mri.runtime.synthesis.synthesizer import Synthesizer
+
+    return list(Synthesizer(model, device="cpu").meta.ood)
