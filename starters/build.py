@@ -18,7 +18,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class StarterBuild:
     simulated: dict[str, Any] = field(default_factory=dict)
     real: dict[str, Any] | None = None
     installed: Path | None = None
+    #: The export's check: onnxruntime against PyTorch, max |difference| and slices.
+    parity: tuple[float, int] | None = None
 
 
 def _fresh_dir(out: Path, overwrite: bool) -> Path:
@@ -130,7 +132,8 @@ def _finish(build: StarterBuild, best: Path, *, real: str | Path | None, install
     lap = _laps(build.seconds)
     from mri2mri.export.onnx_export import export_checkpoint
 
-    export_checkpoint(best, build.model, overwrite=True)
+    report = export_checkpoint(best, build.model, overwrite=True)
+    build.parity = (report.max_abs_diff, report.parity_slices)
     lap("export")
     console.rule(f"{r.name}: scoring on held-out simulated subjects")
     view = out / "held-out"
@@ -153,6 +156,13 @@ def _finish(build: StarterBuild, best: Path, *, real: str | Path | None, install
         entry = add_starter(build.model, r.name, r.summary, build.card)
         build.installed = models_dir() / entry.file
     return build
+
+
+def _what_makes_the_model(recipe_dict: dict[str, Any]) -> dict[str, Any]:
+    """A recipe less its words (the summary may be reworded without a rebuild), with the
+    defaults of fields added since it was recorded (a build made before them used those)."""
+    defaults = {f.name: f.default for f in fields(Recipe) if f.default is not MISSING}
+    return {k: v for k, v in {**defaults, **recipe_dict}.items() if k != "summary"}
 
 
 def _cohort(out: Path) -> Path:
@@ -195,7 +205,8 @@ def refresh_starter(out: str | Path, *, real: str | Path | None = None, install:
     except (OSError, ValueError) as exc:
         raise InputError(out / "build.json", f"not a finished starter build ({exc})") from None
     r = recipe(recorded["recipe"]["name"])
-    if json.loads(json.dumps(r.to_dict())) != recorded["recipe"]:
+    if _what_makes_the_model(json.loads(json.dumps(r.to_dict()))) != \
+            _what_makes_the_model(recorded["recipe"]):
         raise InputError(out / "build.json", f"was built from another {r.name} recipe than "
                                              "the repository's: build it again")
     best = out / "run" / "best.pt"

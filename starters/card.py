@@ -103,7 +103,12 @@ def card_text(build: StarterBuild) -> str:
         "zero-shot table" + (": for a b=0 model DIR is used as it is, a folder with DWIs, "
                              "e.g. `mri2mri-data pseudo-dwi REAL DIR --no-distortion`"
                              if r.has_b0 else "") + ").",
-        f"- Built in: {times} on {os.cpu_count()} CPU(s), {platform.machine()}.", "",
+        f"- Built in: {times} on {os.cpu_count()} CPU(s), {platform.machine()}."]
+    if build.parity is not None:
+        lines.append(f"- ONNX (what `mri2mri-run` runs) against PyTorch on {build.parity[1]} "
+                     f"validation slices: max |difference| {build.parity[0]:.1e}.")
+    lines += [
+        "",
         "An MRI's intensity scale is arbitrary, so the output's overall level is a guess; "
         "scores are level-free (each image z-scored inside the brain)"
         + ("; the b=0 (and a T1w synthesized from it) is resampled onto the T1w's grid, "

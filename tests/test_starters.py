@@ -50,7 +50,8 @@ def test_a_tiny_recipe_builds_scores_installs_and_runs_by_name(
     assert build.model.is_file() and build.installed == registry / "T1w-to-T2w.onnx"
     card = build.card.read_text()
     for words in ("simulated only", "seed 1", "mri2mri-starter build T1w-to-T2w",
-                  "Held-out simulated subjects", "Zero-shot on real scans", "level-free"):
+                  "Held-out simulated subjects", "Zero-shot on real scans", "level-free",
+                  "max |difference|"):
         assert words in card
     # Held-out scoring never sees a training subject.
     split = json.loads((build.out / "run" / "config.json").read_text())["split"]
