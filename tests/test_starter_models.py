@@ -208,3 +208,24 @@ def test_the_packaged_registry_is_consistent(monkeypatch: pytest.MonkeyPatch) ->
     shipped = {p.name for p in folder.iterdir() if p.suffix in (".onnx", ".md")}
     assert shipped == listed, f"files in runtime/models the manifest does not list: " \
                               f"{sorted(shipped - listed)}"
+
+
+def test_every_shipped_model_carries_todays_ood_references(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shipped model whose references predate the runtime's definitions would run with
+    its checks 'not judged': every starter in runtime/models is refreshed, and recipes and
+    manifest name the same models."""
+    from mri2mri.runtime.synthesis import contrast, features
+    from mri2mri.runtime.synthesis.synthesizer import Synthesizer
+    from mri2mri.starters.recipes import RECIPES
+
+    monkeypatch.delenv(ENV, raising=False)
+    models = list_models()
+    assert {m.name for m in models} == set(RECIPES)
+    for model in models:
+        meta = Synthesizer(verify(model), device="cpu").meta
+        assert meta.sources == list(RECIPES[model.name].sources), model.name
+        for check in (features, contrast):
+            record = meta.ood.get(check.KEY) or {}
+            assert record.get("version") == check.DEFINITION_VERSION, \
+                f"{model.name}: {check.KEY} reference is not today's (mri2mri-starter refresh)"
