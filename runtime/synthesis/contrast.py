@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from mri2mri.runtime.synthesis.features import OUTPUT_NAME
+from mri2mri.runtime.synthesis.features import OUTPUT_NAME, usable_reference
 from mri2mri.runtime.synthesis.verdict import FigureVerdict
 
 #: Bumped when the definition changes: a reference of another version is not compared.
@@ -145,18 +145,11 @@ class Verdict(FigureVerdict):
 def judge(scan: np.ndarray | None, recorded: Mapping[str, Any]) -> Verdict:
     """The verdict on one scan's feature vectors (`features.measure`; None: the model has
     no feature output) against the model's `ModelMetadata.ood` record."""
-    if scan is None:
-        return Verdict(skipped="the model has no feature output (exported before this check)")
-    if not len(scan):
-        return Verdict(skipped="no foreground slices")
-    ref = recorded.get(KEY) or {}
-    if not ref:
-        return Verdict(slices=len(scan), skipped="no reference recorded in the model")
-    if ref.get("version") != DEFINITION_VERSION:
-        return Verdict(slices=len(scan), skipped="the model's reference uses another definition")
-    if len(ref["weights"]) != scan.shape[1]:
-        return Verdict(slices=len(scan), skipped=f"the reference has {len(ref['weights'])} "
-                                                 f"channels, the network {scan.shape[1]}")
+    ref, why = usable_reference(scan, recorded, key=KEY, version=DEFINITION_VERSION,
+                                vector="weights")
+    if why:
+        return Verdict(slices=0 if scan is None else len(scan), skipped=why)
+    assert scan is not None
     direction = Direction(np.asarray(ref["weights"], dtype=np.float64), ref["offset"],
                           ref["scale"])
     value = round(direction.figure(scan), 6)

@@ -135,6 +135,25 @@ class Verdict(FigureVerdict):
     reference_max: float | None = None
 
 
+def usable_reference(scan: np.ndarray | None, recorded: Mapping[str, Any], *, key: str,
+                     version: int, vector: str) -> tuple[dict[str, Any], str]:
+    """A feature-based check's recorded reference and "", or {} and why it cannot judge
+    `scan` (no feature output, no foreground, no or another reference, other channels);
+    `vector` names a per-channel field of the reference."""
+    if scan is None:
+        return {}, "the model has no feature output (exported before this check)"
+    if not len(scan):
+        return {}, "no foreground slices"
+    ref = recorded.get(key) or {}
+    if not ref:
+        return {}, "no reference recorded in the model"
+    if ref.get("version") != version:
+        return {}, "the model's reference uses another definition"
+    if len(ref[vector]) != scan.shape[1]:
+        return {}, f"the reference has {len(ref[vector])} channels, the network {scan.shape[1]}"
+    return ref, ""
+
+
 def judge(scan: np.ndarray | None, recorded: Mapping[str, Any]) -> Verdict:
     """The verdict on one scan's vectors (`measure`; None: the model has no feature output)
     against the model's `ModelMetadata.ood` record.
@@ -142,18 +161,10 @@ def judge(scan: np.ndarray | None, recorded: Mapping[str, Any]) -> Verdict:
     The figure needs the reference's mean and sd: a model trained before this existed
     gets no figure, only the reason.
     """
-    if scan is None:
-        return Verdict(skipped="the model has no feature output (exported before this check)")
-    if not len(scan):
-        return Verdict(skipped="no foreground slices")
-    ref = recorded.get(KEY) or {}
-    if not ref:
-        return Verdict(slices=len(scan), skipped="no reference recorded in the model")
-    if ref.get("version") != DEFINITION_VERSION:
-        return Verdict(slices=len(scan), skipped="the model's reference uses another definition")
-    if len(ref["mean"]) != scan.shape[1]:
-        return Verdict(slices=len(scan), skipped=f"the reference has {len(ref['mean'])} "
-                                                 f"channels, the network {scan.shape[1]}")
+    ref, why = usable_reference(scan, recorded, key=KEY, version=DEFINITION_VERSION,
+                                vector="mean")
+    if why:
+        return Verdict(slices=0 if scan is None else len(scan), skipped=why)
     value = round(figure(scan, ref["mean"], ref["sd"]), 6)
     return Verdict(flagged=value > ref["threshold"], figure=value, threshold=ref["threshold"],
                    slices=len(scan), reference_max=max(ref["leave_one_out"]))
