@@ -280,7 +280,10 @@ def _cell(scores: dict[str, float] | None) -> str:
             f"{scores['level_free_mae']:.3f}")
 
 
-def _gap(scores: dict[str, Any], method: str, reference: str, region: str) -> float | None:
+def level_free_gap(scores: dict[str, Any], method: str, reference: str, region: str
+                   ) -> float | None:
+    """Level-free PSNR of `method` minus `reference`'s in `region` (None if either is
+    missing), from a subject's ``scores``."""
     ours, ref = scores.get(method, {}).get(region), scores.get(reference, {}).get(region)
     return None if ours is None or ref is None else \
         ours["level_free_psnr"] - ref["level_free_psnr"]
@@ -325,16 +328,16 @@ def table(summary: dict[str, Any]) -> str:
             lesion = entry.get("lesion_ml")
             lines.append("| " + " | ".join([
                 sid, *(_cell(s[m].get(region)) for m in METHODS),
-                _signed(_gap(s, "model", "lut_others", region)),
-                _signed(_gap(s, "model", "lut_own", region)),
+                _signed(level_free_gap(s, "model", "lut_others", region)),
+                _signed(level_free_gap(s, "model", "lut_own", region)),
                 "" if lesion is None else f"{lesion:.1f}"]) + " |")
         mean = summary["mean"]
         lesion_mean = _mean([e.get("lesion_ml") for e in scored.values()])
         lines.append("| " + " | ".join([
             f"mean ({len(scored)})", *(_cell(mean.get(m, {}).get(region)) for m in METHODS),
-            _signed(_mean([_gap(e["scores"], "model", "lut_others", region)
+            _signed(_mean([level_free_gap(e["scores"], "model", "lut_others", region)
                            for e in scored.values()])),
-            _signed(_mean([_gap(e["scores"], "model", "lut_own", region)
+            _signed(_mean([level_free_gap(e["scores"], "model", "lut_own", region)
                            for e in scored.values()])),
             "" if lesion_mean is None else f"{lesion_mean:.1f}"]) + " |")
         lines.append("")
@@ -361,7 +364,8 @@ def _ood_table(subjects: dict[str, Any]) -> list[str]:
             histogram = [f"{cells['histogram_distance']:.3f} / {cells['histogram_threshold']:g}",
                          "**yes**" if cells["histogram_warned"] else "no"]
         lines.append("| " + " | ".join([
-            sid, _signed(_gap(entry["scores"], "model", "lut_others", "brain")), *histogram,
+            sid, _signed(level_free_gap(entry["scores"], "model", "lut_others", "brain")),
+            *histogram,
             *_verdict_cells(ood.get("disagreement")),
             *_verdict_cells(ood.get("features"), 3),
             *_verdict_cells(ood.get("contrast"), 3)]) + " |")

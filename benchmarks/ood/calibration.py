@@ -21,6 +21,7 @@ from typing import Any
 
 from scipy import stats
 
+from mri2mri.benchmarks.generalisation.zero_shot import level_free_gap
 from mri2mri.runtime.models.registry import resolve_model
 from mri2mri.runtime.synthesis.ood_checks import OodChecks
 from mri2mri.runtime.synthesis.synthesizer import Synthesizer
@@ -52,9 +53,10 @@ def gains(zero_shot: Path | None) -> dict[str, float]:
     summary = json.loads(Path(zero_shot).read_text())
     found = {}
     for sid, entry in summary["subjects"].items():
-        scores = entry["scores"]
-        found[sid] = round(scores["model"]["brain"]["level_free_psnr"]
-                           - scores["lut_others"]["brain"]["level_free_psnr"], 3)
+        gap = level_free_gap(entry["scores"], "model", "lut_others", "brain")
+        if gap is None:
+            raise KeyError(f"{zero_shot}: {sid} has no brain-region scores")
+        found[sid] = round(gap, 3)
     return found
 
 
