@@ -199,14 +199,15 @@ def ood_calibration(
 ) -> None:
     """Every out-of-distribution check on real scans (beside their gains), wrong contrasts
     and inputs the simulator does not cover: does each warn where it should?"""
-    from mri2mri.runtime.core.atomic import write_json
+    from mri2mri.runtime.core.atomic import atomic_path, write_json
 
     from .ood.calibration import calibrate, table
 
     summary = calibrate(model, real, zero_shot=zero_shot, dwi=dwi, threads=threads or None)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", summary)
-    (out / "table.md").write_text(table(summary))
+    with atomic_path(out / "table.md", overwrite=True) as tmp:  # as every other table.md
+        tmp.write_text(table(summary))
     typer.echo(table(summary))
     typer.echo(f"wrote {out / 'summary.json'}, {out / 'table.md'}")
 
