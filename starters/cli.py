@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mri2mri.runtime.core.cli_common import run_app
+
+if TYPE_CHECKING:
+    from .build import StarterBuild
 
 app = typer.Typer(help="The starter models: trained on simulated brains only, shipped "
                        "with mri2mri and run by name (mri2mri-run --model NAME).",
@@ -46,12 +49,8 @@ def build(
     """Simulate, train, export and score one starter model; write its card."""
     from .build import build_starter
 
-    result = build_starter(name, out, real=real, install=install, overwrite=overwrite,
-                           jobs=jobs)
-    typer.echo(f"wrote {result.model} and {result.card} "
-               f"({', '.join(f'{k} {v:.0f} s' for k, v in result.seconds.items())})")
-    if result.installed is not None:
-        typer.echo(f"installed as {name}: {result.installed}")
+    _say_done(build_starter(name, out, real=real, install=install, overwrite=overwrite,
+                            jobs=jobs))
 
 
 @app.command("refresh")
@@ -69,7 +68,11 @@ def refresh(
     definitions changed), export, score and write its card again."""
     from .build import refresh_starter
 
-    result = refresh_starter(out, real=real, install=install)
+    _say_done(refresh_starter(out, real=real, install=install))
+
+
+def _say_done(result: StarterBuild) -> None:
+    """What a build or a refresh wrote, its time per step, and where it was installed."""
     typer.echo(f"wrote {result.model} and {result.card} "
                f"({', '.join(f'{k} {v:.0f} s' for k, v in result.seconds.items())})")
     if result.installed is not None:
