@@ -49,8 +49,6 @@ SUMMARY_VERSION = 1
 KEY = "histogram"
 #: Version of that calibration's definition (`calibration`).
 CALIBRATION_VERSION = 1
-
-
 #: The calibrated threshold is this percentile of the reference draws' distances.
 CALIBRATION_PERCENTILE = 90
 
