@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from test_train_cohort import tiny_run
+from test_train_cohort import TINY, tiny_cohort_dir, tiny_run
 from typer.testing import CliRunner
 
 from mri2mri.export import cli as export_cli
@@ -70,6 +70,33 @@ def test_export_parity_and_dynamic_axes(exported):
         expected = model(torch.from_numpy(x)).numpy()
     assert got.shape == (3, 1, 48, 64)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_resize_upsampling_trains_from_the_cli_and_exports(tmp_path_factory, tmp_path):
+    """`mri2mri-train --upsample resize` (nearest x2 + 3x3 conv, no checkerboard) is stored
+    with the run and exported as ONNX Resize + Conv, matching PyTorch."""
+    from mri2mri.train import cli_train
+
+    def args(out, upsample):
+        given = ["--data", str(tiny_cohort_dir(tmp_path_factory)), "--source", "T1w",
+                 "--target", "T2w", "--out", str(out), "--upsample", upsample]
+        for key, value in TINY.items():
+            given += [f"--{key.replace('_', '-')}", str(value)]
+        return given
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli_train.app, args(out, "resize"))
+    assert result.exit_code == 0, result.output
+    report = export_checkpoint(out / "best.pt", tmp_path / "resize.onnx")
+    assert report.max_abs_diff <= 1e-4
+    ops = {node.op_type for node in onnx.load(str(report.path)).graph.node}
+    assert "Resize" in ops and "ConvTranspose" not in ops
+    props = {p.key: p.value for p in onnx.load(str(report.path)).metadata_props}
+    meta = ModelMetadata.from_onnx_props(props, str(report.path))
+    assert meta.architecture["upsample"] == "resize"
+    bad = CliRunner().invoke(cli_train.app, args(tmp_path / "bad", "bicubic"))
+    assert isinstance(bad.exception, InputError)
+    assert "upsample must be one of" in str(bad.exception)
 
 
 def test_fp16_export(exported, tmp_path):

@@ -52,6 +52,9 @@ HELP = {
     "lut_residual": "The network corrects the look-up-table baseline: it sees the LUT's "
                     "estimate as an extra input and adds its output to it (starting from "
                     "the LUT's answer). Default off.",
+    "upsample": "Decoder upsampling: transpose (pix2pix's stride-2 transposed convolution, "
+                "the default) or resize (nearest x2 then a 3x3 convolution: no 2-pixel "
+                "checkerboard on flat regions).",
 }
 
 
@@ -113,6 +116,7 @@ def main_command(
     normalisation: Annotated[str | None, typer.Option(help=HELP["normalisation"])] = None,
     lut_residual: Annotated[bool | None, typer.Option(
         "--lut-residual/--no-lut-residual", help=HELP["lut_residual"])] = None,
+    upsample: Annotated[str | None, typer.Option(help=HELP["upsample"])] = None,
 ) -> None:
     """Train a contrast-translation U-Net; writes last.pt, best.pt, metrics.csv, loss.png."""
     device = check_device(device, TORCH_DEVICES)
@@ -127,7 +131,7 @@ def main_command(
                  "init_weights": str(init_weights) if init_weights is not None else None,
                  "simulated_subjects": simulated_subjects,
                  "simulated_augment": simulated_augment, "normalisation": normalisation,
-                 "lut_residual": lut_residual},
+                 "lut_residual": lut_residual, "upsample": upsample},
         data=str(data), sources=source, target=target, out=str(out), preset=preset, seed=seed,
         workers=_workers(workers), device=device, threads=threads,
         full_eval_every=full_eval_every, precision=precision, compile=compile,

@@ -22,7 +22,7 @@ from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.metadata import Normalisation
 
 from .augment import AugmentSpec
-from .model import Preset, get_preset
+from .model import UPSAMPLING, Preset, get_preset
 from .validation import SUBSET_SLICES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -84,11 +84,14 @@ class TrainConfig:
     #: The network corrects the LUT baseline (`mri2mri.train.model.LUTResidual`): its output
     #: is added to the LUT's estimate, which it also sees as an input channel.
     lut_residual: bool = False
+    #: Decoder upsampling (`mri2mri.train.model.UNetConfig.upsample`): transpose (pix2pix)
+    #: or resize (nearest x2 then a 3x3 convolution, no checkerboard artefact).
+    upsample: str = "transpose"
 
     #: What a run saved before an option existed ran with (resuming such a run keeps it,
     #: and the leave-one-out benchmark's fold fingerprints leave the option out at it).
     BEFORE_OPTION = {"simulated_subjects": 0, "normalisation": "percentile",
-                     "lut_residual": False}
+                     "lut_residual": False, "upsample": "transpose"}
 
     def __post_init__(self) -> None:
         self.sources = [canonical_contrast(s) for s in self.sources]
@@ -119,6 +122,9 @@ class TrainConfig:
         self.augment = AugmentSpec.parse(self.augment).to_string()
         self.simulated_augment = AugmentSpec.parse(self.simulated_augment).to_string()
         Normalisation.named(self.normalisation)  # validates the name
+        if self.upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)} "
+                             f"(got {self.upsample!r})")
 
     #: Fields that may differ when resuming (they do not change the weights on CPU).
     RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data", "cache",
@@ -132,7 +138,8 @@ class TrainConfig:
     def model_preset(self) -> Preset:
         """The architecture and slice geometry, for this config's input channels."""
         return get_preset(self.preset, in_channels=self.in_channels,
-                          lut_sources=len(self.sources) if self.lut_residual else 0)
+                          lut_sources=len(self.sources) if self.lut_residual else 0,
+                          upsample=self.upsample)
 
 
 def stored_value(stored: dict[str, Any], key: str) -> Any:

@@ -3,10 +3,15 @@
 Each level halves the slice with a 4x4 stride-2 convolution (LeakyReLU 0.2
 before it, batch-norm after it) and the decoder mirrors it with 4x4 stride-2
 transposed convolutions and skip connections, ending in tanh (the [-1, 1]
-normalised target range). Batch-norm runs with its running statistics in eval
-mode, so ONNX export folds it into the preceding convolution. ``reference`` is
-the architecture of Isola et al.'s ``unet_256``; ``small`` is the same code with
-fewer levels and filters, fast enough to train on a laptop CPU.
+normalised target range). ``upsample="resize"`` replaces each transposed
+convolution by a nearest-neighbour doubling and a 3x3 convolution: a stride-2
+transposed convolution's kernels overlap unevenly, which prints a 2-pixel
+checkerboard on flat bright regions (the ventricles of a synthesized T2w);
+resize-then-convolve cannot (Odena et al., Distill 2016). Batch-norm runs with
+its running statistics in eval mode, so ONNX export folds it into the preceding
+convolution. ``reference`` is the architecture of Isola et al.'s ``unet_256``;
+``small`` is the same code with fewer levels and filters, fast enough to train on a
+laptop CPU.
 
 With ``lut_sources`` the network is a correction of the look-up-table baseline
 (`LUTResidual`): the LUT's estimate is computed inside the network from the centre
@@ -26,6 +31,8 @@ from torch import nn
 from mri2mri.runtime.imaging.slicing import SliceGeometry
 
 from .baseline import BINS_1D, BINS_JOINT, HIGH, LOW, IntensityLUT
+
+UPSAMPLING = ("transpose", "resize")
 
 
 @dataclass(frozen=True)
@@ -47,8 +54,14 @@ class UNetConfig:
     #: LUT residual: the output is the LUT estimate from these many sources' centre slices
     #: (the first `lut_sources` source-major channel groups) plus the U-Net's; 0: off.
     lut_sources: int = 0
+    #: Decoder upsampling: "transpose" (pix2pix's 4x4 stride-2 transposed convolution) or
+    #: "resize" (nearest-neighbour x2, then a 3x3 convolution: no checkerboard).
+    upsample: str = "transpose"
 
     def __post_init__(self) -> None:
+        if self.upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)} "
+                             f"(got {self.upsample!r})")
         if self.levels < 2:
             raise ValueError("a U-Net needs at least 2 levels")
         if self.in_channels < 1 or self.out_channels < 1 or self.base_filters < 1:
@@ -96,14 +109,18 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: str, in_channels: int = 1, lut_sources: int = 0) -> Preset:
+def get_preset(name: str, in_channels: int = 1, lut_sources: int = 0,
+               upsample: str | None = None) -> Preset:
     """The named preset with the given number of input channels (one per source and context
-    slice), as a LUT residual of `lut_sources` sources when that is not 0."""
+    slice), as a LUT residual of `lut_sources` sources when that is not 0, and with the
+    decoder's `upsample` mode when given (None: the preset's)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS[name]
-    return replace(preset, unet=replace(preset.unet, in_channels=in_channels,
-                                        lut_sources=lut_sources))
+    unet = replace(preset.unet, in_channels=in_channels, lut_sources=lut_sources)
+    if upsample is not None:
+        unet = replace(unet, upsample=upsample)
+    return replace(preset, unet=unet)
 
 
 def _filters(config: UNetConfig, level: int) -> int:
@@ -123,12 +140,19 @@ class _Down(nn.Module):
         return self.block(x)
 
 
+def _upsampling(cin: int, cout: int, mode: str, bias: bool) -> list[nn.Module]:
+    """The decoder's x2 upsampling layers (`UNetConfig.upsample`)."""
+    if mode == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
+    return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)]
+
+
 class _Up(nn.Module):
-    def __init__(self, cin: int, cout: int, outermost: bool, dropout: float) -> None:
+    def __init__(self, cin: int, cout: int, outermost: bool, dropout: float,
+                 upsample: str = "transpose") -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.ReLU(),
-                                   nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1,
-                                                      bias=outermost)]
+        layers: list[nn.Module] = [nn.ReLU(), *_upsampling(cin, cout, upsample, outermost)]
         if outermost:
             layers.append(nn.Tanh())
         else:
@@ -176,7 +200,7 @@ class UNet(nn.Module):
             last = i == 0 and not config.input_skip  # pix2pix: tanh straight after the last up
             cout = config.out_channels if last else (config.base_filters if i == 0 else chans[i])
             drop = config.dropout if 0 < n - 1 - i <= config.dropout_blocks else 0.0
-            ups.append(_Up(cin, cout, outermost=last, dropout=drop))
+            ups.append(_Up(cin, cout, outermost=last, dropout=drop, upsample=config.upsample))
         self.up = nn.ModuleList(ups)
         self.head = (_Head(config.base_filters, in_channels, config.out_channels)
                      if config.input_skip else None)
