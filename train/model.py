@@ -149,7 +149,7 @@ def _upsampling(cin: int, cout: int, mode: str, bias: bool) -> list[nn.Module]:
 
 
 class _Up(nn.Module):
-    def __init__(self, cin: int, cout: int, outermost: bool, dropout: float,
+    def __init__(self, cin: int, cout: int, *, outermost: bool, dropout: float,
                  upsample: str = "transpose") -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.ReLU(), *_upsampling(cin, cout, upsample, outermost)]
