@@ -22,7 +22,7 @@ from mri2mri.runtime.imaging.contrasts import canonical_contrast
 from mri2mri.runtime.metadata import Normalisation
 
 from .augment import AugmentSpec
-from .model import UPSAMPLING, Preset, get_preset
+from .model import Preset, check_upsample, get_preset
 from .validation import SUBSET_SLICES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -122,9 +122,7 @@ class TrainConfig:
         self.augment = AugmentSpec.parse(self.augment).to_string()
         self.simulated_augment = AugmentSpec.parse(self.simulated_augment).to_string()
         Normalisation.named(self.normalisation)  # validates the name
-        if self.upsample not in UPSAMPLING:
-            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)} "
-                             f"(got {self.upsample!r})")
+        check_upsample(self.upsample)
 
     #: Fields that may differ when resuming (they do not change the weights on CPU).
     RESUMABLE_CHANGES = ("epochs", "workers", "device", "threads", "data", "cache",

@@ -35,6 +35,13 @@ from .baseline import BINS_1D, BINS_JOINT, HIGH, LOW, IntensityLUT
 UPSAMPLING = ("transpose", "resize")
 
 
+def check_upsample(mode: str) -> str:
+    """`mode` if it is one of `UPSAMPLING`; a ValueError naming the choices otherwise."""
+    if mode not in UPSAMPLING:
+        raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)} (got {mode!r})")
+    return mode
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Architecture hyper-parameters; stored in checkpoints and ONNX metadata."""
@@ -59,9 +66,7 @@ class UNetConfig:
     upsample: str = "transpose"
 
     def __post_init__(self) -> None:
-        if self.upsample not in UPSAMPLING:
-            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)} "
-                             f"(got {self.upsample!r})")
+        check_upsample(self.upsample)
         if self.levels < 2:
             raise ValueError("a U-Net needs at least 2 levels")
         if self.in_channels < 1 or self.out_channels < 1 or self.base_filters < 1:
